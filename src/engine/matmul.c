@@ -1,0 +1,223 @@
+/*
+ * Batched matrix products through BLAS, forward and backward.
+ *
+ * Each operand's last two dimensions are handed to BLAS as a stored
+ * row-major matrix plus a transpose flag. A transposed view (row stride 1)
+ * is passed as the untransposed storage with the flag flipped, so
+ * mr_tensor_transpose() before a product costs no copy.
+ */
+#include <string.h>
+
+#include "blas.h"
+#include "ctx.h"
+#include "internal.h"
+
+/* How an operand's last two dimensions sit in memory. */
+typedef struct matrix_layout {
+    bool trans;  /* the logical matrix is the transpose of the storage */
+    int64_t ld;  /* row stride of the storage */
+} matrix_layout;
+
+/*
+ * Describes t's last two dimensions [rows, cols] as BLAS storage. Returns
+ * false when neither the rows nor the columns are contiguous.
+ */
+static bool describe_layout(const mr_tensor *t, matrix_layout *layout) {
+    int64_t rows = t->shape[t->ndim - 2], cols = t->shape[t->ndim - 1];
+    int64_t row_stride = t->stride[t->ndim - 2], col_stride = t->stride[t->ndim - 1];
+    if ((col_stride == 1 || cols == 1) && row_stride >= (cols > 1 ? cols : 1)) {
+        layout->trans = false;
+        layout->ld = row_stride > 0 ? row_stride : 1;
+        if (rows == 1) {
+            layout->ld = cols > 1 ? cols : 1;
+        }
+        return true;
+    }
+    if ((row_stride == 1 || rows == 1) && col_stride >= (rows > 1 ? rows : 1)) {
+        layout->trans = true;
+        layout->ld = col_stride;
+        return true;
+    }
+    return false;
+}
+
+/* Element offset of batch entry index within t, or 0 when t is 2-D or its
+ * batch dimensions are all 1 (broadcast). */
+static int64_t batch_offset(const mr_tensor *t, int64_t index) {
+    int64_t offset = 0;
+    for (int d = t->ndim - 3; d >= 0; d--) {
+        int64_t size = t->shape[d];
+        offset += (index % size) * t->stride[d];
+        index /= size;
+    }
+    return offset;
+}
+
+typedef struct matmul_saved {
+    matrix_layout a, b;
+    int64_t m, n, k, batch;
+    bool a_batched, b_batched;
+    bool folded; /* a's batch folded into M against a shared 2-D b */
+} matmul_saved;
+
+static void matmul_backward(mr_ctx *ctx, mr_tensor *out) {
+    mr_tensor *a = out->src[0], *b = out->src[1];
+    const matmul_saved *s = out->saved;
+    bool ta = s->a.trans, tb = s->b.trans;
+    int64_t m = s->m, n = s->n, k = s->k;
+
+    float *da = mr_tensor_requires_grad(a) ? mr_tensor_grad_buffer(ctx, a) : NULL;
+    float *db = mr_tensor_requires_grad(b) ? mr_tensor_grad_buffer(ctx, b) : NULL;
+    if (ctx->status != MR_OK) {
+        return;
+    }
+
+    int64_t batches = s->folded ? 1 : s->batch;
+    if (s->folded) {
+        m *= s->batch;
+    }
+    for (int64_t i = 0; i < batches; i++) {
+        int64_t oa = s->a_batched ? batch_offset(a, i) : 0;
+        int64_t ob = s->b_batched ? batch_offset(b, i) : 0;
+        const float *dc = out->grad + i * m * n;
+
+        /* X = op(A) [M, K], Y = op(B) [K, N], dX = dC Y^T, dY = X^T dC. */
+        if (da != NULL) {
+            if (!ta) {
+                mr_sgemm(false, !tb, m, k, n, 1.0f, dc, n, b->data + ob, s->b.ld, 1.0f,
+                         da + oa, s->a.ld);
+            } else {
+                mr_sgemm(tb, true, k, m, n, 1.0f, b->data + ob, s->b.ld, dc, n, 1.0f,
+                         da + oa, s->a.ld);
+            }
+        }
+        if (db != NULL) {
+            if (!tb) {
+                mr_sgemm(!ta, false, k, n, m, 1.0f, a->data + oa, s->a.ld, dc, n, 1.0f,
+                         db + ob, s->b.ld);
+            } else {
+                mr_sgemm(true, ta, n, k, m, 1.0f, dc, n, a->data + oa, s->a.ld, 1.0f,
+                         db + ob, s->b.ld);
+            }
+        }
+    }
+}
+
+mr_tensor *mr_tensor_matmul(mr_ctx *ctx, mr_tensor *a, mr_tensor *b,
+                            int flags) {
+    if (mr_any_null(2, a, b)) {
+        return NULL;
+    }
+    if (!mr_check_dtype(ctx, "matmul", "a", a, MR_F32) ||
+        !mr_check_dtype(ctx, "matmul", "b", b, MR_F32)) {
+        return NULL;
+    }
+    char sa[96], sb[96];
+    if (a->ndim < 2 || b->ndim < 2) {
+        mr_ctx_fail(ctx, MR_ERR_SHAPE, "matmul: operands need at least 2 dimensions, got %s and %s",
+                    mr_tensor_shape_string(a, sa, sizeof sa),
+                    mr_tensor_shape_string(b, sb, sizeof sb));
+        return NULL;
+    }
+
+    /* Make each operand BLAS-compatible, copying only odd layouts. */
+    matrix_layout la, lb;
+    if (!describe_layout(a, &la)) {
+        a = mr_tensor_contiguous(ctx, a);
+        if (a == NULL || !describe_layout(a, &la)) {
+            return NULL;
+        }
+    }
+    if (!describe_layout(b, &lb)) {
+        b = mr_tensor_contiguous(ctx, b);
+        if (b == NULL || !describe_layout(b, &lb)) {
+            return NULL;
+        }
+    }
+
+    bool flag_a = (flags & MR_MATMUL_TRANS_A) != 0;
+    bool flag_b = (flags & MR_MATMUL_TRANS_B) != 0;
+    int64_t m = flag_a ? a->shape[a->ndim - 1] : a->shape[a->ndim - 2];
+    int64_t k = flag_a ? a->shape[a->ndim - 2] : a->shape[a->ndim - 1];
+    int64_t kb = flag_b ? b->shape[b->ndim - 1] : b->shape[b->ndim - 2];
+    int64_t n = flag_b ? b->shape[b->ndim - 2] : b->shape[b->ndim - 1];
+    if (k != kb) {
+        mr_ctx_fail(ctx, MR_ERR_SHAPE,
+                    "matmul: inner dimensions differ (%lld vs %lld) for %s%s @ %s%s",
+                    (long long)k, (long long)kb, mr_tensor_shape_string(a, sa, sizeof sa),
+                    flag_a ? "^T" : "", mr_tensor_shape_string(b, sb, sizeof sb),
+                    flag_b ? "^T" : "");
+        return NULL;
+    }
+
+    /* Batch dimensions: equal, or b shared (2-D or all ones). */
+    int64_t batch = mr_shape_product(a->shape, 0, a->ndim - 2);
+    int64_t b_batch = mr_shape_product(b->shape, 0, b->ndim - 2);
+    bool b_shared = b_batch == 1;
+    bool batches_match = a->ndim == b->ndim;
+    for (int d = 0; batches_match && d < a->ndim - 2; d++) {
+        batches_match = a->shape[d] == b->shape[d];
+    }
+    if (!b_shared && !batches_match) {
+        mr_ctx_fail(ctx, MR_ERR_SHAPE, "matmul: batch dimensions of %s and %s differ",
+                    mr_tensor_shape_string(a, sa, sizeof sa),
+                    mr_tensor_shape_string(b, sb, sizeof sb));
+        return NULL;
+    }
+
+    int64_t shape[MR_MAX_DIMS];
+    for (int d = 0; d < a->ndim - 2; d++) {
+        shape[d] = a->shape[d];
+    }
+    shape[a->ndim - 2] = m;
+    shape[a->ndim - 1] = n;
+    mr_tensor *srcs[2] = {a, b};
+    mr_tensor *out = mr_op_output(ctx, "matmul", a->ndim, shape, srcs, 2, matmul_backward);
+    if (out == NULL) {
+        return NULL;
+    }
+
+    bool ta = flag_a != la.trans;
+    bool tb = flag_b != lb.trans;
+
+    /* A linear layer: fold a's batch into M when its rows are evenly
+     * spaced, and run one large product against the shared b. */
+    bool folded = b_shared && !ta && batch > 1 && mr_tensor_is_contiguous(a);
+    if (folded) {
+        mr_sgemm(false, tb, batch * m, n, k, 1.0f, a->data, la.ld, b->data, lb.ld, 0.0f,
+                 out->data, n);
+    } else {
+        for (int64_t i = 0; i < batch; i++) {
+            int64_t ob = b_shared ? 0 : batch_offset(b, i);
+            mr_sgemm(ta, tb, m, n, k, 1.0f, a->data + batch_offset(a, i), la.ld,
+                     b->data + ob, lb.ld, 0.0f, out->data + i * m * n, n);
+        }
+    }
+
+    if (mr_op_recording(out)) {
+        matmul_saved *s = mr_ctx_alloc(ctx, sizeof *s);
+        if (s == NULL) {
+            return NULL;
+        }
+        s->a = (matrix_layout){ta, la.ld};
+        s->b = (matrix_layout){tb, lb.ld};
+        s->m = m;
+        s->n = n;
+        s->k = k;
+        s->batch = batch;
+        s->a_batched = true;
+        s->b_batched = !b_shared;
+        s->folded = folded;
+        out->saved = s;
+    }
+    return out;
+}
+
+mr_tensor *mr_tensor_linear(mr_ctx *ctx, mr_tensor *x, mr_tensor *w,
+                            mr_tensor *bias) {
+    mr_tensor *y = mr_tensor_matmul(ctx, x, w, MR_MATMUL_TRANS_B);
+    if (bias == NULL || y == NULL) {
+        return y;
+    }
+    return mr_tensor_add(ctx, y, bias);
+}

@@ -15,7 +15,7 @@
  * Scalar functions and their derivatives
  * ------------------------------------------------------------------------ */
 
-/* Logistic function without overflow: exp() only ever sees -|x|. */
+/* Logistic function without overflow: exp() gets only -|x|. */
 static float sigmoid_value(float x) {
     if (x >= 0.0f) {
         return 1.0f / (1.0f + expf(-x));
@@ -66,8 +66,9 @@ static float tanh_derivative(float x, float y) {
     return 1.0f - y * y;
 }
 
-/* log s(x) = min(x, 0) - log1p(exp(-|x|)): exp() never overflows, and for
- * large positive x the result keeps its tiny value -exp(-x) instead of 0. */
+/* log s(x) = min(x, 0) - log1p(exp(-|x|)). exp() cannot overflow, and for
+ * large positive x the result is -exp(-x) rather than 0 until expf
+ * underflows near x = 104. */
 static float log_sigmoid_value(float x) {
     return fminf(x, 0.0f) - log1pf(expf(-fabsf(x)));
 }

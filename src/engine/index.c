@@ -274,8 +274,8 @@ mr_tensor *mr_tensor_concat(mr_ctx *ctx, mr_tensor **tensors, int n, int axis) {
     s->axis = axis;
     s->inputs = inputs;
 
-    /* mr_op_output keeps only the first MR_MAX_SRC inputs in src; backward
-     * reads all of them from saved. */
+    /* mr_op_output keeps only the first MR_MAX_SRC inputs in src, so
+     * backward reads all of them from saved. */
     mr_tensor *out = mr_op_output(ctx, "concat", tensors[0]->ndim, shape, inputs, n,
                                   concat_backward);
     if (out == NULL) {
@@ -324,7 +324,7 @@ static int64_t gather_line_base(const mr_tensor *t, const mr_tensor *index, int 
 /*
  * Scatter-adds the output gradient into a's gradient. Lines (all
  * coordinates but the axis fixed) write disjoint elements of a, so they
- * run in parallel; within a line the additions follow the index order.
+ * run in parallel. Within a line the additions follow the index order.
  */
 static void gather_backward(mr_ctx *ctx, mr_tensor *out) {
     mr_tensor *a = out->src[0];

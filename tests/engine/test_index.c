@@ -39,7 +39,8 @@ static void embedding_matches_torch(void) {
 
     mr_tensor *out = mr_tensor_embedding(ctx, weight, ids, padding_index);
     CHECK_CTX_OK(ctx);
-    CHECK(out != NULL && mr_tensor_same_shape(out, expected_out));
+    CHECK(out != NULL);
+        CHECK(out == NULL || mr_tensor_same_shape(out, expected_out));
     if (out != NULL) {
         CHECK_ARRAY_NEAR(out->data, expected_out->data, mr_tensor_numel(out), 0, 0);
         CHECK_STATUS(mr_tensor_backward(ctx, out, g->data), MR_OK);
@@ -66,8 +67,8 @@ static void embedding_padding_and_repeats(void) {
     float expected_out[10] = {5, 6, 0, 0, 5, 6, 5, 6, 0, 0};
     CHECK_ARRAY_NEAR(out->data, expected_out, 10, 0, 0);
 
-    /* Row 2 appears three times and sums three upstream rows; padding row 1
-     * and the unused rows 0 and 3 get nothing. */
+    /* Row 2 appears three times and sums three upstream rows. Padding row
+     * 1 and the unused rows 0 and 3 get nothing. */
     float seed[10] = {1, 10, 100, 1000, 2, 20, 3, 30, 100, 1000};
     CHECK_STATUS(mr_tensor_backward(ctx, out, seed), MR_OK);
     float expected_grad[8] = {0, 0, 0, 0, 6, 60, 0, 0};
@@ -220,7 +221,7 @@ static void concat_matches_torch(void) {
         mr_tensor *inputs[3], *expected_grads[3];
         bool loaded = true;
         for (int k = 0; k < counts[c]; k++) {
-            char x_name[16], grad_name[16];
+            char x_name[24], grad_name[24];
             snprintf(x_name, sizeof x_name, "x%d", k);
             snprintf(grad_name, sizeof grad_name, "grad_x%d", k);
             inputs[k] = mr_fixture_tensor(fixture, ctx, names[c], x_name);
@@ -240,7 +241,8 @@ static void concat_matches_torch(void) {
 
         mr_tensor *out = mr_tensor_concat(ctx, inputs, counts[c], axis);
         CHECK_CTX_OK(ctx);
-        CHECK(out != NULL && mr_tensor_same_shape(out, expected_out));
+        CHECK(out != NULL);
+        CHECK(out == NULL || mr_tensor_same_shape(out, expected_out));
         if (out != NULL) {
             CHECK_ARRAY_NEAR(out->data, expected_out->data, mr_tensor_numel(out), 0, 0);
             CHECK_STATUS(mr_tensor_backward(ctx, out, g->data), MR_OK);
@@ -350,7 +352,8 @@ static void gather_matches_torch(void) {
 
         mr_tensor *out = mr_tensor_gather(ctx, a, axis, index);
         CHECK_CTX_OK(ctx);
-        CHECK(out != NULL && mr_tensor_same_shape(out, expected_out));
+        CHECK(out != NULL);
+        CHECK(out == NULL || mr_tensor_same_shape(out, expected_out));
         if (out != NULL) {
             CHECK_ARRAY_NEAR(out->data, expected_out->data, mr_tensor_numel(out), 0, 0);
             CHECK_STATUS(mr_tensor_backward(ctx, out, g->data), MR_OK);

@@ -1,0 +1,261 @@
+/*
+ * Element-wise activations (GELU, SiLU, ReLU, sigmoid, tanh, log-sigmoid)
+ * and inverted dropout, each with its backward pass.
+ *
+ * The six activations share one forward and one backward loop. Each is
+ * described by a value function y = f(x) and a derivative function that
+ * may use x and the stored output y, so backward needs no saved buffers.
+ */
+#include <math.h>
+
+#include "ctx.h"
+#include "internal.h"
+
+/* ------------------------------------------------------------------------
+ * Scalar functions and their derivatives
+ * ------------------------------------------------------------------------ */
+
+/* Logistic function without overflow: exp() gets only -|x|. */
+static float sigmoid_value(float x) {
+    if (x >= 0.0f) {
+        return 1.0f / (1.0f + expf(-x));
+    }
+    float e = expf(x);
+    return e / (1.0f + e);
+}
+
+static float gelu_value(float x) {
+    return 0.5f * x * (1.0f + erff(x * (float)M_SQRT1_2));
+}
+
+/* d/dx x * Phi(x) = Phi(x) + x * phi(x), with phi the standard normal
+ * density. */
+static float gelu_derivative(float x, float y) {
+    (void)y;
+    float cdf = 0.5f * (1.0f + erff(x * (float)M_SQRT1_2));
+    float density = expf(-0.5f * x * x) * (float)(0.5 * M_2_SQRTPI * M_SQRT1_2);
+    return cdf + x * density;
+}
+
+static float silu_value(float x) { return x * sigmoid_value(x); }
+
+/* d/dx x * s(x) = s(x) * (1 + x * (1 - s(x))). */
+static float silu_derivative(float x, float y) {
+    (void)y;
+    float s = sigmoid_value(x);
+    return s * (1.0f + x * (1.0f - s));
+}
+
+static float relu_value(float x) { return x > 0.0f ? x : 0.0f; }
+
+/* The derivative at exactly 0 is taken as 0, as in PyTorch. */
+static float relu_derivative(float x, float y) {
+    (void)y;
+    return x > 0.0f ? 1.0f : 0.0f;
+}
+
+static float sigmoid_derivative(float x, float y) {
+    (void)x;
+    return y * (1.0f - y);
+}
+
+static float tanh_value(float x) { return tanhf(x); }
+
+static float tanh_derivative(float x, float y) {
+    (void)x;
+    return 1.0f - y * y;
+}
+
+/* log s(x) = min(x, 0) - log1p(exp(-|x|)). exp() cannot overflow, and for
+ * large positive x the result is -exp(-x) rather than 0 until expf
+ * underflows near x = 104. */
+static float log_sigmoid_value(float x) {
+    return fminf(x, 0.0f) - log1pf(expf(-fabsf(x)));
+}
+
+/* d/dx log s(x) = 1 - s(x) = s(-x). */
+static float log_sigmoid_derivative(float x, float y) {
+    (void)y;
+    return sigmoid_value(-x);
+}
+
+/* ------------------------------------------------------------------------
+ * The shared element-wise pattern
+ * ------------------------------------------------------------------------ */
+
+typedef struct unary_kind {
+    const char *name;
+    float (*value)(float x);
+    float (*derivative)(float x, float y); /* dy/dx from input and output */
+} unary_kind;
+
+enum { UNARY_GELU, UNARY_SILU, UNARY_RELU, UNARY_SIGMOID, UNARY_TANH, UNARY_LOG_SIGMOID };
+
+static const unary_kind unary_kinds[] = {
+    [UNARY_GELU] = {"gelu", gelu_value, gelu_derivative},
+    [UNARY_SILU] = {"silu", silu_value, silu_derivative},
+    [UNARY_RELU] = {"relu", relu_value, relu_derivative},
+    [UNARY_SIGMOID] = {"sigmoid", sigmoid_value, sigmoid_derivative},
+    [UNARY_TANH] = {"tanh", tanh_value, tanh_derivative},
+    [UNARY_LOG_SIGMOID] = {"log_sigmoid", log_sigmoid_value, log_sigmoid_derivative},
+};
+
+/* Accumulates dx += dy * f'(x) using the input and the stored output. */
+static void unary_backward(mr_ctx *ctx, mr_tensor *out) {
+    const unary_kind *kind = &unary_kinds[out->iparams[0]];
+    mr_tensor *x = out->src[0];
+    float *dx = mr_tensor_grad_buffer(ctx, x);
+    if (dx == NULL) {
+        return;
+    }
+
+    int64_t count = mr_tensor_numel(out);
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < count; i++) {
+        dx[i] += out->grad[i] * kind->derivative(x->data[i], out->data[i]);
+    }
+}
+
+/* Applies activation kind_id to every element of a float tensor of any
+ * shape. Returns NULL (error stored) on a wrong dtype or a full arena. */
+static mr_tensor *unary_op(mr_ctx *ctx, int kind_id, mr_tensor *x) {
+    const unary_kind *kind = &unary_kinds[kind_id];
+    if (x == NULL || !mr_check_dtype(ctx, kind->name, "x", x, MR_F32)) {
+        return NULL;
+    }
+    x = mr_tensor_contiguous(ctx, x);
+    if (x == NULL) {
+        return NULL;
+    }
+
+    mr_tensor *srcs[1] = {x};
+    mr_tensor *out = mr_op_output(ctx, kind->name, x->ndim, x->shape, srcs, 1, unary_backward);
+    if (out == NULL) {
+        return NULL;
+    }
+    out->iparams[0] = kind_id;
+
+    int64_t count = mr_tensor_numel(x);
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < count; i++) {
+        out->data[i] = kind->value(x->data[i]);
+    }
+    return out;
+}
+
+mr_tensor *mr_tensor_gelu(mr_ctx *ctx, mr_tensor *x) {
+    return unary_op(ctx, UNARY_GELU, x);
+}
+
+mr_tensor *mr_tensor_silu(mr_ctx *ctx, mr_tensor *x) {
+    return unary_op(ctx, UNARY_SILU, x);
+}
+
+mr_tensor *mr_tensor_relu(mr_ctx *ctx, mr_tensor *x) {
+    return unary_op(ctx, UNARY_RELU, x);
+}
+
+mr_tensor *mr_tensor_sigmoid(mr_ctx *ctx, mr_tensor *x) {
+    return unary_op(ctx, UNARY_SIGMOID, x);
+}
+
+mr_tensor *mr_tensor_tanh(mr_ctx *ctx, mr_tensor *x) {
+    return unary_op(ctx, UNARY_TANH, x);
+}
+
+mr_tensor *mr_tensor_log_sigmoid(mr_ctx *ctx, mr_tensor *x) {
+    return unary_op(ctx, UNARY_LOG_SIGMOID, x);
+}
+
+/* ------------------------------------------------------------------------
+ * Dropout
+ * ------------------------------------------------------------------------ */
+
+/*
+ * Keep decision for element i of the mask with this key: its uniform draw
+ * (24 bits) must reach p, so an element is dropped with probability p up
+ * to the 2^-24 granularity of the draw.
+ */
+static bool dropout_keeps(uint64_t mask_key, int64_t i, float p) {
+    return mr_rng_bits_to_uniform(mr_rng_hash(mask_key, (uint64_t)i)) >= p;
+}
+
+/* The mask key travels in iparams[0..1] as two 32-bit halves. */
+static void store_mask_key(mr_tensor *out, uint64_t key) {
+    out->iparams[0] = (int32_t)(uint32_t)(key & 0xffffffffu);
+    out->iparams[1] = (int32_t)(uint32_t)(key >> 32);
+}
+
+static uint64_t load_mask_key(const mr_tensor *out) {
+    return (uint64_t)(uint32_t)out->iparams[0] | ((uint64_t)(uint32_t)out->iparams[1] << 32);
+}
+
+/* Regenerates the forward mask from the stored key, so dx is dy / (1 - p)
+ * where the element was kept and untouched where it was dropped. */
+static void dropout_backward(mr_ctx *ctx, mr_tensor *out) {
+    mr_tensor *x = out->src[0];
+    float *dx = mr_tensor_grad_buffer(ctx, x);
+    if (dx == NULL) {
+        return;
+    }
+    uint64_t mask_key = load_mask_key(out);
+    float p = out->fparams[0];
+    float scale = out->fparams[1];
+
+    int64_t count = mr_tensor_numel(out);
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < count; i++) {
+        if (dropout_keeps(mask_key, i, p)) {
+            dx[i] += out->grad[i] * scale;
+        }
+    }
+}
+
+mr_tensor *mr_tensor_dropout(mr_ctx *ctx, mr_tensor *x, float p, mr_rng *rng) {
+    if (x == NULL || !mr_check_dtype(ctx, "dropout", "x", x, MR_F32)) {
+        return NULL;
+    }
+    if (!(p >= 0.0f && p < 1.0f)) {
+        mr_ctx_fail(ctx, MR_ERR_INVALID_ARGUMENT,
+                    "dropout: probability p = %g is outside [0, 1); pass a drop rate "
+                    "such as 0.1",
+                    (double)p);
+        return NULL;
+    }
+    if (!mr_ctx_training(ctx) || p == 0.0f) {
+        return x;
+    }
+    if (rng == NULL) {
+        mr_ctx_fail(ctx, MR_ERR_INVALID_ARGUMENT,
+                    "dropout: rng is NULL; training mode with p = %g needs a random stream",
+                    (double)p);
+        return NULL;
+    }
+    x = mr_tensor_contiguous(ctx, x);
+    if (x == NULL) {
+        return NULL;
+    }
+
+    mr_tensor *srcs[1] = {x};
+    mr_tensor *out = mr_op_output(ctx, "dropout", x->ndim, x->shape, srcs, 1, dropout_backward);
+    if (out == NULL) {
+        return NULL;
+    }
+
+    /* NOTE: the mask uses a fresh key, the stream's next draw, with element
+     * i at counter i. Hashing (key, counter + i) of the stream itself, with
+     * the stream advancing by one draw per call, would make the mask of
+     * the next call the previous mask shifted by one element. */
+    uint64_t mask_key = mr_rng_next_u64(rng);
+    float scale = 1.0f / (1.0f - p);
+    store_mask_key(out, mask_key);
+    out->fparams[0] = p;
+    out->fparams[1] = scale;
+
+    int64_t count = mr_tensor_numel(x);
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < count; i++) {
+        out->data[i] = dropout_keeps(mask_key, i, p) ? x->data[i] * scale : 0.0f;
+    }
+    return out;
+}

@@ -48,8 +48,12 @@ typedef struct mr_optim_config {
     mr_optim_type type;
     float momentum;     /* SGD only; 0 disables the momentum buffer */
     bool nesterov;      /* SGD only; requires momentum > 0 */
-    float beta1;        /* Adam/AdamW decay rate of the first moment, [0, 1) */
-    float beta2;        /* Adam/AdamW decay rate of the second moment, [0, 1) */
+    /* Adam/AdamW decay rates of the first and second moments, in [0, 1).
+     * Doubles, because 1 - beta and the bias correction 1 - beta^t are
+     * computed from them in double as PyTorch does from Python floats;
+     * 1 - 0.999f differs from 1 - 0.999 by 1.3e-5 relative. */
+    double beta1;
+    double beta2;
     float eps;          /* Adam/AdamW term added to the denominator, >= 0 */
     float weight_decay; /* decay of groups added with MR_OPTIM_DEFAULT_DECAY */
 } mr_optim_config;

@@ -57,8 +57,8 @@ mr_optim_config mr_optim_config_default(mr_optim_type type) {
     config.type = type;
     config.momentum = 0.0f;
     config.nesterov = false;
-    config.beta1 = 0.9f;
-    config.beta2 = 0.999f;
+    config.beta1 = 0.9;
+    config.beta2 = 0.999;
     config.eps = 1e-8f;
     config.weight_decay = type == MR_OPTIM_ADAMW ? 0.01f : 0.0f;
     return config;
@@ -92,13 +92,13 @@ static mr_status config_check(const mr_optim_config *config, mr_error *err) {
         return MR_OK;
     }
 
-    if (!(config->beta1 >= 0.0f && config->beta1 < 1.0f)) {
+    if (!(config->beta1 >= 0.0 && config->beta1 < 1.0)) {
         return mr_error_set(err, MR_ERR_INVALID_ARGUMENT,
-                            "optim: beta1 is %g; it must be in [0, 1)", (double)config->beta1);
+                            "optim: beta1 is %g; it must be in [0, 1)", config->beta1);
     }
-    if (!(config->beta2 >= 0.0f && config->beta2 < 1.0f)) {
+    if (!(config->beta2 >= 0.0 && config->beta2 < 1.0)) {
         return mr_error_set(err, MR_ERR_INVALID_ARGUMENT,
-                            "optim: beta2 is %g; it must be in [0, 1)", (double)config->beta2);
+                            "optim: beta2 is %g; it must be in [0, 1)", config->beta2);
     }
     if (!(config->eps >= 0.0f) || isinf(config->eps)) {
         return mr_error_set(err, MR_ERR_INVALID_ARGUMENT,
@@ -342,7 +342,7 @@ static void adam_update(const mr_optim *opt, const optim_param *p, float lr,
     int64_t count = p->count;
 
     double beta1 = opt->config.beta1, beta2 = opt->config.beta2;
-    float b1 = opt->config.beta1, b2 = opt->config.beta2, eps = opt->config.eps;
+    float b1 = (float)beta1, b2 = (float)beta2, eps = opt->config.eps;
     float one_minus_b1 = (float)(1.0 - beta1), one_minus_b2 = (float)(1.0 - beta2);
     float step_size = (float)((double)lr / (1.0 - pow(beta1, (double)t)));
     float correction2_sqrt = (float)sqrt(1.0 - pow(beta2, (double)t));

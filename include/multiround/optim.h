@@ -184,8 +184,9 @@ typedef struct mr_lr_schedule {
 } mr_lr_schedule;
 
 /*
- * Checks a schedule: finite 0 <= min_lr <= base_lr, warmup_steps >= 0
- * and, for COSINE and LINEAR, total_steps >= warmup_steps.
+ * Checks a schedule: finite base_lr >= 0, warmup_steps >= 0 and, for
+ * COSINE and LINEAR, 0 <= min_lr <= base_lr and total_steps >=
+ * warmup_steps. mr_lr_at() does not check, so call this once first.
  */
 mr_status mr_lr_schedule_check(const mr_lr_schedule *s, mr_error *err);
 

@@ -15,7 +15,8 @@
 
 #include "multiround/optim.h"
 
-/* Longest state name: "optim.momentum." plus two 10-digit ints, a dot and NUL. */
+/* Maximum state name length: "optim.momentum." plus two 10-digit ints,
+ * a dot and NUL. */
 #define STATE_NAME_MAX 48
 
 /* Parameters with fewer elements are updated by one thread, because

@@ -148,7 +148,7 @@ static void adam_two_steps(void) {
      *   m_hat = 0.01 / (1 - 0.9^2) = 0.01 / 0.19 = 0.0526315789
      *   v_hat = 0.001999 / (1 - 0.999^2) = 0.001999 / 0.001999 = 1
      *   w = -1.9 - 0.1 * 0.0526315789 / (1 + 1e-8) = -1.90526316
-     * Element 0 sees the same gradient twice and moves by lr again. */
+     * Element 0 gets the same gradient twice and moves by lr again. */
     set_grad(w, (float[]){0.5f, 1.0f, 0.0f});
     CHECK_STATUS(mr_optim_step(opt, 0.1f, NULL), MR_OK);
     CHECK_ARRAY_NEAR(w->data, ((float[]){0.8f, -1.90526316f, 0.5f}), 3, 1e-6, 0);

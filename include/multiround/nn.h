@@ -22,6 +22,7 @@
 #ifndef MULTIROUND_NN_H
 #define MULTIROUND_NN_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "multiround/common.h"
@@ -83,10 +84,20 @@ mr_tensor *mr_gpt_forward(mr_gpt *gpt, mr_ctx *ctx, mr_tensor *tokens,
 /*
  * Sets *tensors to the model's parameter views in their storage order and
  * *count to their number. Each view is contiguous, named as in GPT-2's
- * Hugging Face checkpoints ("wte", "h.0.attn.c_attn.weight", ...), and has
- * a gradient window into the flat gradient. The array belongs to the model.
+ * Hugging Face checkpoints ("wte", "h.0.attn.c_attn.weight", ...), carries
+ * MR_FLAG_PARAM, and its gradient is a window of the flat gradient, so an
+ * optimizer from optim.h accepts the views directly. The array belongs to
+ * the model.
  */
 void mr_gpt_params(mr_gpt *gpt, mr_tensor ***tensors, int *count);
+
+/*
+ * Writes to out the parameter views that GPT-2 applies weight decay to
+ * (decayed true: the 2-D matrices and embeddings) or not (decayed false:
+ * biases and LayerNorm weights), in storage order, and returns how many.
+ * out must have room for every view (the count of mr_gpt_params()).
+ */
+int mr_gpt_params_by_decay(mr_gpt *gpt, bool decayed, mr_tensor **out);
 
 /* Returns the flat parameter tensor [P] that every view shares; its grad
  * holds the gradients of all parameters in the same order. */

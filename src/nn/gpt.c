@@ -241,6 +241,12 @@ mr_gpt *mr_gpt_create(const mr_gpt_config *config, uint64_t seed,
         tensor_name(config, i, name, sizeof name);
         mr_tensor_set_name(view, name);
 
+        /* NOTE: mr_tensor_set_param() rejects views, but a view of the
+         * flat parameter already has what the flag promises: its gradient
+         * is a window of the flat tensor's lasting gradient. Setting the
+         * flag lets optimizers take the views, one group per decay. */
+        view->flags |= MR_FLAG_PARAM | MR_FLAG_REQUIRES_GRAD;
+
         mr_rng stream = mr_rng_split(&root, (uint64_t)i);
         switch (tensor_init(config, i)) {
         case INIT_NORMAL:
@@ -288,6 +294,16 @@ const mr_gpt_config *mr_gpt_get_config(const mr_gpt *gpt) {
 void mr_gpt_params(mr_gpt *gpt, mr_tensor ***tensors, int *count) {
     *tensors = gpt->tensors;
     *count = gpt->tensor_count;
+}
+
+int mr_gpt_params_by_decay(mr_gpt *gpt, bool decayed, mr_tensor **out) {
+    int n = 0;
+    for (int i = 0; i < gpt->tensor_count; i++) {
+        if ((gpt->tensors[i]->ndim == 2) == decayed) {
+            out[n++] = gpt->tensors[i];
+        }
+    }
+    return n;
 }
 
 mr_tensor *mr_gpt_flat_params(mr_gpt *gpt) {

@@ -204,10 +204,10 @@ static void gpt_matches_torch(void) {
         CHECK_NEAR(loss->data[0], expected_loss->data[0], 1e-5);
     }
 
-    /* Every gradient. Gradients are of order 1e-3 to 1e-1; the tolerance
-     * 1e-6 + 1e-3 relative allows the same rounding, amplified by the
-     * LayerNorm and softmax backward passes, and is 100 times smaller
-     * than the gradients of any mistake in a formula. */
+    /* Every gradient. They reach 0.58 in magnitude, and the largest
+     * difference from PyTorch measured was 6e-7 (summation order again).
+     * 4e-6 + 1e-4 relative leaves room for other BLAS kernels and thread
+     * counts, and is far below the error of any wrong formula. */
     for (int i = 0; i < count; i++) {
         char name[64];
         snprintf(name, sizeof name, "grad.%s", views[i]->name);
@@ -216,8 +216,8 @@ static void gpt_matches_torch(void) {
             CHECK(expected != NULL && views[i]->grad != NULL);
             continue;
         }
-        if (CHECK_ARRAY_NEAR(views[i]->grad, expected->data, mr_tensor_numel(views[i]), 1e-6,
-                             1e-3) > 0) {
+        if (CHECK_ARRAY_NEAR(views[i]->grad, expected->data, mr_tensor_numel(views[i]), 4e-6,
+                             1e-4) > 0) {
             mr_test_fail(__FILE__, __LINE__, "gradient of %s differs from PyTorch",
                          views[i]->name);
         }

@@ -21,13 +21,13 @@
 #define DEMO_TEXT_MAX_BYTES (16L * 1024 * 1024)
 
 /* The model and training settings of the demo. */
-#define DEMO_CONTEXT 64
+#define DEMO_CONTEXT 32
 #define DEMO_LAYERS 2
 #define DEMO_HEADS 4
 #define DEMO_CHANNELS 64
 #define DEMO_BATCH 16
-#define DEMO_LR 3e-3f
-#define DEMO_MIN_LR 3e-4f
+#define DEMO_LR 1e-2f
+#define DEMO_MIN_LR 1e-3f
 #define DEMO_WARMUP 20
 #define DEMO_WEIGHT_DECAY 0.01f
 #define DEMO_PROMPT_LENGTH 10

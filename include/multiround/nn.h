@@ -46,13 +46,13 @@ typedef struct mr_gpt_config {
 typedef struct mr_gpt mr_gpt;
 
 /*
- * Creates a model with freshly initialised weights, as GPT-2 does: every
- * weight matrix and both embeddings are drawn from normal(0, 0.02), except
- * the two projections that write into the residual stream in each block
- * (attention output and MLP output), which use std 0.02 / sqrt(2 L);
- * biases start at 0, LayerNorm weights at 1. The same config and seed give
- * bit-identical weights. Returns NULL and fills err when the config is
- * invalid or memory runs out.
+ * Creates a model with freshly initialised weights, as GPT-2 does. Every
+ * weight matrix and both embeddings are drawn from normal(0, 0.02). The
+ * exceptions are the two projections in each block that write into the
+ * residual stream (attention output and MLP output): they use std
+ * 0.02 / sqrt(2 L). Biases start at 0 and LayerNorm weights at 1. The same
+ * config and seed give bit-identical weights. Returns NULL and fills err
+ * when the config is invalid or memory runs out.
  */
 mr_gpt *mr_gpt_create(const mr_gpt_config *config, uint64_t seed,
                       mr_error *err);
@@ -65,7 +65,7 @@ const mr_gpt_config *mr_gpt_get_config(const mr_gpt *gpt);
 
 /*
  * Builds the logits [B, T, V] of a batch of I32 tokens [B, T] (T <= context)
- * in ctx. Each position sees only itself and earlier positions. Dropout
+ * in ctx. Each position attends only to itself and earlier positions. Dropout
  * applies when ctx is in training mode and config.dropout > 0. Returns NULL
  * with the error stored in ctx when the tokens have the wrong type or shape
  * or an id is outside [0, V).
@@ -100,7 +100,7 @@ void mr_gpt_params(mr_gpt *gpt, mr_tensor ***tensors, int *count);
 int mr_gpt_params_by_decay(mr_gpt *gpt, bool decayed, mr_tensor **out);
 
 /* Returns the flat parameter tensor [P] that every view shares; its grad
- * holds the gradients of all parameters in the same order. */
+ * contains the gradients of all parameters in the same order. */
 mr_tensor *mr_gpt_flat_params(mr_gpt *gpt);
 
 /* Returns the number of trainable floats P:

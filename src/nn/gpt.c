@@ -39,7 +39,7 @@ enum block_tensor {
     BLOCK_TENSORS
 };
 
-/* How a tensor starts: GPT-2's scheme. */
+/* Initial values of a tensor in GPT-2's scheme. */
 enum init_kind { INIT_NORMAL, INIT_RESIDUAL_NORMAL, INIT_ZEROS, INIT_ONES };
 
 typedef struct block_spec {
@@ -398,7 +398,10 @@ mr_tensor *mr_gpt_logits(mr_gpt *gpt, mr_ctx *ctx, mr_tensor *tokens) {
                                  mr_tensor_embedding(ctx, p[GPT_WPE], positions, -1));
     x = mr_tensor_dropout(ctx, x, dropout, &gpt->dropout_rng);
 
-    /* Pre-LayerNorm blocks: x += attn(ln_1(x)); x += mlp(ln_2(x)). */
+    /* Pre-LayerNorm blocks: x += attn(ln_1(x)), then x += mlp(ln_2(x)).
+     * NOTE: GPT-2 also applies dropout to the attention probabilities.
+     * The fused attention op keeps no probabilities, so that one is left
+     * out. */
     for (int layer = 0; layer < config->layers && x != NULL; layer++) {
         mr_tensor *h = mr_tensor_layer_norm(ctx, x, p[block_index(layer, BLOCK_LN1_WEIGHT)],
                                             p[block_index(layer, BLOCK_LN1_BIAS)],

@@ -163,8 +163,11 @@ static void gpt_init_loss_near_log_vocab(void) {
 
     /* Logits have std about 0.02 sqrt(C) = 0.11, so the loss exceeds
      * ln(64) = 4.159 by about half their variance, 0.006. */
-    CHECK(loss != NULL && loss->ndim == 0);
-    CHECK_NEAR(loss->data[0], log(64.0), 0.03);
+    CHECK(loss != NULL);
+    if (loss != NULL) {
+        CHECK_INT_EQ(loss->ndim, 0);
+        CHECK_NEAR(loss->data[0], log(64.0), 0.03);
+    }
     mr_ctx_free(ctx);
     mr_gpt_free(gpt);
 }
@@ -184,7 +187,8 @@ static void gpt_matches_torch(void) {
     mr_gpt_params(gpt, &views, &count);
     for (int i = 0; i < count; i++) {
         mr_tensor *weights = mr_fixture_tensor(fixture, data, "tiny", views[i]->name);
-        CHECK(weights != NULL && mr_tensor_same_shape(weights, views[i]));
+        CHECK(weights != NULL);
+        CHECK(weights == NULL || mr_tensor_same_shape(weights, views[i]));
         if (weights != NULL && mr_tensor_same_shape(weights, views[i])) {
             mr_tensor_copy(views[i], weights);
         }
@@ -197,9 +201,9 @@ static void gpt_matches_torch(void) {
     CHECK_STATUS(mr_tensor_backward(ctx, loss, NULL), MR_OK);
     CHECK_CTX_OK(ctx);
 
-    /* Float32 sums in a different order than PyTorch's differ by a few
-     * units in the last place per operation; over about 20 operations on
-     * values of order 1 that stays far below 1e-5. */
+    /* Float32 sums in another order than PyTorch's differ by a few units
+     * in the last place per operation. Over about 20 operations on values
+     * of order 1 that stays far below 1e-5. */
     if (loss != NULL && expected_loss != NULL) {
         CHECK_NEAR(loss->data[0], expected_loss->data[0], 1e-5);
     }
@@ -213,7 +217,8 @@ static void gpt_matches_torch(void) {
         snprintf(name, sizeof name, "grad.%s", views[i]->name);
         mr_tensor *expected = mr_fixture_tensor(fixture, data, "tiny", name);
         if (expected == NULL || views[i]->grad == NULL) {
-            CHECK(expected != NULL && views[i]->grad != NULL);
+            CHECK(expected != NULL);
+            CHECK(views[i]->grad != NULL);
             continue;
         }
         if (CHECK_ARRAY_NEAR(views[i]->grad, expected->data, mr_tensor_numel(views[i]), 4e-6,

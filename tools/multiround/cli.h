@@ -41,8 +41,9 @@ void cli_print_shared_options(FILE *out);
 double cli_seconds(void);
 
 /*
- * Progress of a loop over `total` steps: on a terminal, one line redrawn
- * with a bar; otherwise a plain line every `every` steps and at the end.
+ * Progress of a loop over `total` steps. On a terminal it is one line
+ * redrawn with a bar. Otherwise it is a plain line every `every` steps and
+ * at the end.
  */
 typedef struct cli_progress {
     int64_t total;

@@ -36,7 +36,7 @@ static void print_usage(FILE *out) {
 
 int main(int argc, char **argv) {
     /* One setting for OpenMP and BLAS: one thread per core unless --threads
-     * says otherwise. */
+     * sets another count. */
     mr_threads_set(0);
 
     int index = 1;

@@ -31,8 +31,8 @@ static double twiddle_angle(int64_t f, int64_t t, int64_t n) {
     return 2.0 * M_PI * (double)((f * t) % n) / (double)n;
 }
 
-/* Matrix [2F, n] of the orthonormal real DFT: row f holds cos terms of
- * frequency f, row F + f the negated sin terms. */
+/* Matrix [2F, n] of the orthonormal real DFT: row f contains the cos
+ * terms of frequency f, and row F + f the negated sin terms. */
 static float *rdft_matrix(mr_ctx *ctx, int64_t n) {
     int64_t freqs = n / 2 + 1;
     float *m = mr_ctx_alloc(ctx, (size_t)(2 * freqs * n) * sizeof(float));

@@ -123,7 +123,7 @@ mr_tensor *mr_tensor_cross_entropy(mr_ctx *ctx, mr_tensor *logits,
         return NULL;
     }
 
-    /* Check every target before any work, and count the ones that count. */
+    /* Check every target before any work, and count the non-ignored ones. */
     int64_t classes = logits->shape[logits->ndim - 1];
     int64_t rows = mr_tensor_numel(targets);
     int64_t counted = 0;
@@ -171,7 +171,7 @@ mr_tensor *mr_tensor_cross_entropy(mr_ctx *ctx, mr_tensor *logits,
         }
         double sum = 0.0;
         for (int64_t v = 0; v < classes; v++) {
-            sum += exp((double)x[v] - (double)max);
+            sum += expf(x[v] - max);
         }
         float lse = (float)((double)max + log(sum));
         lse_all[i] = lse;
@@ -225,8 +225,8 @@ static int64_t broadcast_offset(const mr_tensor *weight, const mr_tensor *x, int
     return offset;
 }
 
-/* max(x, 0) - x*y + log(1 + exp(-|x|)): -(y log s(x) + (1-y) log(1-s(x)))
- * without overflow for large |x|. */
+/* Returns max(x, 0) - x*y + log(1 + exp(-|x|)), which equals
+ * -(y log s(x) + (1-y) log(1-s(x))) but cannot overflow for large |x|. */
 static float bce_element(float x, float y) {
     return fmaxf(x, 0.0f) - x * y + log1pf(expf(-fabsf(x)));
 }
@@ -335,8 +335,8 @@ mr_tensor *mr_tensor_bce_with_logits(mr_ctx *ctx, mr_tensor *logits,
         }
     }
 
-    /* NOTE: targets are treated as constants: no gradient reaches them even
-     * when they require one (PyTorch would send -w * x * g). */
+    /* NOTE: targets are constants here, so no gradient reaches them even
+     * when they require one. torch 1.13 sends them -w * x * g. */
     mr_tensor *srcs[2] = {logits, weight};
     int nsrc = weight != NULL ? 2 : 1;
     mr_tensor *out = reduction == MR_REDUCE_NONE

@@ -2,9 +2,9 @@
  * One-layer GRU with backward through time.
  *
  * Forward: the input projections of all B*T steps come from one matrix
- * product; the recurrence then runs step by step with one [B, H] x [H, 3H]
- * product per step. The gates r, z, n and the hidden projection of the new
- * gate (W_hn h + b_hn) are saved per step for the backward pass.
+ * product. The recurrence then runs step by step with one [B, H] x [H, 3H]
+ * product per step. Each step saves the gates r, z, n and the hidden
+ * projection of the new gate (W_hn h + b_hn) for the backward pass.
  *
  * Backward walks the steps in reverse, collecting the gradients of the
  * input and hidden pre-activations of every step, and then turns them
@@ -273,7 +273,8 @@ mr_tensor *mr_tensor_gru(mr_ctx *ctx, mr_tensor *x, mr_tensor *h0,
              gi, gates);
 
     for (int64_t t = 0; t < steps; t++) {
-        /* gh = h_{t-1} W_hh^T; row b of the previous outputs sits T*H apart. */
+        /* gh = h_{t-1} W_hh^T. Rows b of the previous step's outputs are T*H
+         * apart. */
         if (t > 0) {
             mr_sgemm(false, true, batch, gates, hidden, 1.0f, out->data + (t - 1) * hidden,
                      steps * hidden, w_hh->data, hidden, 0.0f, gh, gates);

@@ -148,8 +148,8 @@ static void gru_without_recording_gives_same_values(void) {
     CHECK(!mr_tensor_requires_grad(plain));
     CHECK_ARRAY_NEAR(plain->data, recorded->data, 3 * 4 * 3, 0, 0);
 
-    /* The first step from a zero state with no biases: h = (1 - z) * n with
-     * r = z = sigmoid(0) on the hidden side, computed by hand for row 0. */
+    /* The first step from a zero state with no biases has W_hh h = 0, so
+     * z = sigmoid(x W_iz^T), n = tanh(x W_in^T) and h = (1 - z) * n. */
     double gate[9];
     for (int g = 0; g < 9; g++) {
         gate[g] = w_ih->data[g * 2] * x->data[0] + w_ih->data[g * 2 + 1] * x->data[1];

@@ -67,7 +67,7 @@ static bool norm_check_inputs(mr_ctx *ctx, const char *op, mr_tensor **x,
     return *x != NULL;
 }
 
-/* Allocates the saved statistics; mean only when with_mean is set. */
+/* Allocates the saved statistics, with the mean only when with_mean is set. */
 static norm_saved *norm_saved_alloc(mr_ctx *ctx, int64_t rows, int64_t cols,
                                     bool with_mean) {
     norm_saved *s = mr_ctx_alloc(ctx, sizeof *s);
@@ -128,8 +128,15 @@ static void norm_param_backward(const norm_saved *s, const float *x,
  */
 static void layer_norm_backward(mr_ctx *ctx, mr_tensor *out) {
     mr_tensor *x = out->src[0];
-    mr_tensor *weight = out->iparams[0] ? out->src[1] : NULL;
-    mr_tensor *bias = out->iparams[1] ? out->src[out->iparams[0] ? 2 : 1] : NULL;
+    /* Sources are packed: x, then weight and bias when given. */
+    int next_src = 1;
+    mr_tensor *weight = NULL, *bias = NULL;
+    if (out->iparams[0]) {
+        weight = out->src[next_src++];
+    }
+    if (out->iparams[1]) {
+        bias = out->src[next_src];
+    }
     const norm_saved *s = out->saved;
     int64_t rows = s->rows, cols = s->cols;
     const float *dy = out->grad;

@@ -103,7 +103,7 @@ mr_tensor *mr_tensor_rope(mr_ctx *ctx, mr_tensor *x, mr_tensor *positions,
         return NULL;
     }
 
-    /* The angle table, [T, D/2]; it outlives this call when recorded. */
+    /* The cosine and sine tables [T, D/2], which backward reuses when recorded. */
     int64_t half = dim / 2;
     size_t table_bytes = (size_t)(t_len * half > 0 ? t_len * half : 1) * sizeof(float);
     float *cos_table = mr_ctx_alloc(ctx, table_bytes);

@@ -25,7 +25,7 @@ typedef struct softmax_layout {
     bool causal;
 } softmax_layout;
 
-/* Offset of row r's first mask entry; columns step by mask_stride[3]. */
+/* Offset of row r's first mask entry. Columns step by mask_stride[3]. */
 static int64_t mask_row_offset(const softmax_layout *l, int64_t r) {
     int64_t i2 = r % l->x_shape[2];
     int64_t i1 = (r / l->x_shape[2]) % l->x_shape[1];
@@ -72,13 +72,18 @@ static void softmax_row(const softmax_layout *l, int64_t r, const float *x,
         return;
     }
 
-    /* First pass: exponentials (kept in y for softmax) and their sum. */
+    /* Exponentials and their sum. Softmax keeps the exponentials in y and
+     * log-softmax the shifted logits. */
     double sum = 0.0;
     for (int64_t j = 0; j < cols; j++) {
         bool visible = j < limit && (m == NULL || m[j * mstep] != 0.0f);
         float e = visible ? expf(x[j] - max) : 0.0f;
         sum += e;
-        y[j] = log_form ? (visible ? x[j] - max : hidden) : e;
+        if (!log_form) {
+            y[j] = e;
+        } else {
+            y[j] = visible ? x[j] - max : hidden;
+        }
     }
 
     if (log_form) {
@@ -94,7 +99,7 @@ static void softmax_row(const softmax_layout *l, int64_t r, const float *x,
     }
 }
 
-/* dx = y * (dy - sum(dy * y)); hidden entries have y = 0 and get 0. */
+/* dx = y * (dy - sum(dy * y)). Hidden entries have y = 0, so they get 0. */
 static void softmax_backward(mr_ctx *ctx, mr_tensor *out) {
     mr_tensor *x = out->src[0];
     float *dx = mr_tensor_grad_buffer(ctx, x);
@@ -120,8 +125,9 @@ static void softmax_backward(mr_ctx *ctx, mr_tensor *out) {
 }
 
 /*
- * dx = dy - exp(y) * sum(dy) over visible entries; entries whose output is
- * -INFINITY are hidden and get no gradient.
+ * dx = dy - exp(y) * sum(dy) over visible entries. Entries whose output is
+ * -INFINITY are hidden: they get no gradient, and their upstream gradient
+ * is ignored (PyTorch's masked_fill + log_softmax would add it to sum(dy)).
  * NOTE: a visible entry whose input is -INFINITY also outputs -INFINITY, so
  * it is treated as hidden here and gets no gradient either.
  */

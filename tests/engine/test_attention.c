@@ -1,9 +1,9 @@
 /*
  * Fused attention: values and gradients against an explicit PyTorch
  * implementation (fixtures/attention.json, written by
- * fixtures/torch_attention.py), agreement with the separate matmul and
- * softmax ops, finite-difference gradient checks with grouped heads, masks
- * and odd sizes, strided inputs, inference without recording, thread
+ * fixtures/torch_attention.py) and against the separate matmul and softmax
+ * ops. Also finite-difference gradient checks with grouped heads, masks,
+ * odd sizes and strided inputs, inference without recording, thread
  * counts and argument errors.
  *
  * Fixture tolerances: 1e-6 absolute plus 1e-5 relative. The float32 kernel

@@ -110,7 +110,7 @@ typedef struct norm_build {
     float eps;
 } norm_build;
 
-/* in[0] = x, in[1] = weight, in[2] = bias (used as the case says). */
+/* in[0] = x, in[1] = weight, in[2] = bias, each used when its flag is set. */
 static mr_tensor *build_norm(mr_ctx *ctx, mr_tensor **in, void *user) {
     norm_build *c = user;
     mr_tensor *x = c->transpose ? mr_tensor_transpose(ctx, in[0], -1, -2) : in[0];

@@ -5,8 +5,8 @@
  * padding masks, causal masking and fully hidden rows, and argument errors.
  *
  * Fixture tolerances: 1e-6 absolute plus 1e-5 relative. Probabilities are
- * at most 1 and the float32 kernel differs from the float64 reference by a
- * few ulps; log-softmax values reach about -60, hence the relative term.
+ * at most 1, and the float32 kernel differs from the float64 reference by
+ * a few ulps. Log-softmax values reach about -60, hence the relative term.
  */
 #include <stdlib.h>
 #include <string.h>

@@ -1,0 +1,422 @@
+/*
+ * Fused scaled dot-product attention with grouped-query heads, causal
+ * masking and a key padding mask, forward and backward.
+ *
+ * Per (batch, query head) pair and query row i:
+ *   s_j = scale * q_i . k_j over the visible keys j,
+ *   p = softmax(s), out_i = sum_j p_j v_j.
+ * Hidden keys get p_j = 0, and a query with no visible key outputs zeros.
+ *
+ * The products are plain loops over contiguous rows of D floats. At the
+ * sizes this engine targets (T and S around 50, D from 16 to 64), a GEMM
+ * call per head costs more in setup than it saves. Calling BLAS from
+ * inside an OpenMP loop would also nest its threads.
+ *
+ * q, k and v may be strided views (say, [B, T, H, D] transposed to
+ * [B, H, T, D]) as long as their last dimension is contiguous; others are
+ * copied. Their gradients go through the same strides.
+ *
+ * Forward runs (batch, query head) pairs in parallel. When recording, it
+ * saves the probabilities [B, Hq, T, S]. Backward first computes dq and
+ * the score gradients per (batch, query head) pair, then dk and dv per
+ * (batch, kv head) pair, summing that kv head's query heads in order.
+ * So no two threads write one gradient row, and every sum has a fixed
+ * order whatever the thread count.
+ */
+#include <math.h>
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#include "ctx.h"
+#include "internal.h"
+
+/* Sizes and strides shared by forward and backward. */
+typedef struct attention_dims {
+    int64_t batch, q_heads, kv_heads, t_len, s_len, head_dim;
+    int64_t group;           /* q_heads / kv_heads */
+    int64_t q_stride[3];     /* strides of q's first three dimensions */
+    int64_t k_stride[3];
+    int64_t v_stride[3];
+    float scale;
+    bool causal;
+} attention_dims;
+
+typedef struct attention_saved {
+    attention_dims dims;
+    float *probs; /* [B, Hq, T, S] */
+} attention_saved;
+
+/*
+ * Dot product of two rows of n floats. The simd reduction lets the compiler
+ * split the sum across vector lanes. That order is fixed when the code is
+ * compiled, so results still do not depend on the thread count.
+ */
+static inline float dot_row(const float *a, const float *b, int64_t n) {
+    float sum = 0.0f;
+#pragma omp simd reduction(+ : sum)
+    for (int64_t i = 0; i < n; i++) {
+        sum += a[i] * b[i];
+    }
+    return sum;
+}
+
+/* y += alpha * x over n floats. */
+static inline void axpy_row(float *y, float alpha, const float *x, int64_t n) {
+    for (int64_t i = 0; i < n; i++) {
+        y[i] += alpha * x[i];
+    }
+}
+
+/* Number of leading keys that causal masking leaves visible to query i. */
+static inline int64_t causal_limit(const attention_dims *d, int64_t i) {
+    if (!d->causal) {
+        return d->s_len;
+    }
+    int64_t limit = i + d->s_len - d->t_len + 1;
+    return limit < 0 ? 0 : (limit > d->s_len ? d->s_len : limit);
+}
+
+/*
+ * Computes one (batch b, query head h) pair: probabilities into probs
+ * (T rows of S when all_rows, else one reused row of S) and the output
+ * rows into out [T, D].
+ */
+static void attention_forward_pair(const attention_dims *d, int64_t b, int64_t h,
+                                   const float *q, const float *k, const float *v,
+                                   const float *key_mask, float *probs, bool all_rows,
+                                   float *out) {
+    int64_t kvh = h / d->group;
+    int64_t dim = d->head_dim, s_len = d->s_len;
+    const float *qh = q + b * d->q_stride[0] + h * d->q_stride[1];
+    const float *kh = k + b * d->k_stride[0] + kvh * d->k_stride[1];
+    const float *vh = v + b * d->v_stride[0] + kvh * d->v_stride[1];
+    const float *mask = key_mask != NULL ? key_mask + b * s_len : NULL;
+
+    for (int64_t i = 0; i < d->t_len; i++) {
+        float *p = all_rows ? probs + i * s_len : probs;
+        float *o = out + i * dim;
+        const float *qi = qh + i * d->q_stride[2];
+        int64_t limit = causal_limit(d, i);
+
+        /* Scores of visible keys and their maximum. Hidden keys get 0. */
+        float max = -INFINITY;
+        bool any = false;
+        for (int64_t j = 0; j < s_len; j++) {
+            if (j >= limit || (mask != NULL && mask[j] == 0.0f)) {
+                p[j] = 0.0f;
+                continue;
+            }
+            float s = d->scale * dot_row(qi, kh + j * d->k_stride[2], dim);
+            p[j] = s;
+            max = s > max ? s : max;
+            any = true;
+        }
+        for (int64_t c = 0; c < dim; c++) {
+            o[c] = 0.0f;
+        }
+        if (!any) {
+            continue;
+        }
+
+        /* Softmax over the visible keys, then the weighted sum of values. */
+        float sum = 0.0f;
+        for (int64_t j = 0; j < limit; j++) {
+            if (mask == NULL || mask[j] != 0.0f) {
+                p[j] = expf(p[j] - max);
+                sum += p[j];
+            }
+        }
+        float inv = 1.0f / sum;
+        for (int64_t j = 0; j < limit; j++) {
+            p[j] *= inv;
+            if (p[j] != 0.0f) {
+                axpy_row(o, p[j], vh + j * d->v_stride[2], dim);
+            }
+        }
+    }
+}
+
+/*
+ * Backward, step 1, for one (b, h) pair: the score gradients
+ * ds_j = p_j * (dp_j - sum_l p_l dp_l) with dp_j = do_i . v_j, stored in
+ * dscores [T, S] when not NULL, and dq_i += scale * sum_j ds_j k_j when dq
+ * is not NULL.
+ */
+static void attention_backward_scores(const attention_dims *d, int64_t b, int64_t h,
+                                      const float *probs, const float *dout,
+                                      const float *k, const float *v, float *dscores,
+                                      float *dq, float *dp) {
+    int64_t kvh = h / d->group;
+    int64_t dim = d->head_dim, s_len = d->s_len;
+    const float *kh = k + b * d->k_stride[0] + kvh * d->k_stride[1];
+    const float *vh = v + b * d->v_stride[0] + kvh * d->v_stride[1];
+    float *dqh = dq != NULL ? dq + b * d->q_stride[0] + h * d->q_stride[1] : NULL;
+
+    for (int64_t i = 0; i < d->t_len; i++) {
+        const float *p = probs + i * s_len;
+        const float *doi = dout + i * dim;
+        int64_t limit = causal_limit(d, i);
+
+        float dot = 0.0f;
+        for (int64_t j = 0; j < limit; j++) {
+            dp[j] = p[j] != 0.0f ? dot_row(doi, vh + j * d->v_stride[2], dim) : 0.0f;
+            dot += p[j] * dp[j];
+        }
+        float *ds = dscores != NULL ? dscores + i * s_len : NULL;
+        float *dqi = dqh != NULL ? dqh + i * d->q_stride[2] : NULL;
+        for (int64_t j = 0; j < s_len; j++) {
+            float g = j < limit ? p[j] * (dp[j] - dot) : 0.0f;
+            if (ds != NULL) {
+                ds[j] = g;
+            }
+            if (dqi != NULL && g != 0.0f) {
+                axpy_row(dqi, d->scale * g, kh + j * d->k_stride[2], dim);
+            }
+        }
+    }
+}
+
+/*
+ * Backward, step 2, for one (b, kv head) pair: over its query heads in
+ * order, dk_j += scale * sum_i ds_ij q_i and dv_j += sum_i p_ij do_i.
+ * dk or dv may be NULL.
+ */
+static void attention_backward_kv(const attention_dims *d, int64_t b, int64_t kvh,
+                                  const float *probs, const float *dscores,
+                                  const float *dout, const float *q, float *dk,
+                                  float *dv) {
+    int64_t dim = d->head_dim, s_len = d->s_len, t_len = d->t_len;
+    float *dkh = dk != NULL ? dk + b * d->k_stride[0] + kvh * d->k_stride[1] : NULL;
+    float *dvh = dv != NULL ? dv + b * d->v_stride[0] + kvh * d->v_stride[1] : NULL;
+
+    for (int64_t g = 0; g < d->group; g++) {
+        int64_t h = kvh * d->group + g;
+        int64_t pair = b * d->q_heads + h;
+        const float *p = probs + pair * t_len * s_len;
+        const float *ds = dscores != NULL ? dscores + pair * t_len * s_len : NULL;
+        const float *doh = dout + pair * t_len * dim;
+        const float *qh = q + b * d->q_stride[0] + h * d->q_stride[1];
+        for (int64_t j = 0; j < s_len; j++) {
+            float *dkj = dkh != NULL ? dkh + j * d->k_stride[2] : NULL;
+            float *dvj = dvh != NULL ? dvh + j * d->v_stride[2] : NULL;
+            for (int64_t i = 0; i < t_len; i++) {
+                if (dkj != NULL && ds[i * s_len + j] != 0.0f) {
+                    axpy_row(dkj, d->scale * ds[i * s_len + j], qh + i * d->q_stride[2], dim);
+                }
+                if (dvj != NULL && p[i * s_len + j] != 0.0f) {
+                    axpy_row(dvj, p[i * s_len + j], doh + i * dim, dim);
+                }
+            }
+        }
+    }
+}
+
+static void attention_backward(mr_ctx *ctx, mr_tensor *out) {
+    mr_tensor *q = out->src[0], *k = out->src[1], *v = out->src[2];
+    const attention_saved *s = out->saved;
+    const attention_dims *d = &s->dims;
+
+    float *dq = mr_tensor_requires_grad(q) ? mr_tensor_grad_buffer(ctx, q) : NULL;
+    float *dk = mr_tensor_requires_grad(k) ? mr_tensor_grad_buffer(ctx, k) : NULL;
+    float *dv = mr_tensor_requires_grad(v) ? mr_tensor_grad_buffer(ctx, v) : NULL;
+    if (ctx->status != MR_OK) {
+        return;
+    }
+
+    /* Score gradients for dk, plus one row of dp per thread. */
+    int64_t pairs = d->batch * d->q_heads;
+    int64_t pair_size = d->t_len * d->s_len;
+    float *dscores = NULL;
+    if (dk != NULL) {
+        dscores = mr_ctx_alloc(ctx, (size_t)(pairs * pair_size > 0 ? pairs * pair_size : 1) *
+                                        sizeof(float));
+    }
+    int threads = 1;
+#ifdef _OPENMP
+    threads = omp_get_max_threads();
+#endif
+    float *dp_rows = mr_ctx_alloc(ctx, (size_t)threads * (size_t)(d->s_len > 0 ? d->s_len : 1) *
+                                           sizeof(float));
+    if (ctx->status != MR_OK) {
+        return;
+    }
+
+    if (dq != NULL || dk != NULL) {
+#pragma omp parallel
+        {
+            int thread = 0;
+#ifdef _OPENMP
+            thread = omp_get_thread_num();
+#endif
+            float *dp = dp_rows + (int64_t)thread * d->s_len;
+#pragma omp for schedule(static)
+            for (int64_t pair = 0; pair < pairs; pair++) {
+                int64_t b = pair / d->q_heads, h = pair % d->q_heads;
+                attention_backward_scores(d, b, h, s->probs + pair * pair_size,
+                                          out->grad + pair * d->t_len * d->head_dim, k->data,
+                                          v->data, dscores != NULL ? dscores + pair * pair_size
+                                                                   : NULL,
+                                          dq, dp);
+            }
+        }
+    }
+
+    if (dk != NULL || dv != NULL) {
+        int64_t kv_pairs = d->batch * d->kv_heads;
+#pragma omp parallel for schedule(static)
+        for (int64_t pair = 0; pair < kv_pairs; pair++) {
+            int64_t b = pair / d->kv_heads, kvh = pair % d->kv_heads;
+            attention_backward_kv(d, b, kvh, s->probs, dscores, out->grad, q->data, dk, dv);
+        }
+    }
+}
+
+/* Returns t, or a contiguous copy when its last dimension is strided. */
+static mr_tensor *rows_contiguous(mr_ctx *ctx, mr_tensor *t) {
+    if (t->stride[3] == 1 || t->shape[3] <= 1) {
+        return t;
+    }
+    return mr_tensor_contiguous(ctx, t);
+}
+
+/* Checks the shapes and arguments of attention. Stores an error and
+ * returns false when they do not fit. */
+static bool attention_check(mr_ctx *ctx, const mr_tensor *q, const mr_tensor *k,
+                            const mr_tensor *v, const mr_tensor *key_mask, float scale,
+                            int flags) {
+    const char *op = "attention";
+    if (!mr_check_dtype(ctx, op, "q", q, MR_F32) || !mr_check_dtype(ctx, op, "k", k, MR_F32) ||
+        !mr_check_dtype(ctx, op, "v", v, MR_F32) ||
+        (key_mask != NULL && !mr_check_dtype(ctx, op, "key_mask", key_mask, MR_F32))) {
+        return false;
+    }
+    char sq[96], sk[96], sv[96], sm[96];
+    mr_tensor_shape_string(q, sq, sizeof sq);
+    mr_tensor_shape_string(k, sk, sizeof sk);
+    mr_tensor_shape_string(v, sv, sizeof sv);
+    if (q->ndim != 4 || k->ndim != 4 || v->ndim != 4) {
+        mr_ctx_fail(ctx, MR_ERR_SHAPE,
+                    "attention: q, k and v must be 4-D [B, H, T, D], got %s, %s and %s", sq, sk,
+                    sv);
+        return false;
+    }
+    if (!mr_tensor_same_shape(k, v)) {
+        mr_ctx_fail(ctx, MR_ERR_SHAPE, "attention: k %s and v %s must have the same shape", sk,
+                    sv);
+        return false;
+    }
+    if (q->shape[0] != k->shape[0] || q->shape[3] != k->shape[3]) {
+        mr_ctx_fail(ctx, MR_ERR_SHAPE,
+                    "attention: q %s and k %s must agree in batch size and head size", sq, sk);
+        return false;
+    }
+    if (k->shape[1] == 0 || q->shape[1] % k->shape[1] != 0) {
+        mr_ctx_fail(ctx, MR_ERR_SHAPE,
+                    "attention: query heads (%lld) must be a multiple of key/value heads (%lld)",
+                    (long long)q->shape[1], (long long)k->shape[1]);
+        return false;
+    }
+    if (key_mask != NULL && (key_mask->ndim != 2 || key_mask->shape[0] != k->shape[0] ||
+                             key_mask->shape[1] != k->shape[2])) {
+        mr_ctx_fail(ctx, MR_ERR_SHAPE, "attention: key_mask must be [B, S] = [%lld, %lld], got %s",
+                    (long long)k->shape[0], (long long)k->shape[2],
+                    mr_tensor_shape_string(key_mask, sm, sizeof sm));
+        return false;
+    }
+    if (!isfinite(scale)) {
+        mr_ctx_fail(ctx, MR_ERR_INVALID_ARGUMENT, "attention: scale must be finite, got %g",
+                    (double)scale);
+        return false;
+    }
+    if ((flags & ~MR_SOFTMAX_CAUSAL) != 0) {
+        mr_ctx_fail(ctx, MR_ERR_INVALID_ARGUMENT, "attention: unknown flags 0x%x",
+                    (unsigned)(flags & ~MR_SOFTMAX_CAUSAL));
+        return false;
+    }
+    return true;
+}
+
+mr_tensor *mr_tensor_attention(mr_ctx *ctx, mr_tensor *q, mr_tensor *k,
+                               mr_tensor *v, mr_tensor *key_mask, float scale,
+                               int flags) {
+    if (mr_any_null(3, q, k, v) || !attention_check(ctx, q, k, v, key_mask, scale, flags)) {
+        return NULL;
+    }
+    bool has_mask = key_mask != NULL;
+    q = rows_contiguous(ctx, q);
+    k = rows_contiguous(ctx, k);
+    v = rows_contiguous(ctx, v);
+    key_mask = has_mask ? mr_tensor_contiguous(ctx, key_mask) : NULL;
+    if (mr_any_null(3, q, k, v) || (has_mask && key_mask == NULL)) {
+        return NULL;
+    }
+
+    attention_dims d;
+    d.batch = q->shape[0];
+    d.q_heads = q->shape[1];
+    d.kv_heads = k->shape[1];
+    d.group = d.q_heads / d.kv_heads;
+    d.t_len = q->shape[2];
+    d.s_len = k->shape[2];
+    d.head_dim = q->shape[3];
+    for (int i = 0; i < 3; i++) {
+        d.q_stride[i] = q->stride[i];
+        d.k_stride[i] = k->stride[i];
+        d.v_stride[i] = v->stride[i];
+    }
+    if (scale <= 0.0f) {
+        scale = d.head_dim > 0 ? 1.0f / sqrtf((float)d.head_dim) : 1.0f;
+    }
+    d.scale = scale;
+    d.causal = (flags & MR_SOFTMAX_CAUSAL) != 0;
+
+    mr_tensor *srcs[3] = {q, k, v};
+    mr_tensor *out = mr_op_output(ctx, "attention", 4, q->shape, srcs, 3, attention_backward);
+    if (out == NULL) {
+        return NULL;
+    }
+    out->iparams[0] = flags;
+    out->fparams[0] = scale;
+
+    /* Recording keeps every probability. Otherwise each thread reuses one row. */
+    int64_t pairs = d.batch * d.q_heads;
+    int64_t pair_size = d.t_len * d.s_len;
+    bool recording = mr_op_recording(out);
+    int threads = 1;
+#ifdef _OPENMP
+    threads = omp_get_max_threads();
+#endif
+    int64_t prob_count = recording ? pairs * pair_size : (int64_t)threads * d.s_len;
+    float *probs = mr_ctx_alloc(ctx, (size_t)(prob_count > 0 ? prob_count : 1) * sizeof(float));
+    if (probs == NULL) {
+        return NULL;
+    }
+    if (recording) {
+        attention_saved *s = mr_ctx_alloc(ctx, sizeof *s);
+        if (s == NULL) {
+            return NULL;
+        }
+        s->dims = d;
+        s->probs = probs;
+        out->saved = s;
+    }
+
+    const float *mask_data = key_mask != NULL ? key_mask->data : NULL;
+#pragma omp parallel
+    {
+        int thread = 0;
+#ifdef _OPENMP
+        thread = omp_get_thread_num();
+#endif
+#pragma omp for schedule(static)
+        for (int64_t pair = 0; pair < pairs; pair++) {
+            int64_t b = pair / d.q_heads, h = pair % d.q_heads;
+            float *p = recording ? probs + pair * pair_size : probs + (int64_t)thread * d.s_len;
+            attention_forward_pair(&d, b, h, q->data, k->data, v->data, mask_data, p, recording,
+                                   out->data + pair * d.t_len * d.head_dim);
+        }
+    }
+    return out;
+}

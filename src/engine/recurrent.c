@@ -1,0 +1,323 @@
+/*
+ * One-layer GRU with backward through time.
+ *
+ * Forward: the input projections of all B*T steps come from one matrix
+ * product. The recurrence then runs step by step with one [B, H] x [H, 3H]
+ * product per step. Each step saves the gates r, z, n and the hidden
+ * projection of the new gate (W_hn h + b_hn) for the backward pass.
+ *
+ * Backward walks the steps in reverse, collecting the gradients of the
+ * input and hidden pre-activations of every step, and then turns them
+ * into weight, bias and input gradients with a few large products.
+ */
+#include <math.h>
+#include <string.h>
+
+#include "blas.h"
+#include "ctx.h"
+#include "internal.h"
+
+typedef struct gru_saved {
+    mr_tensor *x, *h0, *w_ih, *w_hh, *b_ih, *b_hh; /* h0 and biases may be NULL */
+    int64_t batch, steps, inputs, hidden;
+    /* Per step, laid out [B, T, H] like the output. */
+    float *reset, *update, *candidate, *hidden_new;
+} gru_saved;
+
+static inline float sigmoidf(float x) {
+    if (x >= 0.0f) {
+        return 1.0f / (1.0f + expf(-x));
+    }
+    float e = expf(x);
+    return e / (1.0f + e);
+}
+
+/*
+ * Hidden state before step t for batch row b: h0 (or zeros) at t = 0,
+ * otherwise the output of step t - 1. Returns NULL for the zero state.
+ */
+static const float *previous_hidden(const gru_saved *s, const float *out, int64_t b,
+                                    int64_t t) {
+    int64_t hidden = s->hidden;
+    if (t > 0) {
+        return out + (b * s->steps + t - 1) * hidden;
+    }
+    return s->h0 != NULL ? s->h0->data + b * hidden : NULL;
+}
+
+static void gru_backward(mr_ctx *ctx, mr_tensor *out) {
+    const gru_saved *s = out->saved;
+    int64_t batch = s->batch, steps = s->steps, hidden = s->hidden, inputs = s->inputs;
+    int64_t rows = batch * steps, gates = 3 * hidden;
+
+    /* Gradients of the pre-activations, [B, T, 3H] each: d_gi for the input
+     * projection (x W_ih^T + b_ih) and d_gh for the hidden projection. */
+    float *d_gi = mr_ctx_alloc(ctx, (size_t)(rows * gates + 1) * sizeof(float));
+    float *d_gh = mr_ctx_alloc(ctx, (size_t)(rows * gates + 1) * sizeof(float));
+    float *dh = mr_ctx_alloc(ctx, (size_t)(batch * hidden + 1) * sizeof(float));
+    float *dh_carry = mr_ctx_alloc(ctx, (size_t)(batch * hidden + 1) * sizeof(float));
+    float *h_prev_all = mr_ctx_alloc(ctx, (size_t)(rows * hidden + 1) * sizeof(float));
+    if (d_gi == NULL || d_gh == NULL || dh == NULL || dh_carry == NULL || h_prev_all == NULL) {
+        return;
+    }
+    memset(dh_carry, 0, (size_t)(batch * hidden) * sizeof(float));
+
+    for (int64_t t = steps - 1; t >= 0; t--) {
+#pragma omp parallel for schedule(static)
+        for (int64_t b = 0; b < batch; b++) {
+            const float *h_prev = previous_hidden(s, out->data, b, t);
+            int64_t row = b * steps + t;
+            const float *r = s->reset + row * hidden, *z = s->update + row * hidden;
+            const float *n = s->candidate + row * hidden, *hn = s->hidden_new + row * hidden;
+            const float *g_out = out->grad + row * hidden;
+            float *gi = d_gi + row * gates, *gh = d_gh + row * gates;
+            float *dh_b = dh + b * hidden, *carry = dh_carry + b * hidden;
+            for (int64_t j = 0; j < hidden; j++) {
+                float hp = h_prev != NULL ? h_prev[j] : 0.0f;
+                float g = g_out[j] + carry[j];
+                float dn_pre = g * (1.0f - z[j]) * (1.0f - n[j] * n[j]);
+                float dz_pre = g * (hp - n[j]) * z[j] * (1.0f - z[j]);
+                float dr_pre = dn_pre * hn[j] * r[j] * (1.0f - r[j]);
+                gi[j] = dr_pre;
+                gi[hidden + j] = dz_pre;
+                gi[2 * hidden + j] = dn_pre;
+                gh[j] = dr_pre;
+                gh[hidden + j] = dz_pre;
+                gh[2 * hidden + j] = dn_pre * r[j];
+                dh_b[j] = g * z[j];
+            }
+        }
+
+        /* dh_{t-1} = g * z + d_gh_t @ W_hh. */
+        mr_sgemm(false, false, batch, hidden, gates, 1.0f, d_gh + t * gates, steps * gates,
+                 s->w_hh->data, hidden, 0.0f, dh_carry, hidden);
+        int64_t count = batch * hidden;
+        for (int64_t i = 0; i < count; i++) {
+            dh_carry[i] += dh[i];
+        }
+    }
+
+    if (s->h0 != NULL && mr_tensor_requires_grad(s->h0)) {
+        float *dh0 = mr_tensor_grad_buffer(ctx, s->h0);
+        if (dh0 == NULL) {
+            return;
+        }
+        for (int64_t i = 0; i < batch * hidden; i++) {
+            dh0[i] += dh_carry[i];
+        }
+    }
+    if (mr_tensor_requires_grad(s->x)) {
+        float *dx = mr_tensor_grad_buffer(ctx, s->x);
+        if (dx == NULL) {
+            return;
+        }
+        mr_sgemm(false, false, rows, inputs, gates, 1.0f, d_gi, gates, s->w_ih->data, inputs,
+                 1.0f, dx, inputs);
+    }
+    if (mr_tensor_requires_grad(s->w_ih)) {
+        float *dw = mr_tensor_grad_buffer(ctx, s->w_ih);
+        if (dw == NULL) {
+            return;
+        }
+        mr_sgemm(true, false, gates, inputs, rows, 1.0f, d_gi, gates, s->x->data, inputs, 1.0f,
+                 dw, inputs);
+    }
+    if (mr_tensor_requires_grad(s->w_hh)) {
+        float *dw = mr_tensor_grad_buffer(ctx, s->w_hh);
+        if (dw == NULL) {
+            return;
+        }
+        /* Row (b, t) of h_prev_all is the state that step t read. */
+        for (int64_t b = 0; b < batch; b++) {
+            for (int64_t t = 0; t < steps; t++) {
+                const float *h_prev = previous_hidden(s, out->data, b, t);
+                float *dst = h_prev_all + (b * steps + t) * hidden;
+                if (h_prev != NULL) {
+                    memcpy(dst, h_prev, (size_t)hidden * sizeof(float));
+                } else {
+                    memset(dst, 0, (size_t)hidden * sizeof(float));
+                }
+            }
+        }
+        mr_sgemm(true, false, gates, hidden, rows, 1.0f, d_gh, gates, h_prev_all, hidden,
+                 1.0f, dw, hidden);
+    }
+
+    /* Bias gradients sum the pre-activation gradients over rows in order. */
+    mr_tensor *biases[2] = {s->b_ih, s->b_hh};
+    const float *sources[2] = {d_gi, d_gh};
+    for (int which = 0; which < 2; which++) {
+        if (biases[which] == NULL || !mr_tensor_requires_grad(biases[which])) {
+            continue;
+        }
+        float *db = mr_tensor_grad_buffer(ctx, biases[which]);
+        if (db == NULL) {
+            return;
+        }
+#pragma omp parallel for schedule(static)
+        for (int64_t j = 0; j < gates; j++) {
+            double sum = 0.0;
+            for (int64_t row = 0; row < rows; row++) {
+                sum += sources[which][row * gates + j];
+            }
+            db[j] += (float)sum;
+        }
+    }
+}
+
+/* Stores a shape error for GRU argument `arg` and returns false unless t is
+ * 2-D [rows, cols] (or 1-D [rows] when cols < 0). */
+static bool check_gru_shape(mr_ctx *ctx, const char *arg, const mr_tensor *t, int64_t rows,
+                            int64_t cols) {
+    bool ok = cols < 0 ? (t->ndim == 1 && t->shape[0] == rows)
+                       : (t->ndim == 2 && t->shape[0] == rows && t->shape[1] == cols);
+    if (!ok) {
+        char got[96];
+        if (cols < 0) {
+            mr_ctx_fail(ctx, MR_ERR_SHAPE, "gru: %s has shape %s, expected [%lld]", arg,
+                        mr_tensor_shape_string(t, got, sizeof got), (long long)rows);
+        } else {
+            mr_ctx_fail(ctx, MR_ERR_SHAPE, "gru: %s has shape %s, expected [%lld, %lld]", arg,
+                        mr_tensor_shape_string(t, got, sizeof got), (long long)rows,
+                        (long long)cols);
+        }
+    }
+    return ok;
+}
+
+mr_tensor *mr_tensor_gru(mr_ctx *ctx, mr_tensor *x, mr_tensor *h0,
+                         mr_tensor *w_ih, mr_tensor *w_hh, mr_tensor *b_ih,
+                         mr_tensor *b_hh) {
+    if (mr_any_null(3, x, w_ih, w_hh)) {
+        return NULL;
+    }
+    mr_tensor *all[6] = {x, h0, w_ih, w_hh, b_ih, b_hh};
+    const char *names[6] = {"x", "h0", "w_ih", "w_hh", "b_ih", "b_hh"};
+    for (int i = 0; i < 6; i++) {
+        if (all[i] != NULL && !mr_check_dtype(ctx, "gru", names[i], all[i], MR_F32)) {
+            return NULL;
+        }
+    }
+    char sx[96], sw[96];
+    if (x->ndim != 3) {
+        mr_ctx_fail(ctx, MR_ERR_SHAPE, "gru: x has shape %s, expected [B, T, I]",
+                    mr_tensor_shape_string(x, sx, sizeof sx));
+        return NULL;
+    }
+    if (w_ih->ndim != 2 || w_ih->shape[0] % 3 != 0) {
+        mr_ctx_fail(ctx, MR_ERR_SHAPE, "gru: w_ih has shape %s, expected [3H, I]",
+                    mr_tensor_shape_string(w_ih, sw, sizeof sw));
+        return NULL;
+    }
+    int64_t batch = x->shape[0], steps = x->shape[1], inputs = x->shape[2];
+    int64_t hidden = w_ih->shape[0] / 3, gates = 3 * hidden;
+    if (!check_gru_shape(ctx, "w_ih", w_ih, gates, inputs) ||
+        !check_gru_shape(ctx, "w_hh", w_hh, gates, hidden) ||
+        (h0 != NULL && !check_gru_shape(ctx, "h0", h0, batch, hidden)) ||
+        (b_ih != NULL && !check_gru_shape(ctx, "b_ih", b_ih, gates, -1)) ||
+        (b_hh != NULL && !check_gru_shape(ctx, "b_hh", b_hh, gates, -1))) {
+        return NULL;
+    }
+
+    for (int i = 0; i < 6; i++) {
+        if (all[i] != NULL) {
+            all[i] = mr_tensor_contiguous(ctx, all[i]);
+            if (all[i] == NULL) {
+                return NULL;
+            }
+        }
+    }
+    x = all[0], h0 = all[1], w_ih = all[2], w_hh = all[3], b_ih = all[4], b_hh = all[5];
+
+    /* mr_op_output only needs the inputs that exist; backward finds each one
+     * by role in the saved record. */
+    mr_tensor *srcs[6];
+    int nsrc = 0;
+    for (int i = 0; i < 6; i++) {
+        if (all[i] != NULL) {
+            srcs[nsrc++] = all[i];
+        }
+    }
+    int64_t shape[3] = {batch, steps, hidden};
+    mr_tensor *out = mr_op_output(ctx, "gru", 3, shape, srcs, nsrc, gru_backward);
+    if (out == NULL) {
+        return NULL;
+    }
+    bool recording = mr_op_recording(out);
+    int64_t rows = batch * steps;
+
+    /* Scratch: input projections for all steps, one step's hidden
+     * projection, and (when recording) the saved gates. */
+    size_t state_bytes = (size_t)(rows * hidden + 1) * sizeof(float);
+    float *gi = mr_ctx_alloc(ctx, (size_t)(rows * gates + 1) * sizeof(float));
+    float *gh = mr_ctx_alloc(ctx, (size_t)(batch * gates + 1) * sizeof(float));
+    gru_saved *s = mr_ctx_alloc(ctx, sizeof *s);
+    if (gi == NULL || gh == NULL || s == NULL) {
+        return NULL;
+    }
+    *s = (gru_saved){x, h0, w_ih, w_hh, b_ih, b_hh, batch, steps, inputs, hidden,
+                     NULL, NULL, NULL, NULL};
+    if (recording) {
+        s->reset = mr_ctx_alloc(ctx, state_bytes);
+        s->update = mr_ctx_alloc(ctx, state_bytes);
+        s->candidate = mr_ctx_alloc(ctx, state_bytes);
+        s->hidden_new = mr_ctx_alloc(ctx, state_bytes);
+        if (s->reset == NULL || s->update == NULL || s->candidate == NULL ||
+            s->hidden_new == NULL) {
+            return NULL;
+        }
+    }
+
+    /* gi = x W_ih^T for every (b, t) row at once. */
+    mr_sgemm(false, true, rows, gates, inputs, 1.0f, x->data, inputs, w_ih->data, inputs, 0.0f,
+             gi, gates);
+
+    for (int64_t t = 0; t < steps; t++) {
+        /* gh = h_{t-1} W_hh^T. Rows b of the previous step's outputs are T*H
+         * apart. */
+        if (t > 0) {
+            mr_sgemm(false, true, batch, gates, hidden, 1.0f, out->data + (t - 1) * hidden,
+                     steps * hidden, w_hh->data, hidden, 0.0f, gh, gates);
+        } else if (h0 != NULL) {
+            mr_sgemm(false, true, batch, gates, hidden, 1.0f, h0->data, hidden, w_hh->data,
+                     hidden, 0.0f, gh, gates);
+        } else {
+            memset(gh, 0, (size_t)(batch * gates) * sizeof(float));
+        }
+
+#pragma omp parallel for schedule(static)
+        for (int64_t b = 0; b < batch; b++) {
+            const float *h_prev = previous_hidden(s, out->data, b, t);
+            int64_t row = b * steps + t;
+            const float *gi_row = gi + row * gates, *gh_row = gh + b * gates;
+            float *h = out->data + row * hidden;
+            for (int64_t j = 0; j < hidden; j++) {
+                float bias_ir = b_ih != NULL ? b_ih->data[j] : 0.0f;
+                float bias_iz = b_ih != NULL ? b_ih->data[hidden + j] : 0.0f;
+                float bias_in = b_ih != NULL ? b_ih->data[2 * hidden + j] : 0.0f;
+                float bias_hr = b_hh != NULL ? b_hh->data[j] : 0.0f;
+                float bias_hz = b_hh != NULL ? b_hh->data[hidden + j] : 0.0f;
+                float bias_hn = b_hh != NULL ? b_hh->data[2 * hidden + j] : 0.0f;
+
+                float r = sigmoidf(gi_row[j] + bias_ir + gh_row[j] + bias_hr);
+                float z = sigmoidf(gi_row[hidden + j] + bias_iz + gh_row[hidden + j] + bias_hz);
+                float hn = gh_row[2 * hidden + j] + bias_hn;
+                float n = tanhf(gi_row[2 * hidden + j] + bias_in + r * hn);
+                float hp = h_prev != NULL ? h_prev[j] : 0.0f;
+                h[j] = (1.0f - z) * n + z * hp;
+
+                if (recording) {
+                    s->reset[row * hidden + j] = r;
+                    s->update[row * hidden + j] = z;
+                    s->candidate[row * hidden + j] = n;
+                    s->hidden_new[row * hidden + j] = hn;
+                }
+            }
+        }
+    }
+
+    if (recording) {
+        out->saved = s;
+    }
+    return out;
+}

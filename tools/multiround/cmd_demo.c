@@ -3,6 +3,7 @@
  * text (data/gettysburg.txt by default) with AdamW, logs the loss and the
  * throughput, and prints a greedy sample from the trained model.
  */
+#include <ctype.h>
 #include <limits.h>
 #include <stdlib.h>
 #include <string.h>
@@ -43,7 +44,8 @@ static void print_help(void) {
     printf("usage: multiround demo [OPTIONS]\n\n"
            "Trains a %d-layer character-level GPT (%d heads, %d channels, context %d,\n"
            "batch %d, AdamW with lr %g and cosine decay) on a short English text, logs\n"
-           "step, loss and tokens/s, and prints a greedy sample of the trained model.\n\n"
+           "step, loss and tokens/s, and prints a greedy sample of the trained model.\n"
+           "Each run of whitespace in the text counts as one space.\n\n"
            "options:\n"
            "  --steps N     training steps (default: 300)\n"
            "  --seed S      seed of the weights and the batch order (default: 1)\n"
@@ -125,6 +127,24 @@ static char *read_text(const char *path, long *length) {
     text[got] = '\0';
     *length = (long)got;
     return text;
+}
+
+/*
+ * Replaces each run of whitespace (spaces, line breaks, tabs) with one
+ * space, in place, and returns the new length. Without this, greedy
+ * sampling that reaches a paragraph break tends to repeat line breaks.
+ */
+static long collapse_whitespace(char *text, long length) {
+    long out = 0;
+    for (long i = 0; i < length; i++) {
+        bool space = isspace((unsigned char)text[i]) != 0;
+        if (space && out > 0 && text[out - 1] == ' ') {
+            continue;
+        }
+        text[out++] = space ? ' ' : text[i];
+    }
+    text[out] = '\0';
+    return out;
 }
 
 /* Finds data/gettysburg.txt in the current folder or in the parent of the
@@ -324,9 +344,10 @@ int cli_demo(int argc, char **argv) {
     if (text == NULL) {
         return 1;
     }
+    length = collapse_whitespace(text, length);
     if (length < DEMO_CONTEXT + 2) {
-        cli_error("%s holds %ld bytes; the demo needs at least %d", path, length,
-                  DEMO_CONTEXT + 2);
+        cli_error("%s has %ld bytes after collapsing whitespace; the demo needs at least %d",
+                  path, length, DEMO_CONTEXT + 2);
         free(text);
         return 1;
     }

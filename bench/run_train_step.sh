@@ -6,6 +6,8 @@
 #
 # BUILD_DIR defaults to build (a Release build with benchmarks), THREADS
 # to the number of cores. PyTorch comes from Debian's /usr/bin/python3.
+# Both programs inherit the environment, so OMP_WAIT_POLICY=passive (idle
+# OpenMP threads sleep instead of spinning) applies to both when set.
 set -eu
 root=$(cd "$(dirname "$0")/.." && pwd)
 build=${1:-"$root/build"}
@@ -17,6 +19,8 @@ if [ ! -x "$build/bench/bench_train_step" ]; then
     exit 1
 fi
 
+# The load average before the runs shows how busy the machine was.
+echo "OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-unset}, $(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg)"
 engine=$("$build/bench/bench_train_step" --threads "$threads")
 torch=$(/usr/bin/python3 "$root/bench/torch_train_step.py" --threads "$threads")
 echo "$engine"

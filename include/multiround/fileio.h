@@ -1,12 +1,14 @@
 /*
  * multiround: atomic file writes and bounded file reads.
  *
- * Checkpoints and outputs are replaced atomically: the bytes go to a
+ * Checkpoints and outputs are replaced atomically. The bytes go to a
  * temporary file in the target's folder, which is flushed with fsync and
- * then renamed over the target, and the folder is flushed so that the
- * rename itself survives a crash. A reader sees either the old file or the
+ * renamed over the target. Then the folder is flushed, so that the rename
+ * itself survives a crash. A reader sees either the old file or the
  * complete new one, never a partial write. On any failure the temporary
- * file is removed and the target is left as it was.
+ * file is removed and the target is left as it was. Only a crash between
+ * creating and renaming the temporary file leaves it behind, named
+ * .<target name>.tmp.<pid>.<counter> in the target's folder.
  */
 #ifndef MULTIROUND_FILEIO_H
 #define MULTIROUND_FILEIO_H
@@ -62,7 +64,7 @@ size_t mr_file_writer_size(const mr_file_writer *writer);
 
 /*
  * Reads the whole file at path into a new buffer stored in *data (free it
- * with free()) and its length in *size. The buffer holds one extra NUL
+ * with free()) and its length in *size. The buffer has one extra NUL
  * byte after the content so that text can be parsed in place. A file
  * larger than max_size bytes gives MR_ERR_FORMAT naming both sizes;
  * failures to open or read give MR_ERR_IO with the path and the system's

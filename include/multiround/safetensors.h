@@ -189,7 +189,7 @@ mr_status mr_safetensors_writer_write(const mr_safetensors_writer *writer, const
 /*
  * Saves n tensors under their names (mr_tensor.name, which must be set
  * and unique). Float tensors are stored as store_as (F32, F16 or BF16),
- * int32 tensors as I32. metadata holds metadata_count (key, value) pairs
+ * int32 tensors as I32. metadata contains metadata_count (key, value) pairs
  * as 2 * metadata_count strings and may be NULL when the count is 0.
  */
 mr_status mr_safetensors_save_tensors(const char *path, mr_tensor *const *tensors, int n,

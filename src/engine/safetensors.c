@@ -25,7 +25,7 @@
 #error "safetensors.c reads little-endian data with memcpy and needs a little-endian host"
 #endif
 
-/* Largest integer that a JSON number parsed into a double holds exactly. */
+/* Largest integer that a double represents exactly (JSON numbers arrive as doubles). */
 #define MAX_EXACT_INTEGER 9007199254740992.0 /* 2^53 */
 
 /* Enough room for a shape string in an error message. */
@@ -94,14 +94,17 @@ void mr_st_format_shape(char *text, size_t size, int ndim, const int64_t *shape)
 
 /*
  * Returns the offset of the first byte in text[0..length) that is not
- * valid UTF-8 or is NUL, or length when there is none. Rejects overlong
- * forms, surrogates and code points above U+10FFFF.
+ * valid UTF-8, or length when there is none. Rejects overlong forms,
+ * surrogates and code points above U+10FFFF. With json_text set it also
+ * rejects control characters other than tab, newline and carriage return,
+ * which JSON allows nowhere (cJSON would take them as whitespace).
  */
-static size_t find_invalid_utf8(const uint8_t *text, size_t length) {
+static size_t find_invalid_utf8(const uint8_t *text, size_t length, bool json_text) {
     size_t i = 0;
     while (i < length) {
         uint8_t lead = text[i];
-        if (lead == 0) {
+        if (lead == 0 ||
+            (json_text && lead < 0x20 && lead != '\t' && lead != '\n' && lead != '\r')) {
             return i;
         }
         if (lead < 0x80) {
@@ -140,10 +143,10 @@ static size_t find_invalid_utf8(const uint8_t *text, size_t length) {
 
 bool mr_st_valid_utf8(const char *text) {
     size_t length = strlen(text);
-    return find_invalid_utf8((const uint8_t *)text, length) == length;
+    return find_invalid_utf8((const uint8_t *)text, length, false) == length;
 }
 
-/* Reads item as a non-negative integer that a double holds exactly.
+/* Reads item as a non-negative integer that a double represents exactly.
  * NOTE: cJSON keeps only the double, so "2.0" and "2e0" pass as 2. */
 static bool read_integer(const cJSON *item, uint64_t *value) {
     if (!cJSON_IsNumber(item)) {
@@ -357,7 +360,8 @@ static mr_status parse_tensor(parser *p, const cJSON *entry, mr_safetensors_tens
     return MR_OK;
 }
 
-/* Orders tensors by data offsets, then by end (empty tensors first). */
+/* Orders tensors by data offsets, then by end (empty tensors first), then
+ * by name, so that the order never depends on the sort algorithm. */
 static int compare_offsets(const void *a, const void *b) {
     const mr_safetensors_tensor *x = a, *y = b;
     if (x->offset != y->offset) {
@@ -366,7 +370,7 @@ static int compare_offsets(const void *a, const void *b) {
     if (x->size != y->size) {
         return x->size < y->size ? -1 : 1;
     }
-    return 0;
+    return strcmp(x->name, y->name);
 }
 
 /* Orders pointers to tensors by name. */
@@ -467,6 +471,9 @@ static mr_status check_names(parser *p) {
 /* Parses and validates the JSON header text (length bytes at file offset 8). */
 static mr_status parse_json(parser *p, const char *text, size_t length) {
     mr_safetensors *file = p->file;
+    /* NOTE: on a parse error cJSON 1.7.15 also stores the position in a
+     * process-wide variable without a lock, so two threads that open
+     * corrupt files at the same moment race on it (results stay right). */
     const char *end = NULL;
     file->header = cJSON_ParseWithLengthOpts(text, length, &end, false);
     if (file->header == NULL) {
@@ -584,11 +591,11 @@ static mr_status parse_file(mr_safetensors *file, mr_error *err) {
                             "and hold a JSON object; the file is not safetensors",
                             file->name);
     }
-    size_t bad = find_invalid_utf8(header, (size_t)header_size);
+    size_t bad = find_invalid_utf8(header, (size_t)header_size, true);
     if (bad != header_size) {
         return mr_error_set(err, MR_ERR_FORMAT,
                             "safetensors: '%s': the header has byte 0x%02x at file byte %zu, "
-                            "which is not valid UTF-8 text",
+                            "which is a control character or not valid UTF-8 text",
                             file->name, header[bad], 8 + bad);
     }
 

@@ -68,7 +68,7 @@ static uint64_t hash_name(const char *name) {
     return hash;
 }
 
-/* Returns the slot that holds name, or the empty slot where it belongs. */
+/* Returns the slot that contains name, or the empty slot where it belongs. */
 static int64_t find_slot(const mr_safetensors_writer *writer, const char *name) {
     uint64_t mask = (uint64_t)writer->slot_count - 1;
     uint64_t slot = hash_name(name) & mask;
@@ -126,10 +126,10 @@ static char *copy_string(const char *text) {
  * ------------------------------------------------------------------------ */
 
 /*
- * Checks name, shape and data (NULL only for an empty tensor), and reserves a new entry whose name, shape and
- * byte buffer (size bytes, uninitialised) are allocated. On success
- * *entry points at it and *numel holds the element count; the caller
- * fills the bytes.
+ * Checks name, shape and data (NULL only for an empty tensor), then
+ * reserves a new entry with its name, shape and an uninitialised byte
+ * buffer allocated. On success *entry points at the entry and *numel is
+ * the element count. The caller fills the bytes.
  */
 static mr_status add_entry(mr_safetensors_writer *writer, const char *name, int ndim,
                            const int64_t *shape, const void *data, mr_safetensors_dtype dtype,
@@ -573,7 +573,7 @@ mr_status mr_safetensors_save_tensors(const char *path, mr_tensor *const *tensor
     return status;
 }
 
-/* Checks that file holds t's name with t's shape and a dtype that
+/* Checks that file contains t's name with t's shape and a dtype that
  * converts to t's dtype (and, for ints, values that fit int32). */
 static mr_status check_loadable(const mr_safetensors *file, const mr_tensor *t, int index,
                                 const mr_safetensors_tensor **found, mr_error *err) {

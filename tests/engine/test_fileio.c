@@ -45,7 +45,7 @@ static int count_entries(const char *folder, bool listing) {
     return count;
 }
 
-/* Checks that folder holds exactly expected entries, listing them if not. */
+/* Checks that folder contains exactly expected entries, listing them if not. */
 #define CHECK_ENTRIES(folder, expected)                                    \
     do {                                                                   \
         int count_ = count_entries(folder, false);                         \
@@ -74,7 +74,7 @@ static void remove_folder(const char *folder) {
     rmdir(folder);
 }
 
-/* Reads path and checks that it holds exactly text. */
+/* Reads path and checks that its content is exactly text. */
 static void check_content(const char *path, const char *text) {
     void *data = NULL;
     size_t size = 0;

@@ -1,9 +1,9 @@
 /*
  * Safetensors reading and writing: round trips, F16/BF16 rounding against
  * PyTorch (fixtures/safetensors.json from torch_safetensors.py), a file
- * written by an independent Python writer, the exact header layout, and
- * corrupt files that must each fail with a message naming the file and
- * the fault.
+ * written by an independent Python writer and the exact header layout.
+ * Corrupt files must each fail with a message naming the file and the
+ * fault.
  */
 #include <dirent.h>
 #include <errno.h>
@@ -639,6 +639,7 @@ static void corrupt_headers_are_rejected(void) {
          "not two integers"},
         {"entry_not_object", "{\"a\":5}", 0, MR_ERR_FORMAT, "must be an object"},
         {"invalid_utf8", "{\"\xc3\x28\":{}}", 0, MR_ERR_FORMAT, "not valid UTF-8"},
+        {"control_char", "{\x01}", 0, MR_ERR_FORMAT, "byte 0x01 at file byte 9"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         const corrupt_case *c = &cases[i];

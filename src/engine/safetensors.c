@@ -83,9 +83,20 @@ void mr_st_format_shape(char *text, size_t size, int ndim, const int64_t *shape)
     }
     if (used < size) {
         snprintf(text + used, size - used, "]");
-    } else if (size >= 5) {
-        memcpy(text + size - 5, "...]", 5); /* cut short: mark the gap */
+        return;
     }
+
+    /* Too long: cut after the last whole dimension that leaves room for
+     * ", ...]" and its NUL. */
+    if (size < 8) {
+        text[0] = '\0';
+        return;
+    }
+    size_t cut = size - 7;
+    while (cut > 1 && text[cut] != ',') {
+        cut--;
+    }
+    memcpy(text + cut, cut > 1 ? ", ...]" : "...]", cut > 1 ? 7 : 5);
 }
 
 /* ------------------------------------------------------------------------

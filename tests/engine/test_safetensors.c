@@ -640,6 +640,13 @@ static void corrupt_headers_are_rejected(void) {
         {"entry_not_object", "{\"a\":5}", 0, MR_ERR_FORMAT, "must be an object"},
         {"invalid_utf8", "{\"\xc3\x28\":{}}", 0, MR_ERR_FORMAT, "not valid UTF-8"},
         {"control_char", "{\x01}", 0, MR_ERR_FORMAT, "byte 0x01 at file byte 9"},
+        {"dtype_number", "{\"a\":{\"dtype\":5,\"shape\":[1],\"data_offsets\":[0,1]}}", 1,
+         MR_ERR_FORMAT, "dtype that is not a string"},
+        {"long_shape",
+         "{\"a\":{\"dtype\":\"F32\",\"shape\":[1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,"
+         "1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,2],"
+         "\"data_offsets\":[0,4]}}",
+         4, MR_ERR_FORMAT, "1, 1, ...] needs 8 bytes"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         const corrupt_case *c = &cases[i];

@@ -1,6 +1,6 @@
 /*
- * Helpers shared by the safetensors reader (safetensors.c) and writer
- * (safetensors_write.c).
+ * Helpers shared by the safetensors reader (safetensors.c), its
+ * conversions (safetensors_convert.c) and the writer (safetensors_write.c).
  */
 #ifndef MR_ENGINE_SAFETENSORS_INTERNAL_H
 #define MR_ENGINE_SAFETENSORS_INTERNAL_H

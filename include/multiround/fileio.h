@@ -1,0 +1,80 @@
+/*
+ * multiround: atomic file writes and bounded file reads.
+ *
+ * Checkpoints and outputs are replaced atomically. The bytes go to a
+ * temporary file in the target's folder, which is flushed with fsync and
+ * renamed over the target. Then the folder is flushed, so that the rename
+ * itself survives a crash. A reader sees either the old file or the
+ * complete new one, never a partial write. On any failure the temporary
+ * file is removed and the target is left as it was. Only a crash between
+ * creating and renaming the temporary file leaves it behind, named
+ * .<target name>.tmp.<pid>.<counter> in the target's folder.
+ */
+#ifndef MULTIROUND_FILEIO_H
+#define MULTIROUND_FILEIO_H
+
+#include <stddef.h>
+
+#include "multiround/common.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/*
+ * Writes size bytes of data to path atomically. The new file gets mode
+ * 0666 minus the process umask. Returns MR_ERR_IO with the path and the
+ * system's error text when any step fails, and MR_ERR_INVALID_ARGUMENT
+ * for a NULL or empty path.
+ */
+mr_status mr_file_write_atomic(const char *path, const void *data, size_t size,
+                               mr_error *err);
+
+/* A file being written through a temporary file; see mr_file_writer_open. */
+typedef struct mr_file_writer mr_file_writer;
+
+/*
+ * Starts an atomic write of path for content written piece by piece:
+ * creates the temporary file and stores the writer in *out. Finish with
+ * mr_file_writer_commit() or mr_file_writer_abort(), each of which frees
+ * the writer. On failure *out is NULL and nothing is left on disk.
+ */
+mr_status mr_file_writer_open(const char *path, mr_file_writer **out,
+                              mr_error *err);
+
+/*
+ * Appends size bytes to the temporary file. After a failure the writer
+ * stays failed: later writes return the same status and commit aborts.
+ */
+mr_status mr_file_writer_write(mr_file_writer *writer, const void *data,
+                               size_t size, mr_error *err);
+
+/*
+ * Flushes the temporary file, renames it over the target and flushes the
+ * folder. Frees the writer whatever the outcome; on failure the temporary
+ * file is removed and the target keeps its old content.
+ */
+mr_status mr_file_writer_commit(mr_file_writer *writer, mr_error *err);
+
+/* Removes the temporary file and frees the writer. writer may be NULL. */
+void mr_file_writer_abort(mr_file_writer *writer);
+
+/* Returns the number of bytes written so far. */
+size_t mr_file_writer_size(const mr_file_writer *writer);
+
+/*
+ * Reads the whole file at path into a new buffer stored in *data (free it
+ * with free()) and its length in *size. The buffer has one extra NUL
+ * byte after the content so that text can be parsed in place. A file
+ * larger than max_size bytes gives MR_ERR_FORMAT naming both sizes;
+ * failures to open or read give MR_ERR_IO with the path and the system's
+ * error text. On failure *data is NULL and *size is 0.
+ */
+mr_status mr_file_read_all(const char *path, size_t max_size, void **data,
+                           size_t *size, mr_error *err);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* MULTIROUND_FILEIO_H */

@@ -326,8 +326,8 @@ static mr_status out_of_memory(const parser *p) {
 }
 
 /* The dataset under construction. */
-typedef struct loader {
-    parser p;
+typedef struct load_state {
+    parser parser;
     user_set users;
     item_set line_items;
     i32_array items;     /* kept sequences, then the line being read */
@@ -338,14 +338,14 @@ typedef struct loader {
     int64_t repeats_dropped;
     int32_t max_user;
     int32_t max_item;
-} loader;
+} load_state;
 
 /*
  * Reads one line [start, end): the user id, then its items appended to
- * l->items. Drops repeated items (the first occurrence stays) and, when
+ * state->items. Drops repeated items (the first occurrence stays) and, when
  * fewer than REC_MIN_ITEMS remain, the whole user. Blank lines add nothing.
  */
-static mr_status load_line(loader *l, const char *start, const char *end) {
+static mr_status load_line(load_state *state, const char *start, const char *end) {
     const char *cursor = start;
     size_t length = 0;
     const char *token = next_token(&cursor, end, &length);
@@ -354,68 +354,68 @@ static mr_status load_line(loader *l, const char *start, const char *end) {
     }
 
     int32_t user = 0;
-    mr_status status = parse_id(&l->p, token, length, "user id", &user);
+    mr_status status = parse_id(&state->parser, token, length, "user id", &user);
     if (status != MR_OK) {
         return status;
     }
-    int64_t earlier_line = user_set_add(&l->users, user, l->p.line);
+    int64_t earlier_line = user_set_add(&state->users, user, state->parser.line);
     if (earlier_line < 0) {
-        return out_of_memory(&l->p);
+        return out_of_memory(&state->parser);
     }
     if (earlier_line > 0) {
-        return mr_error_set(l->p.err, MR_ERR_FORMAT,
+        return mr_error_set(state->parser.err, MR_ERR_FORMAT,
                             "rec: %s line %" PRId64 ": user id %d was already given on line "
                             "%" PRId64 "; each user must have exactly one line",
-                            l->p.path, l->p.line, user, earlier_line);
+                            state->parser.path, state->parser.line, user, earlier_line);
     }
-    l->lines_with_users++;
+    state->lines_with_users++;
 
     /* Parse every item of the line into the free space after the kept
      * sequences. */
-    int64_t first = l->items.count;
+    int64_t first = state->items.count;
     while ((token = next_token(&cursor, end, &length)) != NULL) {
         int32_t item = 0;
-        status = parse_id(&l->p, token, length, "item id", &item);
+        status = parse_id(&state->parser, token, length, "item id", &item);
         if (status != MR_OK) {
             return status;
         }
-        if (!i32_array_reserve(&l->items, 1)) {
-            return out_of_memory(&l->p);
+        if (!i32_array_reserve(&state->items, 1)) {
+            return out_of_memory(&state->parser);
         }
-        l->items.data[l->items.count++] = item;
+        state->items.data[state->items.count++] = item;
     }
 
     /* Keep the first occurrence of each item, in place. */
-    int64_t parsed = l->items.count - first;
-    if (!item_set_begin(&l->line_items, parsed)) {
-        return out_of_memory(&l->p);
+    int64_t parsed = state->items.count - first;
+    if (!item_set_begin(&state->line_items, parsed)) {
+        return out_of_memory(&state->parser);
     }
     int64_t kept = first;
-    for (int64_t i = first; i < l->items.count; i++) {
-        int32_t item = l->items.data[i];
-        if (item_set_add(&l->line_items, item)) {
-            l->items.data[kept++] = item;
+    for (int64_t i = first; i < state->items.count; i++) {
+        int32_t item = state->items.data[i];
+        if (item_set_add(&state->line_items, item)) {
+            state->items.data[kept++] = item;
         }
     }
-    l->repeats_dropped += l->items.count - kept;
+    state->repeats_dropped += state->items.count - kept;
 
     if (kept - first < REC_MIN_ITEMS) {
-        l->items.count = first;
-        l->users_dropped++;
+        state->items.count = first;
+        state->users_dropped++;
         return MR_OK;
     }
 
-    l->items.count = kept;
-    if (!i32_array_reserve(&l->user_ids, 1) || !i64_array_push(&l->offsets, first)) {
-        return out_of_memory(&l->p);
+    state->items.count = kept;
+    if (!i32_array_reserve(&state->user_ids, 1) || !i64_array_push(&state->offsets, first)) {
+        return out_of_memory(&state->parser);
     }
-    l->user_ids.data[l->user_ids.count++] = user;
-    if (user > l->max_user) {
-        l->max_user = user;
+    state->user_ids.data[state->user_ids.count++] = user;
+    if (user > state->max_user) {
+        state->max_user = user;
     }
     for (int64_t i = first; i < kept; i++) {
-        if (l->items.data[i] > l->max_item) {
-            l->max_item = l->items.data[i];
+        if (state->items.data[i] > state->max_item) {
+            state->max_item = state->items.data[i];
         }
     }
     return MR_OK;
@@ -450,18 +450,18 @@ static mr_status build_training_examples(mr_rec_data *data, mr_error *err) {
     return MR_OK;
 }
 
-static void loader_free(loader *l) {
-    free(l->users.keys);
-    free(l->users.lines);
-    free(l->line_items.keys);
-    free(l->line_items.stamps);
-    free(l->items.data);
-    free(l->user_ids.data);
-    free(l->offsets.data);
+static void load_state_free(load_state *state) {
+    free(state->users.keys);
+    free(state->users.lines);
+    free(state->line_items.keys);
+    free(state->line_items.stamps);
+    free(state->items.data);
+    free(state->user_ids.data);
+    free(state->offsets.data);
 }
 
-/* Reads every line of text[0..size) into l. */
-static mr_status parse_text(loader *l, const char *text, size_t size) {
+/* Reads every line of text[0..size) into state. */
+static mr_status parse_text(load_state *state, const char *text, size_t size) {
     const char *end = text + size;
     const char *line = text;
     while (line < end) {
@@ -469,8 +469,8 @@ static mr_status parse_text(loader *l, const char *text, size_t size) {
         if (line_end == NULL) {
             line_end = end;
         }
-        l->p.line++;
-        mr_status status = load_line(l, line, line_end);
+        state->parser.line++;
+        mr_status status = load_line(state, line, line_end);
         if (status != MR_OK) {
             return status;
         }
@@ -488,22 +488,22 @@ mr_status mr_rec_data_load(const char *path, mr_rec_data **out, mr_error *err) {
         return status;
     }
 
-    loader l;
-    memset(&l, 0, sizeof l);
-    l.p.path = path;
-    l.p.err = err;
-    status = parse_text(&l, text, size);
+    load_state state;
+    memset(&state, 0, sizeof state);
+    state.parser.path = path;
+    state.parser.err = err;
+    status = parse_text(&state, text, size);
     free(text);
     if (status != MR_OK) {
-        loader_free(&l);
+        load_state_free(&state);
         return status;
     }
 
     /* An empty file or one where every user was dropped leaves nothing to
      * train or evaluate on. */
-    if (l.lines_with_users == 0) {
-        loader_free(&l);
-        if (l.p.line == 0) {
+    if (state.lines_with_users == 0) {
+        load_state_free(&state);
+        if (state.parser.line == 0) {
             return mr_error_set(err, MR_ERR_FORMAT,
                                 "rec: %s is empty; expected one line 'user item item ...' "
                                 "per user",
@@ -512,41 +512,41 @@ mr_status mr_rec_data_load(const char *path, mr_rec_data **out, mr_error *err) {
         return mr_error_set(err, MR_ERR_FORMAT,
                             "rec: %s has no users: its %" PRId64 " lines are all blank; "
                             "expected one line 'user item item ...' per user",
-                            path, l.p.line);
+                            path, state.parser.line);
     }
-    if (l.user_ids.count == 0) {
-        loader_free(&l);
+    if (state.user_ids.count == 0) {
+        load_state_free(&state);
         return mr_error_set(err, MR_ERR_FORMAT,
                             "rec: every one of the %" PRId64 " users in %s has fewer than %d "
                             "distinct items (lines 1 to %" PRId64 "); each user needs at "
                             "least %d for the train, validation and test targets",
-                            l.lines_with_users, path, REC_MIN_ITEMS, l.p.line, REC_MIN_ITEMS);
+                            state.lines_with_users, path, REC_MIN_ITEMS, state.parser.line, REC_MIN_ITEMS);
     }
-    if (!i64_array_push(&l.offsets, l.items.count)) {
-        loader_free(&l);
-        return out_of_memory(&l.p);
+    if (!i64_array_push(&state.offsets, state.items.count)) {
+        load_state_free(&state);
+        return out_of_memory(&state.parser);
     }
 
     /* Hand the arrays over to the dataset. */
     mr_rec_data *data = calloc(1, sizeof *data);
     if (data == NULL) {
-        loader_free(&l);
-        return out_of_memory(&l.p);
+        load_state_free(&state);
+        return out_of_memory(&state.parser);
     }
     snprintf(data->path, sizeof data->path, "%s", path);
-    data->n_users = l.max_user + 1;
-    data->n_items = l.max_item + 1;
-    data->n_sequences = l.user_ids.count;
-    data->user_ids = l.user_ids.data;
-    data->offsets = l.offsets.data;
-    data->items = l.items.data;
-    data->n_lines = l.p.line;
-    data->n_users_dropped = l.users_dropped;
-    data->n_repeats_dropped = l.repeats_dropped;
-    l.user_ids.data = NULL;
-    l.offsets.data = NULL;
-    l.items.data = NULL;
-    loader_free(&l);
+    data->n_users = state.max_user + 1;
+    data->n_items = state.max_item + 1;
+    data->n_sequences = state.user_ids.count;
+    data->user_ids = state.user_ids.data;
+    data->offsets = state.offsets.data;
+    data->items = state.items.data;
+    data->n_lines = state.parser.line;
+    data->n_users_dropped = state.users_dropped;
+    data->n_repeats_dropped = state.repeats_dropped;
+    state.user_ids.data = NULL;
+    state.offsets.data = NULL;
+    state.items.data = NULL;
+    load_state_free(&state);
 
     status = build_training_examples(data, err);
     if (status != MR_OK) {
@@ -597,7 +597,8 @@ const char *mr_rec_split_name(mr_rec_split split) {
 /* Returns the validation or test target's position; -1 for MR_REC_TRAIN,
  * whose targets are listed in train_seq and train_pos instead. */
 int64_t mr_rec_data_target_pos(const mr_rec_data *data, int64_t s, mr_rec_split split) {
-    assert(s >= 0 && s < data->n_sequences);
+    assert(s >= 0);
+    assert(s < data->n_sequences);
     int64_t length = data->offsets[s + 1] - data->offsets[s];
     switch (split) {
     case MR_REC_VALID: return length - 2;
@@ -612,8 +613,10 @@ int64_t mr_rec_data_target_pos(const mr_rec_data *data, int64_t s, mr_rec_split 
  * the whole sequence. */
 void mr_rec_data_input(const mr_rec_data *data, int64_t s, int64_t target_pos, int max_len,
                        int32_t *out) {
-    assert(s >= 0 && s < data->n_sequences);
-    assert(target_pos >= 0 && target_pos <= data->offsets[s + 1] - data->offsets[s]);
+    assert(s >= 0);
+    assert(s < data->n_sequences);
+    assert(target_pos >= 0);
+    assert(target_pos <= data->offsets[s + 1] - data->offsets[s]);
     assert(max_len >= 0);
 
     const int32_t *sequence = data->items + data->offsets[s];
@@ -626,7 +629,8 @@ void mr_rec_data_input(const mr_rec_data *data, int64_t s, int64_t target_pos, i
 /* Scans the sequence; sequences are short (hundreds of items at most in
  * the shipped data), so a linear scan beats building an index. */
 bool mr_rec_data_contains(const mr_rec_data *data, int64_t s, int32_t item) {
-    assert(s >= 0 && s < data->n_sequences);
+    assert(s >= 0);
+    assert(s < data->n_sequences);
     const int32_t *sequence = data->items + data->offsets[s];
     int64_t length = data->offsets[s + 1] - data->offsets[s];
     for (int64_t i = 0; i < length; i++) {
@@ -642,7 +646,8 @@ bool mr_rec_data_contains(const mr_rec_data *data, int64_t s, int32_t item) {
  * data, so equal rng states give equal negatives. */
 void mr_rec_sample_negatives(const mr_rec_data *data, int64_t s, int count, mr_rng *rng,
                              int32_t *out) {
-    assert(s >= 0 && s < data->n_sequences);
+    assert(s >= 0);
+    assert(s < data->n_sequences);
     for (int i = 0; i < count; i++) {
         out[i] = 0;
         if (data->n_items < 2) {

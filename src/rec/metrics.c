@@ -70,12 +70,13 @@ static inline bool ranks_before(float sa, int32_t a, float sb, int32_t b) {
 /*
  * Counts every candidate ahead of the target, then takes back the excluded
  * items that were counted. The main loop is a plain comparison so that it
- * vectorises; a repeated entry of exclude is taken back only once, and the
- * target is never excluded.
+ * vectorises. A repeated entry of exclude is taken back only once, and
+ * entries equal to the target or outside 1..n_items-1 are ignored.
  */
 int64_t mr_rec_rank_full(const float *scores, int32_t n_items, const int32_t *exclude,
                          int64_t n_exclude, int32_t target) {
-    assert(target >= 1 && target < n_items);
+    assert(target >= 1);
+    assert(target < n_items);
     float target_score = scores[target];
 
     int64_t ahead = 0;

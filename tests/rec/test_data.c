@@ -339,7 +339,7 @@ static void negatives_avoid_history(void) {
         return;
     }
 
-    /* User 5 holds items 7..16 of 1..16, which leaves 1..6. */
+    /* User 5 has items 7..16 of 1..16, which leaves 1..6. */
     enum { COUNT = 1000 };
     int32_t negatives[COUNT];
     int seen[17] = {0};
@@ -348,7 +348,8 @@ static void negatives_avoid_history(void) {
     mr_rec_sample_negatives(data, 2, COUNT, &rng, negatives);
     for (int i = 0; i < COUNT; i++) {
         int32_t item = negatives[i];
-        CHECK(item >= 1 && item <= 6);
+        CHECK(item >= 1);
+        CHECK(item <= 6);
         if (item >= 0 && item < 17) {
             seen[item]++;
         }
@@ -394,7 +395,7 @@ static void negatives_deterministic(void) {
 }
 
 static void negatives_fall_back_to_padding(void) {
-    /* User 1 holds every item id 1..3, so no negative exists for it. */
+    /* User 1 has every item id 1..3, so no negative exists for it. */
     const char text[] = "1 1 2 3\n2 3 2 1\n";
     char path[64];
     mr_error err;

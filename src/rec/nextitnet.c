@@ -104,7 +104,7 @@ static void *nextitnet_declare(const mr_rec_config *config, mr_paramset *ps, mr_
  * Convolutions keep PyTorch's default nn.Conv2d initialisation, because
  * the authors' xavier initialiser does not visit them: weight and bias
  * uniform(-1/sqrt(fan_in), 1/sqrt(fan_in)) with fan_in = D * 3. LayerNorms
- * start at weight 1 and bias 0; the final layer gets xavier uniform with a
+ * start at weight 1 and bias 0. The final layer gets xavier uniform with a
  * zero bias.
  */
 static void nextitnet_init(void *state, mr_paramset *ps, mr_rng *rng) {

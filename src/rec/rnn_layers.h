@@ -69,7 +69,7 @@ mr_tensor *mr_rec_nextitnet_positions(void *state, mr_ctx *ctx, mr_tensor *item_
 /*
  * Builds the session graph of one left-padded sequence seq[0..L-1] the way
  * the authors' SR-GNN code does. The nodes are the distinct ids of the
- * sequence in ascending order, padding id 0 included when present; node
+ * sequence in ascending order, including padding id 0 when present. Node
  * slots past the last node are unused. Consecutive positions whose ids are
  * both non-zero give a directed edge from the earlier id to the later one
  * (an edge counts once however often it occurs).

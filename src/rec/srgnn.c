@@ -18,13 +18,12 @@
  *     a = sum_i [id_i != 0] (w3 . sigmoid(W1 h_last + b1 + W2 h_i + b2)) h_i
  *     user = W_t [a; h_last] + b_t.
  *
- * The node embeddings are read from item_emb at the first position of
- * each id, so an adapter's output at that position is what the graph sees;
- * every position of an id carries the same embedding as long as item_emb
- * is a per-id function (a lookup, or a lookup followed by Ada-Retrieval's
- * item adapter). The graph is propagated over node slots with per-sequence
- * [L, L] adjacency matrices in a batched matrix product, which stays exact
- * when an id repeats within a sequence.
+ * Each node's embedding is read from item_emb at the first position of its
+ * id. The reference embeds each distinct id once, so the two agree when
+ * every position of an id carries the same embedding, as a table lookup
+ * does with or without Ada-Retrieval's item adapter. The graph propagates
+ * over node slots with per-sequence [L, L] adjacency matrices in a batched
+ * matrix product, which stays exact when an id repeats in a sequence.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -104,9 +103,8 @@ static void *srgnn_declare(const mr_rec_config *config, mr_paramset *ps, mr_erro
 
 /*
  * The graph cell's own tensors (w_ih, w_hh, b_ih, b_hh, b_iah, b_ioh) keep
- * the reference's torch.randn values, normal(0, 1): the authors' xavier
- * initialiser only visits Embedding, Linear and LayerNorm modules, so it
- * never re-initialises them. Every linear layer gets xavier uniform with a
+ * the reference's torch.randn values, normal(0, 1), because the authors'
+ * xavier initialiser only visits Embedding, Linear and LayerNorm modules. Every linear layer gets xavier uniform with a
  * zero bias.
  */
 static void srgnn_init(void *state, mr_paramset *ps, mr_rng *rng) {

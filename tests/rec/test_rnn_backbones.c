@@ -1,10 +1,10 @@
 /*
- * GRU4Rec, NextItNet and SR-GNN backbones: user vectors and gradients
- * against PyTorch modules built like the Ada-Retrieval reference
- * (fixtures/rec_rnn.json, written by fixtures/torch_rec_rnn.py), finite
- * differences of each whole backbone, initial weight distributions,
- * NextItNet's causality, SR-GNN's session graph on hand-made sequences,
- * dropout and input checks.
+ * GRU4Rec, NextItNet and SR-GNN backbones. User vectors and gradients are
+ * compared with PyTorch modules built like the Ada-Retrieval reference
+ * (fixtures/rec_rnn.json, written by fixtures/torch_rec_rnn.py) and with
+ * finite differences of each whole backbone. Further cases cover initial
+ * weight distributions, NextItNet's causality, SR-GNN's session graph on
+ * hand-made sequences, dropout and input checks.
  */
 #include <math.h>
 #include <stdio.h>
@@ -439,8 +439,9 @@ static void nextitnet_user_vector_reads_last_step(void) {
      * step 8 of the full run. */
     mr_tensor *positions = mr_rec_nextitnet_positions(b.state, ctx, x);
     mr_tensor *step = mr_tensor_slice(ctx, positions, 1, prefix - 1, 1);
-    mr_tensor *expected = mr_tensor_linear(ctx, step, mr_paramset_find(b.ps, "backbone.final_layer.weight"),
-                                           mr_paramset_find(b.ps, "backbone.final_layer.bias"));
+    mr_tensor *expected =
+        mr_tensor_linear(ctx, step, mr_paramset_find(b.ps, "backbone.final_layer.weight"),
+                         mr_paramset_find(b.ps, "backbone.final_layer.bias"));
     mr_tensor *head = mr_tensor_contiguous(ctx, mr_tensor_slice(ctx, x, 1, 0, prefix));
     mr_tensor *user = b.ops->forward(b.state, ctx, head, NULL, &rng);
     CHECK_CTX_OK(ctx);

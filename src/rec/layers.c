@@ -40,10 +40,42 @@ void mr_rec_linear_init(const mr_rec_linear *layer, mr_paramset *ps, float std,
     mr_tensor_init_zeros(mr_paramset_get(ps, layer->bias));
 }
 
+/*
+ * Returns [x, 1] [W, b]^T = x W^T + b: the bias rides in the matrix product
+ * as an extra input column of ones. For a layer wider than its input, a
+ * separate bias add would read and write the wide output once more in
+ * each direction and sum its gradient over every row, while this copies
+ * only the narrower x.
+ */
+static mr_tensor *linear_bias_in_product(mr_ctx *ctx, mr_tensor *x, mr_tensor *weight,
+                                         mr_tensor *bias) {
+    int64_t ones_shape[MR_MAX_DIMS];
+    for (int d = 0; d < x->ndim; d++) {
+        ones_shape[d] = x->shape[d];
+    }
+    ones_shape[x->ndim - 1] = 1;
+    mr_tensor *ones = mr_tensor_new(ctx, MR_F32, x->ndim, ones_shape);
+    if (ones == NULL) {
+        return NULL;
+    }
+    mr_tensor_fill(ones, 1.0f);
+
+    int64_t column_shape[2] = {bias->shape[0], 1};
+    mr_tensor *inputs[2] = {x, ones};
+    mr_tensor *weights[2] = {weight, mr_tensor_reshape(ctx, bias, 2, column_shape)};
+    mr_tensor *augmented_x = mr_tensor_concat(ctx, inputs, 2, x->ndim - 1);
+    mr_tensor *augmented_w = mr_tensor_concat(ctx, weights, 2, 1);
+    return mr_tensor_matmul(ctx, augmented_x, augmented_w, MR_MATMUL_TRANS_B);
+}
+
 mr_tensor *mr_rec_linear_forward(const mr_rec_linear *layer, const mr_paramset *ps,
                                  mr_ctx *ctx, mr_tensor *x) {
-    return mr_tensor_linear(ctx, x, mr_paramset_get(ps, layer->weight),
-                            mr_paramset_get(ps, layer->bias));
+    mr_tensor *weight = mr_paramset_get(ps, layer->weight);
+    mr_tensor *bias = mr_paramset_get(ps, layer->bias);
+    if (x != NULL && x->ndim >= 1 && weight->shape[0] > weight->shape[1]) {
+        return linear_bias_in_product(ctx, x, weight, bias);
+    }
+    return mr_tensor_linear(ctx, x, weight, bias);
 }
 
 mr_status mr_rec_norm_declare(mr_paramset *ps, const char *prefix, int64_t dim,

@@ -39,7 +39,7 @@ typedef struct fmlprec_state {
     fmlprec_layer *layers; /* config.layers entries */
 } fmlprec_state;
 
-/* Checks the settings FMLP-Rec uses; fills err and returns false on a bad
+/* Checks the settings FMLP-Rec uses. Fills err and returns false on a bad
  * one. */
 static bool fmlprec_check_config(const mr_rec_config *config, mr_error *err) {
     if (config->dim < 1 || config->max_len < 1 || config->layers < 1 ||
@@ -145,7 +145,7 @@ static void fmlprec_init(void *state, mr_paramset *ps, mr_rng *rng) {
 
 /*
  * Returns irfft(W (.) rfft(x)) along the sequence axis of x [B, L, D]. The
- * spectrum [B, 2F, D] holds the F real parts, then the F imaginary parts,
+ * spectrum [B, 2F, D] contains the F real parts, then the F imaginary parts,
  * and the product is (a + ib)(c + id) = (ac - bd) + i(ad + bc).
  */
 static mr_tensor *filter_forward(const fmlprec_state *s, const fmlprec_layer *layer,
@@ -191,7 +191,7 @@ static mr_tensor *fmlprec_layer_forward(const fmlprec_state *s, const fmlprec_la
     return mr_rec_ffn_forward(&layer->ffn, s->ps, ctx, h, p, rng);
 }
 
-/* Runs every layer; the last one on position L-1 only when last_only. */
+/* Runs every layer, the last one on position L-1 alone when last_only. */
 static mr_tensor *fmlprec_run(const fmlprec_state *s, mr_ctx *ctx, mr_tensor *item_emb,
                               mr_tensor *seq, bool last_only, mr_rng *rng) {
     if (!mr_rec_check_inputs(ctx, "fmlprec", &s->config, item_emb, seq)) {

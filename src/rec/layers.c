@@ -6,7 +6,8 @@
 
 #include "layers.h"
 
-/* Declares "<prefix><suffix>" with the given shape; -1 on error. */
+/* Declares "<prefix><suffix>" with the given shape and returns its index,
+ * or -1 with err filled. */
 static int declare_named(mr_paramset *ps, const char *prefix, const char *suffix, int ndim,
                          const int64_t *shape, mr_error *err) {
     char name[64];

@@ -56,8 +56,9 @@ mr_status mr_rec_linear_declare(mr_paramset *ps, const char *prefix, int64_t out
 void mr_rec_linear_init(const mr_rec_linear *layer, mr_paramset *ps, float std,
                         mr_rng *rng);
 
-/* Applies the layer to x [..., in]; leading dimensions fold into one
- * matrix product when x is contiguous. */
+/* Applies the layer to x [..., in]. Leading dimensions fold into one
+ * matrix product when x is contiguous, and a layer wider than its input
+ * adds the bias inside that product. */
 mr_tensor *mr_rec_linear_forward(const mr_rec_linear *layer, const mr_paramset *ps,
                                  mr_ctx *ctx, mr_tensor *x);
 

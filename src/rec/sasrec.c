@@ -36,7 +36,8 @@ typedef struct sasrec_state {
     sasrec_layer *layers; /* config.layers entries */
 } sasrec_state;
 
-/* Checks the settings SASRec uses; fills err and returns false on a bad one. */
+/* Checks the settings SASRec uses. Fills err and returns false on a bad
+ * one. */
 static bool sasrec_check_config(const mr_rec_config *config, mr_error *err) {
     if (config->dim < 1 || config->max_len < 1 || config->layers < 1 ||
         config->inner_size < 1) {
@@ -227,7 +228,7 @@ static mr_tensor *sasrec_layer_forward(const sasrec_state *s, const sasrec_layer
     return mr_rec_ffn_forward(&layer->ffn, ps, ctx, h, p, rng);
 }
 
-/* Runs every layer; the last one on position L-1 only when last_only. */
+/* Runs every layer, the last one on position L-1 alone when last_only. */
 static mr_tensor *sasrec_run(const sasrec_state *s, mr_ctx *ctx, mr_tensor *item_emb,
                              mr_tensor *seq, bool last_only, mr_rng *rng) {
     if (!mr_rec_check_inputs(ctx, "sasrec", &s->config, item_emb, seq)) {

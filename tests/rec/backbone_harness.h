@@ -366,14 +366,15 @@ static inline void test_backbone_report_step(const char *label, test_backbone *t
     for (int64_t i = 0; i < mr_tensor_numel(grads); i++) {
         norm += (double)grads->grad[i] * grads->grad[i];
     }
-    CHECK(norm > 0.0 && isfinite(norm));
+    CHECK(norm > 0.0);
+    CHECK(isfinite(norm));
     printf("%s forward+backward, B %lld: %.1f ms wall, %.1f ms CPU\n", label, (long long)batch,
            best_wall * 1000.0, best_cpu * 1000.0);
     mr_ctx_free(ctx);
     mr_ctx_free(inputs);
 }
 
-/* True when the environment asks for the full-size timing run
+/* True when the environment requests the full-size timing run
  * (MR_REC_BENCH=1). */
 static inline bool test_bench_requested(void) {
     const char *value = getenv("MR_REC_BENCH");

@@ -1,9 +1,10 @@
 /*
- * The FMLP-Rec backbone: declared weights and their initial values, output
- * shapes, agreement with a PyTorch implementation of the reference code
- * (fixtures/sasrec.json, written by fixtures/torch_sasrec.py) for even and
- * odd L, finite-difference gradients, which positions the output depends
- * on, dropout, input errors and the time of one forward and backward pass.
+ * The FMLP-Rec backbone. Covers declared weights and their initial values,
+ * output shapes, and agreement with a PyTorch implementation of the
+ * reference code (fixtures/sasrec.json, written by
+ * fixtures/torch_sasrec.py) for even and odd L. Also finite-difference
+ * gradients, which positions the output depends on, dropout, input errors
+ * and the time of one forward and backward pass.
  *
  * Fixture tolerance: 2e-5 absolute plus 1e-4 relative, for values of
  * order 1 computed in float32 through up to two layers (each with two DFT
@@ -29,7 +30,10 @@ static void fmlprec_declares_named_weights(void) {
     mr_tensor *imag = mr_paramset_find(tb.ps, "backbone.layers.0.filter.weight_imag");
     mr_tensor *norm = mr_paramset_find(tb.ps, "backbone.layers.1.filter_norm.weight");
     mr_tensor *bias = mr_paramset_find(tb.ps, "backbone.layers.0.ffn.project.bias");
-    CHECK(real != NULL && imag != NULL && norm != NULL && bias != NULL);
+    CHECK(real != NULL);
+    CHECK(imag != NULL);
+    CHECK(norm != NULL);
+    CHECK(bias != NULL);
     if (real != NULL) {
         CHECK_INT_EQ(real->shape[0], 4);
         CHECK_INT_EQ(real->shape[1], 8);

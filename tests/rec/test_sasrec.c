@@ -1,9 +1,10 @@
 /*
- * The SASRec backbone: declared weights and their initial values, output
- * shapes, agreement with a PyTorch implementation of the reference code
- * (fixtures/sasrec.json, written by fixtures/torch_sasrec.py),
- * finite-difference gradients, which positions the output depends on,
- * dropout, input errors and the time of one forward and backward pass.
+ * The SASRec backbone. Covers declared weights and their initial values,
+ * output shapes, and agreement with a PyTorch implementation of the
+ * reference code (fixtures/sasrec.json, written by
+ * fixtures/torch_sasrec.py). Also finite-difference gradients, which
+ * positions the output depends on, dropout, input errors and the time of
+ * one forward and backward pass.
  *
  * Fixture tolerance: 2e-5 absolute plus 1e-4 relative, for values of
  * order 1 computed in float32 through two layers (each with 6 products and
@@ -29,7 +30,10 @@ static void sasrec_declares_named_weights(void) {
     mr_tensor *expand = mr_paramset_find(tb.ps, "backbone.layers.0.ffn.expand.weight");
     mr_tensor *norm = mr_paramset_find(tb.ps, "backbone.layers.0.ffn_norm.weight");
     mr_tensor *bias = mr_paramset_find(tb.ps, "backbone.layers.0.attention.output.bias");
-    CHECK(query != NULL && expand != NULL && norm != NULL && bias != NULL);
+    CHECK(query != NULL);
+    CHECK(expand != NULL);
+    CHECK(norm != NULL);
+    CHECK(bias != NULL);
     if (expand != NULL) {
         CHECK_INT_EQ(expand->shape[0], 16);
         CHECK_INT_EQ(expand->shape[1], 8);

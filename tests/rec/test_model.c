@@ -568,7 +568,7 @@ static void loss_gradient_reaches_every_weight(void) {
     mr_rec_model_free(model);
 }
 
-/* Runs 30 Adam steps (lr 0.01) on one batch in training mode with dropout
+/* Runs 15 Adam steps (lr 0.02) on one batch in training mode with dropout
  * and checks that the eval-mode loss falls by at least a third and that
  * row 0 of the embedding stays zero. */
 static void check_adam_lowers_loss(bool ada) {
@@ -587,16 +587,16 @@ static void check_adam_lowers_loss(bool ada) {
     CHECK_STATUS(mr_optim_add_group(optim, &flat, 1, 0.0f, 1.0f, &err), MR_OK);
 
     mr_ctx *batch_ctx = mr_ctx_create(0);
-    mr_tensor *seq = random_seq(batch_ctx, 16, 6, n_items, 21);
-    mr_tensor *candidates = random_candidates(batch_ctx, 16, config.negatives, n_items, 22);
+    mr_tensor *seq = random_seq(batch_ctx, 8, 6, n_items, 21);
+    mr_tensor *candidates = random_candidates(batch_ctx, 8, config.negatives, n_items, 22);
     mr_ctx *ctx = mr_ctx_create(0);
     mr_rng rng;
     mr_rng_init(&rng, 23);
 
     double before = 0, after = 0;
-    for (int step = 0; step <= 30; step++) {
+    for (int step = 0; step <= 15; step++) {
         /* The eval-mode loss before step 0 and after the last step. */
-        if (step == 0 || step == 30) {
+        if (step == 0 || step == 15) {
             mr_ctx_set_training(ctx, false);
             mr_ctx_set_grad_enabled(ctx, false);
             mr_tensor *loss = mr_rec_model_loss(model, ctx, seq, candidates, NULL);
@@ -605,17 +605,20 @@ static void check_adam_lowers_loss(bool ada) {
             mr_ctx_reset(ctx);
             mr_ctx_set_training(ctx, true);
             mr_ctx_set_grad_enabled(ctx, true);
-            if (step == 30) {
+            if (step == 15) {
                 break;
             }
         }
         mr_tensor *loss = mr_rec_model_loss(model, ctx, seq, candidates, &rng);
         CHECK_STATUS(mr_tensor_backward(ctx, loss, NULL), MR_OK);
-        CHECK_STATUS(mr_optim_step(optim, 0.01f, &err), MR_OK);
+        CHECK_STATUS(mr_optim_step(optim, 0.02f, &err), MR_OK);
         mr_optim_zero_grad(optim);
         mr_ctx_reset(ctx);
     }
-    CHECK(after < before * 2.0 / 3.0);
+    if (!(after < before * 2.0 / 3.0)) {
+        mr_test_fail(__FILE__, __LINE__, "loss went from %.4f to %.4f, not below 2/3 of it",
+                     before, after);
+    }
 
     const float *emb = mr_rec_model_item_embedding(model)->data;
     for (int d = 0; d < 16; d++) {

@@ -304,36 +304,6 @@ const mr_rec_backbone_ops *mr_rec_model_backbone_ops(const mr_rec_model *model) 
  * Retrieval between rounds
  * ------------------------------------------------------------------------ */
 
-/*
- * Writes the k ids of highest score in descending order (ties: the smaller
- * id first) among ids 1..n_items-1 whose entry in blocked is 0, and
- * returns the count written.
- * TODO: replace with mr_rec_topk from metrics.c, which has this contract,
- * once it is on main.
- */
-static int select_topk(const float *scores, int32_t n_items, const uint8_t *blocked, int k,
-                       int32_t *out) {
-    /* out[0..count) stays sorted; a candidate enters when it beats the
-     * last entry of a full list. */
-    int count = 0;
-    for (int32_t id = 1; id < n_items; id++) {
-        if (blocked[id]) {
-            continue;
-        }
-        float score = scores[id];
-        if (count == k && !(score > scores[out[k - 1]])) {
-            continue;
-        }
-        int slot = count < k ? count++ : k - 1;
-        while (slot > 0 && score > scores[out[slot - 1]]) {
-            out[slot] = out[slot - 1];
-            slot--;
-        }
-        out[slot] = id;
-    }
-    return count;
-}
-
 /* Rows of users scored in one matrix product (bounds the scratch memory
  * to rows x n_items floats). */
 #define SCORE_ROWS 256
@@ -356,12 +326,10 @@ static mr_status pick_round(const mr_rec_model *model, const mr_tensor *users, i
     float *rows = malloc((size_t)SCORE_ROWS * (size_t)dim * sizeof *rows);
     float *scores = malloc((size_t)SCORE_ROWS * (size_t)n_items * sizeof *scores);
     uint8_t *blocked = calloc((size_t)threads * (size_t)n_items, 1);
-    int32_t *short_rows = calloc((size_t)threads, sizeof *short_rows);
-    if (rows == NULL || scores == NULL || blocked == NULL || short_rows == NULL) {
+    if (rows == NULL || scores == NULL || blocked == NULL) {
         free(rows);
         free(scores);
         free(blocked);
-        free(short_rows);
         return mr_error_set(err, MR_ERR_NO_MEMORY,
                             "rec: out of memory scoring %d items for %d users", (int)n_items,
                             SCORE_ROWS);
@@ -376,6 +344,17 @@ static mr_status pick_round(const mr_rec_model *model, const mr_tensor *users, i
             for (int64_t d = 0; d < dim; d++) {
                 rows[r * dim + d] =
                     users->data[(first + r) * users->stride[0] + d * users->stride[1]];
+                if (!isfinite(rows[r * dim + d])) {
+                    free(rows);
+                    free(scores);
+                    free(blocked);
+                    return mr_error_set(err, MR_ERR_NUMERIC,
+                                        "rec: the user vector of batch row %lld in round %d "
+                                        "has the non-finite value %g; lower the learning rate "
+                                        "or check the inputs",
+                                        (long long)(first + r), round + 1,
+                                        (double)rows[r * dim + d]);
+                }
             }
             memcpy(scores + r * n_items, model->item_bias->data,
                    (size_t)n_items * sizeof *scores);
@@ -392,33 +371,17 @@ static mr_status pick_round(const mr_rec_model *model, const mr_tensor *users, i
             for (int64_t j = 0; j < (int64_t)round * k; j++) {
                 mask[row_picks[j]] = 1;
             }
-            int written = select_topk(scores + r * n_items, n_items, mask, k,
-                                      row_picks + (int64_t)round * k);
-            if (written < k) {
-                short_rows[omp_get_thread_num()]++;
-            }
+            /* Creation checked that k items remain, so all k are written. */
+            mr_rec_topk(scores + r * n_items, n_items, mask, k, row_picks + (int64_t)round * k);
             for (int64_t j = 0; j < (int64_t)round * k; j++) {
                 mask[row_picks[j]] = 0;
             }
         }
     }
 
-    int64_t short_total = 0;
-    for (int t = 0; t < threads; t++) {
-        short_total += short_rows[t];
-    }
     free(rows);
     free(scores);
     free(blocked);
-    free(short_rows);
-    if (short_total > 0) {
-        /* Creation checks that enough items exist; a NaN score is the
-         * only other way to fall short. */
-        return mr_error_set(err, MR_ERR_NUMERIC,
-                            "rec: round %d found fewer than %d items for %lld users; their "
-                            "scores are not numbers",
-                            round + 1, k, (long long)short_total);
-    }
     return MR_OK;
 }
 

@@ -383,6 +383,23 @@ static void rounds_pick_top_scores(void) {
     mr_rec_model_free(model);
 }
 
+static void rounds_reject_nan_user_vectors(void) {
+    mr_rec_config config = small_config(true);
+    mr_rec_model *model = create_mean_model(&config, 40, 6);
+    if (model == NULL) {
+        return;
+    }
+    mr_paramset_find(mr_rec_model_params(model), "backbone.bias")->data[2] = NAN;
+    mr_ctx *ctx = mr_ctx_create(0);
+    mr_tensor *seq = random_seq(ctx, 2, 6, 40, 7);
+    float out[3 * 2 * 8];
+    mr_error err = {0};
+    CHECK_STATUS(mr_rec_model_user_vectors(model, ctx, seq, out, &err), MR_ERR_NUMERIC);
+    CHECK(strstr(err.message, "batch row 0 in round 1") != NULL);
+    mr_ctx_free(ctx);
+    mr_rec_model_free(model);
+}
+
 static void base_user_vectors_are_backbone_output(void) {
     mr_rec_config config = small_config(false);
     mr_rec_model *model = create_mean_model(&config, 40, 6);
@@ -657,6 +674,7 @@ int main(void) {
     MR_RUN(model_rejects_too_few_items);
     MR_RUN(rounds_pick_distinct_items);
     MR_RUN(rounds_pick_top_scores);
+    MR_RUN(rounds_reject_nan_user_vectors);
     MR_RUN(base_user_vectors_are_backbone_output);
     MR_RUN(user_vectors_reject_wrong_length);
     MR_RUN(loss_sums_rounds_base);

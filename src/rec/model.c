@@ -342,9 +342,9 @@ static mr_status pick_round(const mr_rec_model *model, const mr_tensor *users, i
          * layout the backbone returned. */
         for (int64_t r = 0; r < count; r++) {
             for (int64_t d = 0; d < dim; d++) {
-                rows[r * dim + d] =
+                float value =
                     users->data[(first + r) * users->stride[0] + d * users->stride[1]];
-                if (!isfinite(rows[r * dim + d])) {
+                if (!isfinite(value)) {
                     free(rows);
                     free(scores);
                     free(blocked);
@@ -352,9 +352,9 @@ static mr_status pick_round(const mr_rec_model *model, const mr_tensor *users, i
                                         "rec: the user vector of batch row %lld in round %d "
                                         "has the non-finite value %g; lower the learning rate "
                                         "or check the inputs",
-                                        (long long)(first + r), round + 1,
-                                        (double)rows[r * dim + d]);
+                                        (long long)(first + r), round + 1, (double)value);
                 }
+                rows[r * dim + d] = value;
             }
             memcpy(scores + r * n_items, model->item_bias->data,
                    (size_t)n_items * sizeof *scores);

@@ -413,6 +413,10 @@ static void base_user_vectors_are_backbone_output(void) {
     mr_error err = {0};
     CHECK_STATUS(mr_rec_model_user_vectors(model, ctx, seq, out, &err), MR_OK);
 
+    /* The call turns recording and training mode off only while it runs. */
+    CHECK(mr_ctx_training(ctx));
+    CHECK(mr_ctx_grad_enabled(ctx));
+
     mr_tensor *emb = mr_tensor_embedding(ctx, mr_rec_model_item_embedding(model), seq, 0);
     mr_tensor *expected = mr_rec_model_backbone_ops(model)->forward(
         mr_rec_model_backbone_state(model), ctx, emb, seq, NULL);

@@ -10,9 +10,9 @@
 #include "multiround/optim.h"
 #include "test.h"
 
-/* Backbones whose implementations are on this branch. */
-static const mr_rec_backbone_type backbones[] = {MR_REC_GRU4REC, MR_REC_NEXTITNET,
-                                                 MR_REC_SRGNN};
+static const mr_rec_backbone_type backbones[] = {MR_REC_GRU4REC, MR_REC_SASREC,
+                                                 MR_REC_NEXTITNET, MR_REC_SRGNN,
+                                                 MR_REC_FMLPREC};
 
 #define BACKBONES ((int)(sizeof backbones / sizeof backbones[0]))
 

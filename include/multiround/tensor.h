@@ -22,9 +22,11 @@
  * dimension is contiguous. Strides count elements, not bytes. Negative axis
  * arguments count from the end (-1 is the last dimension).
  *
- *     mr_ctx *ctx = mr_ctx_create(0);
+ *     mr_ctx *params = mr_ctx_create(0);  // lives as long as the model
+ *     mr_ctx *ctx = mr_ctx_create(0);     // one training step
  *     mr_tensor *w = mr_tensor_new2d(params, MR_F32, 16, 8);
  *     mr_tensor_set_param(w);
+ *     mr_tensor *x = mr_tensor_new2d(ctx, MR_F32, 4, 8);  // fill x->data
  *     mr_tensor *y = mr_tensor_matmul(ctx, x, w, MR_MATMUL_TRANS_B);
  *     mr_tensor *loss = mr_tensor_mean(ctx, mr_tensor_mul(ctx, y, y), -1, 0);
  *     mr_tensor_backward(ctx, loss, NULL);   // w->grad now holds dloss/dw
@@ -180,8 +182,8 @@ mr_tensor *mr_tensor_zeros(mr_ctx *ctx, mr_dtype dtype, int ndim,
 /* Creates a float scalar (ndim 0) holding value. */
 mr_tensor *mr_tensor_scalar(mr_ctx *ctx, float value);
 
-/* Creates a contiguous copy of values (count must equal the element
- * count of shape). */
+/* Creates a contiguous tensor of shape holding a copy of values, which must
+ * point at (product of shape) elements in row-major order. */
 mr_tensor *mr_tensor_from_f32(mr_ctx *ctx, int ndim, const int64_t *shape,
                               const float *values);
 mr_tensor *mr_tensor_from_i32(mr_ctx *ctx, int ndim, const int64_t *shape,
@@ -205,7 +207,8 @@ bool mr_tensor_requires_grad(const mr_tensor *t);
 /* Sets the gradient of t to zero, if it has one. */
 void mr_tensor_zero_grad(mr_tensor *t);
 
-/* Sets a name shown in logs and error messages (truncated to 47 bytes). */
+/* Sets a name (truncated to 47 bytes) that checkpoints store the tensor
+ * under and that parameter errors report. */
 void mr_tensor_set_name(mr_tensor *t, const char *name);
 
 /* Element count (1 for a scalar). */

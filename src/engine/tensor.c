@@ -60,10 +60,19 @@ static mr_tensor *tensor_header(mr_ctx *ctx, mr_dtype dtype, int ndim,
         count *= shape[i];
     }
     if (count * (int64_t)dtype_size(dtype) > MAX_TENSOR_BYTES) {
-        mr_ctx_fail(ctx, MR_ERR_SHAPE,
-                    "engine: a tensor of %lld or more elements exceeds the limit of "
-                    "2^40 bytes",
-                    (long long)count);
+        char text[96] = "[";
+        size_t used = 1;
+        for (int i = 0; i < ndim && used < sizeof text; i++) {
+            used += (size_t)snprintf(text + used, sizeof text - used, i ? ", %lld" : "%lld",
+                                     (long long)shape[i]);
+        }
+        if (used < sizeof text) {
+            snprintf(text + used, sizeof text - used, "]");
+        }
+        mr_ctx_fail(ctx, MR_ERR_INVALID_ARGUMENT,
+                    "engine: a tensor of shape %s needs more than the limit of 2^40 bytes; "
+                    "the sizes are wrong or the model is far too large",
+                    text);
         return NULL;
     }
 

@@ -51,7 +51,8 @@ static void print_help(void) {
            "  --seed S      seed of the weights and the batch order (default: 1)\n"
            "  --sample N    characters to generate after training (default: 200)\n"
            "  --text PATH   text file to train on (default: data/%s, looked up in\n"
-           "                the current folder, then beside the executable's folder)\n",
+           "                the current folder, beside the executable's folder, then\n"
+           "                in the installed share/multiround/)\n",
            DEMO_LAYERS, DEMO_HEADS, DEMO_CHANNELS, DEMO_CONTEXT, DEMO_BATCH, (double)DEMO_LR,
            DEMO_TEXT_NAME);
     cli_print_shared_options(stdout);
@@ -147,8 +148,9 @@ static long collapse_whitespace(char *text, long length) {
     return out;
 }
 
-/* Finds data/gettysburg.txt in the current folder or in the parent of the
- * executable's folder (the source tree when run from a build folder). */
+/* Finds data/gettysburg.txt in the current folder, in the parent of the
+ * executable's folder (the source tree when run from a build folder), or
+ * in PREFIX/share/multiround/ beside an installed executable. */
 static bool find_default_text(char *path, size_t size) {
     snprintf(path, size, "data/%s", DEMO_TEXT_NAME);
     if (access(path, R_OK) == 0) {
@@ -165,6 +167,10 @@ static bool find_default_text(char *path, size_t size) {
         *slash = '\0';
     }
     snprintf(path, size, "%s/../data/%s", exe, DEMO_TEXT_NAME);
+    if (access(path, R_OK) == 0) {
+        return true;
+    }
+    snprintf(path, size, "%s/../share/multiround/%s", exe, DEMO_TEXT_NAME);
     return access(path, R_OK) == 0;
 }
 

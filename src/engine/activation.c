@@ -9,6 +9,7 @@
 #include <math.h>
 
 #include "ctx.h"
+#include "fastmath.h"
 #include "internal.h"
 
 /* ------------------------------------------------------------------------
@@ -18,22 +19,22 @@
 /* Logistic function without overflow: exp() gets only -|x|. */
 static float sigmoid_value(float x) {
     if (x >= 0.0f) {
-        return 1.0f / (1.0f + expf(-x));
+        return 1.0f / (1.0f + mr_expf(-x));
     }
-    float e = expf(x);
+    float e = mr_expf(x);
     return e / (1.0f + e);
 }
 
 static float gelu_value(float x) {
-    return 0.5f * x * (1.0f + erff(x * (float)M_SQRT1_2));
+    return 0.5f * x * (1.0f + mr_erff(x * (float)M_SQRT1_2));
 }
 
 /* d/dx x * Phi(x) = Phi(x) + x * phi(x), with phi the standard normal
  * density. */
 static float gelu_derivative(float x, float y) {
     (void)y;
-    float cdf = 0.5f * (1.0f + erff(x * (float)M_SQRT1_2));
-    float density = expf(-0.5f * x * x) * (float)(0.5 * M_2_SQRTPI * M_SQRT1_2);
+    float cdf = 0.5f * (1.0f + mr_erff(x * (float)M_SQRT1_2));
+    float density = mr_expf(-0.5f * x * x) * (float)(0.5 * M_2_SQRTPI * M_SQRT1_2);
     return cdf + x * density;
 }
 
@@ -85,24 +86,49 @@ static float log_sigmoid_derivative(float x, float y) {
 
 typedef struct unary_kind {
     const char *name;
-    float (*value)(float x);
-    float (*derivative)(float x, float y); /* dy/dx from input and output */
 } unary_kind;
 
 enum { UNARY_GELU, UNARY_SILU, UNARY_RELU, UNARY_SIGMOID, UNARY_TANH, UNARY_LOG_SIGMOID };
 
 static const unary_kind unary_kinds[] = {
-    [UNARY_GELU] = {"gelu", gelu_value, gelu_derivative},
-    [UNARY_SILU] = {"silu", silu_value, silu_derivative},
-    [UNARY_RELU] = {"relu", relu_value, relu_derivative},
-    [UNARY_SIGMOID] = {"sigmoid", sigmoid_value, sigmoid_derivative},
-    [UNARY_TANH] = {"tanh", tanh_value, tanh_derivative},
-    [UNARY_LOG_SIGMOID] = {"log_sigmoid", log_sigmoid_value, log_sigmoid_derivative},
+    [UNARY_GELU] = {"gelu"},
+    [UNARY_SILU] = {"silu"},
+    [UNARY_RELU] = {"relu"},
+    [UNARY_SIGMOID] = {"sigmoid"},
+    [UNARY_TANH] = {"tanh"},
+    [UNARY_LOG_SIGMOID] = {"log_sigmoid"},
 };
+
+/*
+ * One forward and one backward loop per activation, each calling its scalar
+ * function directly so that the compiler inlines and vectorises it. A
+ * shared loop calling through a function pointer could not be: OpenMP
+ * outlines the loop body, and the pointer stops being a constant.
+ */
+#define DEFINE_UNARY_LOOPS(name)                                                     \
+    static void name##_forward_loop(const float *x, float *y, int64_t count) {      \
+        _Pragma("omp parallel for simd schedule(static)")                           \
+        for (int64_t i = 0; i < count; i++) {                                       \
+            y[i] = name##_value(x[i]);                                              \
+        }                                                                           \
+    }                                                                               \
+    static void name##_backward_loop(const float *x, const float *y, const float *dy, \
+                                     float *dx, int64_t count) {                    \
+        _Pragma("omp parallel for simd schedule(static)")                           \
+        for (int64_t i = 0; i < count; i++) {                                       \
+            dx[i] += dy[i] * name##_derivative(x[i], y[i]);                         \
+        }                                                                           \
+    }
+
+DEFINE_UNARY_LOOPS(gelu)
+DEFINE_UNARY_LOOPS(silu)
+DEFINE_UNARY_LOOPS(relu)
+DEFINE_UNARY_LOOPS(sigmoid)
+DEFINE_UNARY_LOOPS(tanh)
+DEFINE_UNARY_LOOPS(log_sigmoid)
 
 /* Accumulates dx += dy * f'(x) using the input and the stored output. */
 static void unary_backward(mr_ctx *ctx, mr_tensor *out) {
-    const unary_kind *kind = &unary_kinds[out->iparams[0]];
     mr_tensor *x = out->src[0];
     float *dx = mr_tensor_grad_buffer(ctx, x);
     if (dx == NULL) {
@@ -110,9 +136,14 @@ static void unary_backward(mr_ctx *ctx, mr_tensor *out) {
     }
 
     int64_t count = mr_tensor_numel(out);
-#pragma omp parallel for schedule(static)
-    for (int64_t i = 0; i < count; i++) {
-        dx[i] += out->grad[i] * kind->derivative(x->data[i], out->data[i]);
+    const float *xs = x->data, *ys = out->data, *dy = out->grad;
+    switch (out->iparams[0]) {
+    case UNARY_GELU: gelu_backward_loop(xs, ys, dy, dx, count); break;
+    case UNARY_SILU: silu_backward_loop(xs, ys, dy, dx, count); break;
+    case UNARY_RELU: relu_backward_loop(xs, ys, dy, dx, count); break;
+    case UNARY_SIGMOID: sigmoid_backward_loop(xs, ys, dy, dx, count); break;
+    case UNARY_TANH: tanh_backward_loop(xs, ys, dy, dx, count); break;
+    default: log_sigmoid_backward_loop(xs, ys, dy, dx, count); break;
     }
 }
 
@@ -136,9 +167,13 @@ static mr_tensor *unary_op(mr_ctx *ctx, int kind_id, mr_tensor *x) {
     out->iparams[0] = kind_id;
 
     int64_t count = mr_tensor_numel(x);
-#pragma omp parallel for schedule(static)
-    for (int64_t i = 0; i < count; i++) {
-        out->data[i] = kind->value(x->data[i]);
+    switch (kind_id) {
+    case UNARY_GELU: gelu_forward_loop(x->data, out->data, count); break;
+    case UNARY_SILU: silu_forward_loop(x->data, out->data, count); break;
+    case UNARY_RELU: relu_forward_loop(x->data, out->data, count); break;
+    case UNARY_SIGMOID: sigmoid_forward_loop(x->data, out->data, count); break;
+    case UNARY_TANH: tanh_forward_loop(x->data, out->data, count); break;
+    default: log_sigmoid_forward_loop(x->data, out->data, count); break;
     }
     return out;
 }

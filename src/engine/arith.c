@@ -11,6 +11,8 @@
  */
 #include <string.h>
 
+#include <omp.h>
+
 #include "ctx.h"
 #include "internal.h"
 
@@ -62,7 +64,37 @@ static float binary_db(int kind, float a, float b) {
     }
 }
 
-/* Accumulates the gradient of operand `which` (0 for a, 1 for b). */
+/* Adds the gradient of output rows [row_begin, row_end) and columns
+ * [col_begin, col_end) into dx, rows in order. */
+static void binary_backward_block(int kind, int which, const mr_tensor *out,
+                                  const mr_tensor *a, const mr_tensor *b, float *dx,
+                                  const int64_t *full, const int64_t *sa,
+                                  const int64_t *sb, int64_t row_begin, int64_t row_end,
+                                  int64_t col_begin, int64_t col_end) {
+    const int64_t *sx = which == 0 ? sa : sb;
+    for (int64_t row = row_begin; row < row_end; row++) {
+        int64_t i2 = row % full[2], i1 = (row / full[2]) % full[1];
+        int64_t i0 = row / (full[2] * full[1]);
+        int64_t base_a = i0 * sa[0] + i1 * sa[1] + i2 * sa[2];
+        int64_t base_b = i0 * sb[0] + i1 * sb[1] + i2 * sb[2];
+        int64_t base_x = i0 * sx[0] + i1 * sx[1] + i2 * sx[2];
+        const float *g = out->grad + row * full[3];
+        for (int64_t i3 = col_begin; i3 < col_end; i3++) {
+            float av = a->data[base_a + i3 * sa[3]];
+            float bv = b->data[base_b + i3 * sb[3]];
+            float local = which == 0 ? binary_da(kind, av, bv) : binary_db(kind, av, bv);
+            dx[base_x + i3 * sx[3]] += g[i3] * local;
+        }
+    }
+}
+
+/*
+ * Accumulates the gradient of operand `which` (0 for a, 1 for b). Work is
+ * split so that no two threads write the same gradient element and each
+ * element sums its terms in row order, whatever the thread count: by rows
+ * when the operand is not stretched across rows, by columns when it is
+ * stretched across rows only (a bias), and serially otherwise.
+ */
 static void binary_backward_operand(int kind, int which, const mr_tensor *out,
                                     const mr_tensor *a, const mr_tensor *b,
                                     float *dx) {
@@ -71,26 +103,31 @@ static void binary_backward_operand(int kind, int which, const mr_tensor *out,
     broadcast_strides(a, out->ndim, sa);
     broadcast_strides(b, out->ndim, sb);
     const int64_t *sx = which == 0 ? sa : sb;
-    const mr_tensor *x = which == 0 ? a : b;
     int64_t rows = full[0] * full[1] * full[2];
-    bool full_size = mr_tensor_numel(x) == mr_tensor_numel(out);
+    int64_t cols = full[3];
 
-    /* A full-size operand owns one gradient element per output element, so
-     * rows can run in parallel; a broadcast one sums serially. */
-#pragma omp parallel for schedule(static) if (full_size)
-    for (int64_t row = 0; row < rows; row++) {
-        int64_t i2 = row % full[2], i1 = (row / full[2]) % full[1];
-        int64_t i0 = row / (full[2] * full[1]);
-        int64_t base_a = i0 * sa[0] + i1 * sa[1] + i2 * sa[2];
-        int64_t base_b = i0 * sb[0] + i1 * sb[1] + i2 * sb[2];
-        int64_t base_x = i0 * sx[0] + i1 * sx[1] + i2 * sx[2];
-        const float *g = out->grad + row * full[3];
-        for (int64_t i3 = 0; i3 < full[3]; i3++) {
-            float av = a->data[base_a + i3 * sa[3]];
-            float bv = b->data[base_b + i3 * sb[3]];
-            float local = which == 0 ? binary_da(kind, av, bv) : binary_db(kind, av, bv);
-            dx[base_x + i3 * sx[3]] += g[i3] * local;
+    bool stretched_rows = false;
+    for (int d = 0; d < 3; d++) {
+        stretched_rows = stretched_rows || (sx[d] == 0 && full[d] > 1);
+    }
+    bool stretched_cols = sx[3] == 0 && cols > 1;
+
+    if (!stretched_rows) {
+#pragma omp parallel for schedule(static)
+        for (int64_t row = 0; row < rows; row++) {
+            binary_backward_block(kind, which, out, a, b, dx, full, sa, sb, row, row + 1, 0,
+                                  cols);
         }
+    } else if (!stretched_cols && cols >= 64) {
+#pragma omp parallel
+        {
+            int threads = omp_get_num_threads(), id = omp_get_thread_num();
+            int64_t begin = cols * id / threads, end = cols * (id + 1) / threads;
+            binary_backward_block(kind, which, out, a, b, dx, full, sa, sb, 0, rows, begin,
+                                  end);
+        }
+    } else {
+        binary_backward_block(kind, which, out, a, b, dx, full, sa, sb, 0, rows, 0, cols);
     }
 }
 

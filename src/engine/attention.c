@@ -30,6 +30,7 @@
 #endif
 
 #include "ctx.h"
+#include "fastmath.h"
 #include "internal.h"
 
 /* Sizes and strides shared by forward and backward. */
@@ -124,7 +125,7 @@ static void attention_forward_pair(const attention_dims *d, int64_t b, int64_t h
         float sum = 0.0f;
         for (int64_t j = 0; j < limit; j++) {
             if (mask == NULL || mask[j] != 0.0f) {
-                p[j] = expf(p[j] - max);
+                p[j] = mr_expf(p[j] - max);
                 sum += p[j];
             }
         }

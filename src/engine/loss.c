@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "ctx.h"
+#include "fastmath.h"
 #include "internal.h"
 
 /* Writes the row-major index of flat position `index` within shape, as
@@ -80,8 +81,9 @@ static void cross_entropy_backward(mr_ctx *ctx, mr_tensor *out) {
         const float *x = logits->data + i * classes;
         float *dx = dlogits + i * classes;
         float lse = s->log_sum_exp[i];
+#pragma omp simd
         for (int64_t v = 0; v < classes; v++) {
-            dx[v] += g * expf(x[v] - lse);
+            dx[v] += g * mr_expf(x[v] - lse);
         }
         dx[target] -= g;
     }
@@ -166,14 +168,18 @@ mr_tensor *mr_tensor_cross_entropy(mr_ctx *ctx, mr_tensor *logits,
     for (int64_t i = 0; i < rows; i++) {
         const float *x = logits->data + i * classes;
         float max = -INFINITY;
+#pragma omp simd reduction(max : max)
         for (int64_t v = 0; v < classes; v++) {
             max = x[v] > max ? x[v] : max;
         }
-        double sum = 0.0;
+        /* The vector lanes sum in an order fixed at compile time, so the
+         * result does not depend on the thread count. */
+        float sum = 0.0f;
+#pragma omp simd reduction(+ : sum)
         for (int64_t v = 0; v < classes; v++) {
-            sum += expf(x[v] - max);
+            sum += mr_expf(x[v] - max);
         }
-        float lse = (float)((double)max + log(sum));
+        float lse = (float)((double)max + log((double)sum));
         lse_all[i] = lse;
         int32_t target = targets->idata[i];
         losses[i] = target == ignore_index ? 0.0f : lse - x[target];
@@ -228,14 +234,14 @@ static int64_t broadcast_offset(const mr_tensor *weight, const mr_tensor *x, int
 /* Returns max(x, 0) - x*y + log(1 + exp(-|x|)), which equals
  * -(y log s(x) + (1-y) log(1-s(x))) but cannot overflow for large |x|. */
 static float bce_element(float x, float y) {
-    return fmaxf(x, 0.0f) - x * y + log1pf(expf(-fabsf(x)));
+    return fmaxf(x, 0.0f) - x * y + log1pf(mr_expf(-fabsf(x)));
 }
 
 static float stable_sigmoid(float x) {
     if (x >= 0.0f) {
-        return 1.0f / (1.0f + expf(-x));
+        return 1.0f / (1.0f + mr_expf(-x));
     }
-    float e = expf(x);
+    float e = mr_expf(x);
     return e / (1.0f + e);
 }
 

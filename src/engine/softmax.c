@@ -13,6 +13,7 @@
 #include <math.h>
 
 #include "ctx.h"
+#include "fastmath.h"
 #include "internal.h"
 
 /* How a row of x maps onto the mask and the causal limit. */
@@ -77,7 +78,7 @@ static void softmax_row(const softmax_layout *l, int64_t r, const float *x,
     double sum = 0.0;
     for (int64_t j = 0; j < cols; j++) {
         bool visible = j < limit && (m == NULL || m[j * mstep] != 0.0f);
-        float e = visible ? expf(x[j] - max) : 0.0f;
+        float e = visible ? mr_expf(x[j] - max) : 0.0f;
         sum += e;
         if (!log_form) {
             y[j] = e;
@@ -153,7 +154,7 @@ static void log_softmax_backward(mr_ctx *ctx, mr_tensor *out) {
         float *d = dx + r * cols;
         for (int64_t j = 0; j < cols; j++) {
             if (y[j] != -INFINITY) {
-                d[j] += dy[j] - expf(y[j]) * sum_f;
+                d[j] += dy[j] - mr_expf(y[j]) * sum_f;
             }
         }
     }

@@ -49,14 +49,46 @@ static mr_tensor *make_view(mr_ctx *ctx, mr_tensor *t, const char *op, int ndim,
  * input's strides.
  * ------------------------------------------------------------------------ */
 
-/* Offset in elements of row-major element i of t. */
-static int64_t strided_offset(const mr_tensor *t, int64_t i) {
-    int64_t offset = 0;
-    for (int d = t->ndim - 1; d >= 0; d--) {
-        offset += (i % t->shape[d]) * t->stride[d];
-        i /= t->shape[d];
+/* t's shape and strides padded on the left to four dimensions. */
+static void padded_layout(const mr_tensor *t, int64_t shape[MR_MAX_DIMS],
+                          int64_t stride[MR_MAX_DIMS]) {
+    int pad = MR_MAX_DIMS - t->ndim;
+    for (int d = 0; d < MR_MAX_DIMS; d++) {
+        shape[d] = d < pad ? 1 : t->shape[d - pad];
+        stride[d] = d < pad ? 0 : t->stride[d - pad];
     }
-    return offset;
+}
+
+/*
+ * Moves data between a strided tensor layout and a contiguous buffer:
+ * gather copies strided[...] into packed, otherwise packed is added into
+ * strided[...]. Rows of the last dimension run in parallel; views never
+ * map two elements to one address, so the scatter has no races.
+ */
+static void strided_transfer(const mr_tensor *t, float *strided, float *packed,
+                             bool gather) {
+    int64_t shape[MR_MAX_DIMS], stride[MR_MAX_DIMS];
+    padded_layout(t, shape, stride);
+    int64_t rows = shape[0] * shape[1] * shape[2];
+    int64_t cols = shape[3];
+
+#pragma omp parallel for schedule(static) if (rows * cols > 4096)
+    for (int64_t row = 0; row < rows; row++) {
+        int64_t i2 = row % shape[2];
+        int64_t i1 = (row / shape[2]) % shape[1];
+        int64_t i0 = row / (shape[2] * shape[1]);
+        float *s = strided + i0 * stride[0] + i1 * stride[1] + i2 * stride[2];
+        float *p = packed + row * cols;
+        if (gather) {
+            for (int64_t j = 0; j < cols; j++) {
+                p[j] = s[j * stride[3]];
+            }
+        } else {
+            for (int64_t j = 0; j < cols; j++) {
+                s[j * stride[3]] += p[j];
+            }
+        }
+    }
 }
 
 static void contiguous_backward(mr_ctx *ctx, mr_tensor *out) {
@@ -65,10 +97,7 @@ static void contiguous_backward(mr_ctx *ctx, mr_tensor *out) {
     if (dsrc == NULL) {
         return;
     }
-    int64_t count = mr_tensor_numel(out);
-    for (int64_t i = 0; i < count; i++) {
-        dsrc[strided_offset(src, i)] += out->grad[i];
-    }
+    strided_transfer(src, dsrc, out->grad, false);
 }
 
 mr_tensor *mr_tensor_contiguous(mr_ctx *ctx, mr_tensor *t) {
@@ -92,10 +121,7 @@ mr_tensor *mr_tensor_contiguous(mr_ctx *ctx, mr_tensor *t) {
     if (out == NULL) {
         return NULL;
     }
-    int64_t count = mr_tensor_numel(t);
-    for (int64_t i = 0; i < count; i++) {
-        out->data[i] = t->data[strided_offset(t, i)];
-    }
+    strided_transfer(t, t->data, out->data, true);
     return out;
 }
 

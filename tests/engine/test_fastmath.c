@@ -1,0 +1,69 @@
+/*
+ * The engine's inline exp and erf against libm: error bounds over their
+ * ranges and the special values.
+ */
+#include <math.h>
+
+#include "fastmath.h"
+#include "test.h"
+
+/* Units in the last place between a and the reference b. */
+static double ulp_error(float a, float b) {
+    float step = nextafterf(b, INFINITY) - b;
+    return fabs((double)a - (double)b) / (double)step;
+}
+
+static void expf_within_two_ulp(void) {
+    double worst = 0.0;
+    float worst_x = 0.0f;
+    /* 400,000 evenly spaced inputs in [-87, 88], plus every float near 0. */
+    for (int i = 0; i <= 400000; i++) {
+        float x = -87.0f + 175.0f * (float)i / 400000.0f;
+        double error = ulp_error(mr_expf(x), expf(x));
+        if (error > worst) {
+            worst = error;
+            worst_x = x;
+        }
+    }
+    for (float x = -1e-3f; x < 1e-3f; x = nextafterf(x, 1.0f) + 1e-9f) {
+        double error = ulp_error(mr_expf(x), expf(x));
+        if (error > worst) {
+            worst = error;
+            worst_x = x;
+        }
+    }
+    if (worst > 2.0) {
+        mr_test_fail(__FILE__, __LINE__, "mr_expf is %.2f ulp off at x = %.9g", worst,
+                     (double)worst_x);
+    }
+}
+
+static void expf_special_values(void) {
+    CHECK_NEAR(mr_expf(0.0f), 1.0, 0);
+    CHECK(mr_expf(-INFINITY) == 0.0f);
+    CHECK(mr_expf(-100.0f) == 0.0f);
+    CHECK(isinf(mr_expf(INFINITY)));
+    CHECK(isinf(mr_expf(100.0f)));
+    CHECK(isnan(mr_expf(NAN)));
+    CHECK(isfinite(mr_expf(88.7f)));
+    CHECK(mr_expf(88.7f) > 3.0e38f);
+}
+
+static void erff_within_1e6(void) {
+    double worst = 0.0;
+    for (float x = -8.0f; x <= 8.0f; x += 1.0f / 1024.0f) {
+        double error = fabs((double)mr_erff(x) - erf((double)x));
+        worst = error > worst ? error : worst;
+    }
+    CHECK(worst < 1e-6);
+    CHECK_NEAR(mr_erff(0.0f), 0.0, 1e-7);
+    CHECK_NEAR(mr_erff(INFINITY), 1.0, 0);
+    CHECK_NEAR(mr_erff(-INFINITY), -1.0, 0);
+}
+
+int main(void) {
+    MR_RUN(expf_within_two_ulp);
+    MR_RUN(expf_special_values);
+    MR_RUN(erff_within_1e6);
+    return mr_test_finish();
+}

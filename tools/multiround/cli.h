@@ -1,0 +1,60 @@
+/*
+ * Declarations shared by the multiround command-line tool: the subcommand
+ * entry points and small helpers for options and progress output.
+ */
+#ifndef MR_CLI_H
+#define MR_CLI_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+
+/* A subcommand: argv[0] is the subcommand's name and the rest its options.
+ * Returns the process exit code (0 success, 1 failure, 2 usage error). */
+typedef int (*cli_command_fn)(int argc, char **argv);
+
+int cli_demo(int argc, char **argv);
+int cli_version(int argc, char **argv);
+
+/* Prints "multiround: " and the message to stderr with a newline. */
+void cli_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/*
+ * Parses text as a base-10 integer in [min, max] for option. On failure
+ * prints an error naming the option and the range and returns false.
+ */
+bool cli_parse_int64(const char *option, const char *text, int64_t min,
+                     int64_t max, int64_t *value);
+
+/*
+ * Handles the options every subcommand accepts. When argv[*index] is
+ * --threads, reads its value, applies it with mr_threads_set(), advances
+ * *index past the value and returns 1; returns 0 when argv[*index] is not
+ * a shared option and -1 (error printed) when its value is invalid.
+ */
+int cli_parse_shared_option(int argc, char **argv, int *index);
+
+/* The help lines of the shared options, for each subcommand's --help. */
+void cli_print_shared_options(FILE *out);
+
+/* Seconds since an arbitrary start, from a monotonic clock. */
+double cli_seconds(void);
+
+/*
+ * Progress of a loop over `total` steps. On a terminal it is one line
+ * redrawn with a bar. Otherwise it is a plain line every `every` steps and
+ * at the end.
+ */
+typedef struct cli_progress {
+    int64_t total;
+    int64_t every;
+    bool terminal;
+} cli_progress;
+
+void cli_progress_init(cli_progress *progress, int64_t total, FILE *out);
+
+/* Reports that step (1-based) finished; detail is appended to the line. */
+void cli_progress_update(cli_progress *progress, FILE *out, int64_t step,
+                         const char *detail);
+
+#endif /* MR_CLI_H */

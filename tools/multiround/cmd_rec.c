@@ -22,8 +22,9 @@
 
 /* Seconds between plain progress lines when stderr is not a terminal. */
 #define PROGRESS_LOG_SECONDS 10.0
-/* Width of the progress bar in characters. */
+/* Width of the progress bar in characters, and seconds between redraws. */
 #define PROGRESS_BAR_WIDTH 24
+#define PROGRESS_BAR_SECONDS 0.2
 
 /* ------------------------------------------------------------------------
  * Progress and log output
@@ -33,7 +34,7 @@
 typedef struct rec_display {
     bool terminal;     /* stderr is a terminal: redraw one bar line */
     bool bar_drawn;    /* a bar line is on screen without a newline */
-    double last_line;  /* time of the last plain progress line */
+    double last_line;  /* time of the last progress line or redraw */
 } rec_display;
 
 static rec_display display;
@@ -80,8 +81,8 @@ static void show_progress(const mr_rec_progress *progress, void *user_data) {
     char eta[32];
     format_duration(rate > 0 ? (double)left / rate : 0, eta, sizeof eta);
 
+    double now = cli_seconds();
     if (!display.terminal) {
-        double now = cli_seconds();
         if (now - display.last_line < PROGRESS_LOG_SECONDS) {
             return;
         }
@@ -94,6 +95,11 @@ static void show_progress(const mr_rec_progress *progress, void *user_data) {
         return;
     }
 
+    /* Redraw at most every PROGRESS_BAR_SECONDS, and at the epoch's end. */
+    if (now - display.last_line < PROGRESS_BAR_SECONDS && left > 0) {
+        return;
+    }
+    display.last_line = now;
     int filled = progress->examples_total > 0
                      ? (int)(PROGRESS_BAR_WIDTH * progress->examples_done /
                              progress->examples_total)

@@ -240,9 +240,10 @@ mr_tensor *mr_rec_model_loss(mr_rec_model *model, mr_ctx *ctx, mr_tensor *seq,
                              mr_tensor *candidates, mr_rng *rng);
 
 /*
- * Computes, without recording gradients, the user vectors of every round
- * for a batch seq I32 [B, L]: out receives rounds * B * D floats, round
- * major (out[(t * B + b) * D + d]); rounds is 1 without ada. For rounds
+ * Computes, without recording gradients and with dropout off, the user
+ * vectors of every round for a batch seq I32 [B, L]: out receives
+ * rounds * B * D floats, round major (out[(t * B + b) * D + d]); rounds
+ * is 1 without ada. For rounds
  * after the first the adapters see the items the model itself retrieved in
  * the earlier rounds (top per_round by score, excluding id 0 and earlier
  * picks). Uses ctx as scratch space and resets nothing.

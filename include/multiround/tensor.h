@@ -190,7 +190,10 @@ mr_tensor *mr_tensor_from_i32(mr_ctx *ctx, int ndim, const int64_t *shape,
 /*
  * Marks a float tensor as a trainable parameter: it requires gradients and
  * gets a zeroed gradient buffer in its own context that lasts across
- * backward passes and accumulates until mr_tensor_zero_grad().
+ * backward passes and accumulates until mr_tensor_zero_grad(). A
+ * contiguous view of a parameter may be marked as well (so an optimizer
+ * can take one weight of a model's flat buffer); its gradient is the
+ * matching window of the parameter's.
  */
 mr_status mr_tensor_set_param(mr_tensor *t);
 

@@ -106,6 +106,27 @@ static void binary_backward_operand(int kind, int which, const mr_tensor *out,
     int64_t rows = full[0] * full[1] * full[2];
     int64_t cols = full[3];
 
+    /* Same-shape operands: plain loops that vectorise. */
+    int64_t count = rows * cols;
+    if (mr_tensor_numel(a) == count && mr_tensor_numel(b) == count &&
+        (kind == BINARY_ADD || kind == BINARY_SUB || kind == BINARY_MUL)) {
+        const float *g = out->grad;
+        const float *other = which == 0 ? b->data : a->data;
+        float sign = kind == BINARY_SUB && which == 1 ? -1.0f : 1.0f;
+        if (kind == BINARY_MUL) {
+#pragma omp parallel for simd schedule(static)
+            for (int64_t i = 0; i < count; i++) {
+                dx[i] += g[i] * other[i];
+            }
+        } else {
+#pragma omp parallel for simd schedule(static)
+            for (int64_t i = 0; i < count; i++) {
+                dx[i] += sign * g[i];
+            }
+        }
+        return;
+    }
+
     bool stretched_rows = false;
     for (int d = 0; d < 3; d++) {
         stretched_rows = stretched_rows || (sx[d] == 0 && full[d] > 1);

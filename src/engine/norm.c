@@ -9,6 +9,9 @@
  * over rows in row order, one column per loop iteration.
  */
 #include <math.h>
+#include <stdlib.h>
+
+#include <omp.h>
 
 #include "ctx.h"
 #include "internal.h"
@@ -99,20 +102,53 @@ static norm_saved *norm_saved_alloc(mr_ctx *ctx, int64_t rows, int64_t cols,
 static void norm_param_backward(const norm_saved *s, const float *x,
                                 const float *dy, float *dw, float *db) {
     int64_t rows = s->rows, cols = s->cols;
-#pragma omp parallel for schedule(static)
-    for (int64_t c = 0; c < cols; c++) {
-        double sum_w = 0.0, sum_b = 0.0;
-        for (int64_t r = 0; r < rows; r++) {
-            float mean = s->mean != NULL ? s->mean[r] : 0.0f;
-            float xhat = (x[r * cols + c] - mean) * s->rstd[r];
-            sum_w += (double)dy[r * cols + c] * xhat;
-            sum_b += dy[r * cols + c];
-        }
-        if (dw != NULL) {
-            dw[c] += (float)sum_w;
-        }
-        if (db != NULL) {
-            db[c] += (float)sum_b;
+
+    /* Each thread owns a range of columns and walks the rows in order, so
+     * reads stay sequential and every sum has the same order on any
+     * thread count. */
+#pragma omp parallel
+    {
+        int threads = omp_get_num_threads(), id = omp_get_thread_num();
+        int64_t begin = cols * id / threads, end = cols * (id + 1) / threads;
+        int64_t width = end - begin;
+        double *sum_w = calloc((size_t)(2 * width + 1), sizeof *sum_w);
+        double *sum_b = sum_w + width;
+        if (sum_w != NULL) {
+            for (int64_t r = 0; r < rows; r++) {
+                float mean = s->mean != NULL ? s->mean[r] : 0.0f;
+                float rstd = s->rstd[r];
+                const float *xr = x + r * cols;
+                const float *gr = dy + r * cols;
+                for (int64_t c = begin; c < end; c++) {
+                    float xhat = (xr[c] - mean) * rstd;
+                    sum_w[c - begin] += (double)gr[c] * xhat;
+                    sum_b[c - begin] += gr[c];
+                }
+            }
+            for (int64_t c = begin; c < end; c++) {
+                if (dw != NULL) {
+                    dw[c] += (float)sum_w[c - begin];
+                }
+                if (db != NULL) {
+                    db[c] += (float)sum_b[c - begin];
+                }
+            }
+            free(sum_w);
+        } else {
+            /* Without scratch memory, add each row straight into the
+             * float gradients: the same order, less precision. */
+            for (int64_t r = 0; r < rows; r++) {
+                float mean = s->mean != NULL ? s->mean[r] : 0.0f;
+                for (int64_t c = begin; c < end; c++) {
+                    float g = dy[r * cols + c];
+                    if (dw != NULL) {
+                        dw[c] += g * (x[r * cols + c] - mean) * s->rstd[r];
+                    }
+                    if (db != NULL) {
+                        db[c] += g;
+                    }
+                }
+            }
         }
     }
 }

@@ -160,17 +160,25 @@ mr_tensor *mr_tensor_from_i32(mr_ctx *ctx, int ndim, const int64_t *shape,
     return t;
 }
 
-/* The gradient lives in the parameter's own context so that it survives
- * resets of the step contexts that read the parameter. */
+/*
+ * The gradient lives in the parameter's own context so that it survives
+ * resets of the step contexts that read the parameter. A contiguous view
+ * of a parameter (one weight carved out of a model's flat buffer) may be
+ * marked too: its gradient is the matching window of the parameter's.
+ */
 mr_status mr_tensor_set_param(mr_tensor *t) {
-    if (t->dtype != MR_F32 || t->view_of != NULL || !mr_tensor_is_contiguous(t)) {
+    bool view_of_param = t->view_of != NULL && (t->view_of->flags & MR_FLAG_PARAM) != 0;
+    if (t->dtype != MR_F32 || !mr_tensor_is_contiguous(t) ||
+        (t->view_of != NULL && !view_of_param)) {
         mr_ctx_fail(t->owner, MR_ERR_INVALID_ARGUMENT,
-                    "engine: only contiguous float tensors that are not views can be "
-                    "parameters (tensor '%s')",
+                    "engine: only contiguous float tensors, or contiguous views of a "
+                    "parameter, can be parameters (tensor '%s')",
                     t->name);
         return MR_ERR_INVALID_ARGUMENT;
     }
-    if (t->grad == NULL) {
+    if (view_of_param) {
+        t->grad = t->view_of->grad + t->view_offset;
+    } else if (t->grad == NULL) {
         t->grad = mr_ctx_alloc(t->owner, (size_t)mr_tensor_numel(t) * sizeof(float));
         if (t->grad == NULL) {
             return MR_ERR_NO_MEMORY;

@@ -241,11 +241,11 @@ mr_gpt *mr_gpt_create(const mr_gpt_config *config, uint64_t seed,
         tensor_name(config, i, name, sizeof name);
         mr_tensor_set_name(view, name);
 
-        /* NOTE: mr_tensor_set_param() rejects views, but a view of the
-         * flat parameter already has what the flag promises: its gradient
-         * is a window of the flat tensor's lasting gradient. Setting the
-         * flag lets optimizers take the views, one group per decay. */
-        view->flags |= MR_FLAG_PARAM | MR_FLAG_REQUIRES_GRAD;
+        /* Marked as parameters so that optimizers can take the weights one
+         * by one, in one group per weight decay. */
+        if (mr_tensor_set_param(view) != MR_OK) {
+            break;
+        }
 
         mr_rng stream = mr_rng_split(&root, (uint64_t)i);
         switch (tensor_init(config, i)) {

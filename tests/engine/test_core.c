@@ -323,6 +323,24 @@ static void params_accumulate_gradients(void) {
     mr_ctx_free(params);
 }
 
+static void param_views_share_gradient(void) {
+    mr_ctx *params = mr_ctx_create(0);
+    mr_tensor *flat = mr_tensor_zeros(params, MR_F32, 1, (int64_t[]){6});
+    mr_tensor *plain = mr_tensor_zeros(params, MR_F32, 1, (int64_t[]){6});
+    CHECK_STATUS(mr_tensor_set_param(flat), MR_OK);
+
+    /* A contiguous window of a parameter becomes a parameter itself. */
+    mr_tensor *window = mr_tensor_slice(params, flat, 0, 2, 3);
+    CHECK_STATUS(mr_tensor_set_param(window), MR_OK);
+    CHECK(window->grad == flat->grad + 2);
+
+    /* A view of a tensor that is not a parameter is rejected. */
+    mr_tensor *other = mr_tensor_slice(params, plain, 0, 0, 2);
+    CHECK_STATUS(mr_tensor_set_param(other), MR_ERR_INVALID_ARGUMENT);
+    CHECK(strstr(mr_ctx_error_message(params), "contiguous views") != NULL);
+    mr_ctx_free(params);
+}
+
 int main(void) {
     MR_RUN(arena_reuses_memory_after_reset);
     MR_RUN(tensor_rejects_huge_shape);
@@ -334,5 +352,6 @@ int main(void) {
     MR_RUN(reduce_values_and_gradients);
     MR_RUN(view_gradients);
     MR_RUN(params_accumulate_gradients);
+    MR_RUN(param_views_share_gradient);
     return mr_test_finish();
 }

@@ -1,0 +1,267 @@
+/*
+ * The SASRec backbone. Covers declared weights and their initial values,
+ * output shapes, and agreement with a PyTorch implementation of the
+ * reference code (fixtures/sasrec.json, written by
+ * fixtures/torch_sasrec.py). Also finite-difference gradients, which
+ * positions the output depends on, dropout, input errors and the time of
+ * one forward and backward pass.
+ *
+ * Fixture tolerance: 2e-5 absolute plus 1e-4 relative, for values of
+ * order 1 computed in float32 through two layers (each with 6 products and
+ * 2 layer norms) against a float64 reference. The largest difference seen
+ * is 5.7e-6, in the gradient of the position embedding.
+ */
+#include "backbone_harness.h"
+#include "layers.h"
+
+static void sasrec_declares_named_weights(void) {
+    mr_rec_config config = test_config(MR_REC_SASREC, 8, 6, 2, 2, 16);
+    test_backbone tb;
+    if (!test_backbone_create(&tb, &config, 3)) {
+        return;
+    }
+    /* Position embedding and input norm (3), then per layer 4 linear
+     * layers, 2 norms and the 2 feed-forward linear layers (8 + 2 + 4 + 2). */
+    CHECK_INT_EQ(mr_paramset_count(tb.ps), 3 + 2 * 16);
+    int64_t per_layer = 4 * (8 * 8 + 8) + 2 * 2 * 8 + (16 * 8 + 16) + (8 * 16 + 8);
+    CHECK_INT_EQ(mr_paramset_numel(tb.ps), 6 * 8 + 2 * 8 + 2 * per_layer);
+
+    mr_tensor *query = mr_paramset_find(tb.ps, "backbone.layers.1.attention.query.weight");
+    mr_tensor *expand = mr_paramset_find(tb.ps, "backbone.layers.0.ffn.expand.weight");
+    mr_tensor *norm = mr_paramset_find(tb.ps, "backbone.layers.0.ffn_norm.weight");
+    mr_tensor *bias = mr_paramset_find(tb.ps, "backbone.layers.0.attention.output.bias");
+    CHECK(query != NULL);
+    CHECK(expand != NULL);
+    CHECK(norm != NULL);
+    CHECK(bias != NULL);
+    if (expand != NULL) {
+        CHECK_INT_EQ(expand->shape[0], 16);
+        CHECK_INT_EQ(expand->shape[1], 8);
+    }
+    if (norm != NULL && bias != NULL) {
+        CHECK_NEAR(mr_tensor_get(norm, 5), 1.0, 0);
+        CHECK_NEAR(mr_tensor_get(bias, 3), 0.0, 0);
+    }
+    test_backbone_free(&tb);
+}
+
+static void sasrec_init_draws_normal_002(void) {
+    mr_rec_config config = test_config(MR_REC_SASREC, 64, 50, 1, 4, 64);
+    test_backbone tb;
+    if (!test_backbone_create(&tb, &config, 4)) {
+        return;
+    }
+    /* 3200 draws: the sample standard deviation is within 5% of 0.02 with
+     * overwhelming probability. */
+    mr_tensor *positions = mr_paramset_find(tb.ps, "backbone.position_embedding");
+    double sum = 0.0, squares = 0.0;
+    int64_t count = mr_tensor_numel(positions);
+    for (int64_t i = 0; i < count; i++) {
+        sum += positions->data[i];
+        squares += (double)positions->data[i] * positions->data[i];
+    }
+    double mean = sum / (double)count;
+    CHECK_NEAR(mean, 0.0, 0.002);
+    CHECK_NEAR(sqrt(squares / (double)count - mean * mean), 0.02, 0.001);
+    test_backbone_free(&tb);
+}
+
+static void sasrec_rejects_bad_config(void) {
+    mr_error err;
+    mr_paramset *ps = mr_paramset_create();
+    mr_rec_config config = test_config(MR_REC_SASREC, 10, 6, 2, 4, 16);
+    CHECK(mr_rec_sasrec_ops.declare(&config, ps, &err) == NULL);
+    CHECK_STATUS(err.status, MR_ERR_INVALID_ARGUMENT);
+    CHECK(strstr(err.message, "heads (4)") != NULL);
+
+    config = test_config(MR_REC_SASREC, 8, 6, 2, 2, 16);
+    config.dropout = 1.0f;
+    CHECK(mr_rec_sasrec_ops.declare(&config, ps, &err) == NULL);
+    CHECK(strstr(err.message, "dropout") != NULL);
+    mr_paramset_free(ps);
+}
+
+static void sasrec_output_shape(void) {
+    mr_rec_config config = test_config(MR_REC_SASREC, 8, 6, 2, 2, 16);
+    test_backbone tb;
+    if (!test_backbone_create(&tb, &config, 5)) {
+        return;
+    }
+    mr_ctx *ctx = mr_ctx_create(0);
+    mr_tensor *item_emb = mr_tensor_new3d(ctx, MR_F32, 3, 6, 8);
+    mr_test_fill_uniform(item_emb, -1, 1, 6);
+    mr_tensor *seq = test_left_padded_ids(ctx, 3, 6, (const int[]){6, 2, 0});
+    mr_rng rng;
+    mr_rng_init(&rng, 7);
+
+    mr_tensor *user = tb.ops->forward(tb.state, ctx, item_emb, seq, &rng);
+    CHECK_CTX_OK(ctx);
+    CHECK(user != NULL);
+    if (user != NULL) {
+        CHECK_INT_EQ(user->ndim, 2);
+        CHECK_INT_EQ(user->shape[0], 3);
+        CHECK_INT_EQ(user->shape[1], 8);
+    }
+    mr_tensor *hidden = mr_rec_sasrec_encode(tb.state, ctx, item_emb, seq, &rng);
+    CHECK(hidden != NULL);
+    if (hidden != NULL) {
+        CHECK_INT_EQ(hidden->ndim, 3);
+        CHECK_INT_EQ(hidden->shape[1], 6);
+    }
+    mr_ctx_free(ctx);
+    test_backbone_free(&tb);
+}
+
+static void sasrec_rejects_bad_inputs(void) {
+    mr_rec_config config = test_config(MR_REC_SASREC, 8, 6, 1, 2, 16);
+    test_backbone_rejects_bad_inputs(&config);
+}
+
+static void sasrec_matches_torch(void) {
+    test_backbone_matches_torch(MR_REC_SASREC, "sasrec", 2e-5, 1e-4);
+}
+
+static void sasrec_gradients(void) {
+    const char *names[] = {"backbone.position_embedding",
+                           "backbone.input_norm.weight",
+                           "backbone.layers.0.attention.query.weight",
+                           "backbone.layers.0.attention.key.bias",
+                           "backbone.layers.0.attention.value.weight",
+                           "backbone.layers.0.attention.output.weight",
+                           "backbone.layers.0.attention_norm.bias",
+                           "backbone.layers.0.ffn.expand.weight",
+                           "backbone.layers.0.ffn.expand.bias",
+                           "backbone.layers.1.attention.query.bias",
+                           "backbone.layers.1.attention.key.weight",
+                           "backbone.layers.1.ffn.project.weight",
+                           "backbone.layers.1.ffn_norm.weight"};
+    mr_rec_config config = test_config(MR_REC_SASREC, 4, 5, 2, 2, 6);
+    test_backbone_gradients(&config, names, sizeof names / sizeof names[0], 10);
+    config.dropout = 0.3f;
+    test_backbone_gradients(&config, names, sizeof names / sizeof names[0], 20);
+}
+
+/*
+ * Position t's hidden state depends on the items at t and before, never
+ * on later ones, and padding positions are hidden keys: changing a padded
+ * position's embedding leaves the user vector bit for bit unchanged.
+ */
+static void sasrec_positions_seen(void) {
+    mr_rec_config config = test_config(MR_REC_SASREC, 8, 6, 2, 2, 16);
+    test_backbone tb;
+    if (!test_backbone_create(&tb, &config, 30)) {
+        return;
+    }
+    test_backbone_randomize(&tb, -0.5f, 0.5f, 31);
+    mr_ctx *ctx = mr_ctx_create(0);
+    mr_ctx_set_grad_enabled(ctx, false);
+    mr_tensor *item_emb = mr_tensor_new3d(ctx, MR_F32, 1, 6, 8);
+    mr_test_fill_uniform(item_emb, -1, 1, 32);
+    mr_tensor *seq = test_left_padded_ids(ctx, 1, 6, (const int[]){4});
+
+    mr_tensor *before = mr_rec_sasrec_encode(tb.state, ctx, item_emb, seq, NULL);
+    mr_tensor *user_before = tb.ops->forward(tb.state, ctx, item_emb, seq, NULL);
+    CHECK_CTX_OK(ctx);
+    if (before == NULL || user_before == NULL) {
+        mr_ctx_free(ctx);
+        test_backbone_free(&tb);
+        return;
+    }
+    /* The shortcut that runs the last layer on position L-1 alone gives
+     * the last row of the full encoding. */
+    CHECK_ARRAY_NEAR(user_before->data, before->data + 5 * 8, 8, 1e-6, 1e-5);
+
+    /* Change item position 3 (the second item): rows 0..2 stay. */
+    item_emb->data[3 * 8 + 1] += 0.5f;
+    mr_tensor *after = mr_rec_sasrec_encode(tb.state, ctx, item_emb, seq, NULL);
+    CHECK_ARRAY_NEAR(after->data, before->data, 3 * 8, 0, 0);
+    for (int t = 3; t < 6; t++) {
+        double change = 0.0;
+        for (int d = 0; d < 8; d++) {
+            change += fabs(after->data[t * 8 + d] - before->data[t * 8 + d]);
+        }
+        CHECK(change > 1e-3);
+    }
+    item_emb->data[3 * 8 + 1] -= 0.5f;
+
+    /* Change padding position 1: the user vector does not move at all. */
+    item_emb->data[1 * 8 + 2] += 3.0f;
+    mr_tensor *user_after = tb.ops->forward(tb.state, ctx, item_emb, seq, NULL);
+    CHECK_ARRAY_NEAR(user_after->data, user_before->data, 8, 0, 0);
+    CHECK_CTX_OK(ctx);
+    mr_ctx_free(ctx);
+    test_backbone_free(&tb);
+}
+
+/* An all-padding input (a user's first item as the target): no query sees
+ * a key, so the user vector depends on position L-1's embedding alone. */
+static void sasrec_all_padding_input(void) {
+    mr_rec_config config = test_config(MR_REC_SASREC, 8, 6, 2, 2, 16);
+    test_backbone tb;
+    if (!test_backbone_create(&tb, &config, 40)) {
+        return;
+    }
+    test_backbone_randomize(&tb, -0.5f, 0.5f, 41);
+    mr_ctx *ctx = mr_ctx_create(0);
+    mr_tensor *item_emb = mr_tensor_new3d(ctx, MR_F32, 1, 6, 8);
+    mr_test_fill_uniform(item_emb, -1, 1, 42);
+    mr_tensor *seq = test_left_padded_ids(ctx, 1, 6, (const int[]){0});
+
+    mr_tensor *user_before = tb.ops->forward(tb.state, ctx, item_emb, seq, NULL);
+    item_emb->data[2 * 8 + 4] += 2.0f;
+    mr_tensor *user_after = tb.ops->forward(tb.state, ctx, item_emb, seq, NULL);
+    CHECK_CTX_OK(ctx);
+    if (user_before != NULL && user_after != NULL) {
+        CHECK_ARRAY_NEAR(user_after->data, user_before->data, 8, 0, 0);
+        bool finite = true;
+        for (int d = 0; d < 8; d++) {
+            finite = finite && isfinite(user_after->data[d]);
+        }
+        CHECK(finite);
+    }
+    item_emb->data[5 * 8 + 4] += 2.0f;
+    mr_tensor *user_last = tb.ops->forward(tb.state, ctx, item_emb, seq, NULL);
+    if (user_before != NULL && user_last != NULL) {
+        CHECK(fabs(user_last->data[4] - user_before->data[4]) > 1e-3);
+    }
+    mr_ctx_free(ctx);
+    test_backbone_free(&tb);
+}
+
+static void sasrec_dropout(void) {
+    mr_rec_config config = test_config(MR_REC_SASREC, 8, 6, 2, 2, 16);
+    config.dropout = 0.3f;
+    test_backbone_dropout(&config);
+}
+
+/*
+ * One training step's forward and backward at the reference sizes
+ * (D 64, L 50, 2 layers of 4 heads, feed-forward 512, dropout 0.1777).
+ * B is 1024 with MR_REC_BENCH=1 and 64 otherwise, to keep the test short.
+ */
+static void sasrec_step_time(void) {
+    mr_rec_config config = test_config(MR_REC_SASREC, 64, 50, 2, 4, 512);
+    config.dropout = 0.1777f;
+    test_backbone tb;
+    if (!test_backbone_create(&tb, &config, 60)) {
+        return;
+    }
+    bool full = test_bench_requested();
+    test_backbone_report_step("sasrec", &tb, full ? 1024 : 64, full ? 5 : 1);
+    test_backbone_free(&tb);
+}
+
+int main(void) {
+    MR_RUN(sasrec_declares_named_weights);
+    MR_RUN(sasrec_init_draws_normal_002);
+    MR_RUN(sasrec_rejects_bad_config);
+    MR_RUN(sasrec_output_shape);
+    MR_RUN(sasrec_rejects_bad_inputs);
+    MR_RUN(sasrec_matches_torch);
+    MR_RUN(sasrec_gradients);
+    MR_RUN(sasrec_positions_seen);
+    MR_RUN(sasrec_all_padding_input);
+    MR_RUN(sasrec_dropout);
+    MR_RUN(sasrec_step_time);
+    return mr_test_finish();
+}

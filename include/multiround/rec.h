@@ -277,13 +277,17 @@ mr_status mr_rec_evaluate(mr_rec_model *model, const mr_rec_data *data,
 
 /*
  * Writes the top k items for sequence s's next item (the input is the whole
- * sequence), excluding the items in it. With ada, rounds_out (may be NULL)
- * receives the 1-based round each item came from. Returns the count written
- * in *written.
+ * sequence), excluding the items in it. rounds_out (may be NULL) receives
+ * the 1-based round each item came from (always 1 without ada) and
+ * scores_out (may be NULL) its score under that round's user vector. With
+ * ada, round after round adds its top per_round items until k are listed,
+ * so at most rounds * per_round are written. Returns the count written in
+ * *written.
  */
 mr_status mr_rec_recommend(mr_rec_model *model, const mr_rec_data *data,
                            int64_t s, int k, int32_t *items_out,
-                           int32_t *rounds_out, int *written, mr_error *err);
+                           int32_t *rounds_out, float *scores_out,
+                           int *written, mr_error *err);
 
 /* ------------------------------------------------------------------------
  * Training
@@ -296,7 +300,7 @@ typedef struct mr_rec_progress {
     int64_t examples_total;
     double loss;            /* mean loss of the epoch so far */
     double examples_per_second;
-    const char *phase;      /* "train" or "valid" */
+    const char *phase;      /* "train", "valid" or "test" */
 } mr_rec_progress;
 
 typedef void (*mr_rec_progress_fn)(const mr_rec_progress *progress,

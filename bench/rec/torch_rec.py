@@ -5,18 +5,19 @@ An independent implementation of SASRec and Ada-Retrieval on SASRec, trained
 and evaluated the way the reference code of Ada-Retrieval (Li et al., AAAI
 2024; github.com/ll0ruc/Ada-Retrieval) does it:
 
-* data: per user, repeated items are dropped (first occurrence kept) and
-  users with fewer than 3 items are dropped; the last item is the test
-  target, the second last the validation target, and every earlier item is
-  a training target whose input is the items before it (last 50, left-padded
-  with 0);
+* data: repeated items of a user are dropped (the first occurrence stays),
+  and so are users with fewer than 3 items. The last item is the test
+  target and the second last the validation target. Every earlier item is a
+  training target whose input is the items before it (the last 50,
+  left-padded with 0).
 * training: 100 negatives per example, uniform over ids 1..n_items-1 with
-  replacement, rejecting every item of the user's whole sequence and drawn
-  fresh each epoch; binary cross-entropy over [target, negatives] averaged
-  over candidates and batch; Adam (lr 1e-3), gradient-norm clip 10,
-  batch 1024; Ada-Retrieval weights round t's loss by 0.3^(t-1);
+  replacement, rejecting every item of the user's whole sequence, drawn
+  fresh each epoch. The loss is binary cross-entropy over [target,
+  negatives], averaged over candidates and batch, and Ada-Retrieval weights
+  round t's loss by 0.3^(t-1). Adam (lr 1e-3), gradient-norm clip 10,
+  batch 1024.
 * evaluation: full ranking over every item except id 0 and the user's other
-  items, hit and NDCG at 10, 20, 50 and 100; with Ada-Retrieval the list is
+  items, hit and NDCG at 10, 20, 50 and 100. With Ada-Retrieval the list is
   the 5 rounds' top 20, rebuilt with the history mask.
 
 Run it with Debian's interpreter, which has python3-torch 1.13:
@@ -60,7 +61,7 @@ class RecData:
 
     Tensors, one row per example: train_inputs [n_train, L] (int64, left
     padded), train_targets, train_seq (index of the example's sequence);
-    valid_* and test_* have one row per kept sequence. history_keys holds
+    valid_* and test_* have one row per kept sequence. history_keys contains
     seq * n_items + item for every item of every sequence, sorted, for the
     negative sampler; hist_seq / hist_item list the same pairs grouped by
     sequence for the evaluation mask.
@@ -81,9 +82,11 @@ class RecData:
                 try:
                     ids = [int(t) for t in tokens]
                 except ValueError:
-                    raise SystemExit(f"{path}:{line_no}: non-integer id in {line.strip()[:60]!r}")
+                    raise SystemExit(f"{path}:{line_no}: invalid id in {line.strip()[:60]!r}; "
+                                     "expected decimal integers 'user item item ...'")
                 if min(ids) <= 0:
-                    raise SystemExit(f"{path}:{line_no}: ids must be positive")
+                    raise SystemExit(f"{path}:{line_no}: invalid id 0 or below; ids start at 1 "
+                                     "because 0 is padding")
                 seen = set()
                 items = []
                 for item in ids[1:]:
@@ -595,9 +598,8 @@ def run_bench(args, data, model, result):
 
 def parse_args(argv):
     """Command-line options; defaults are the reference SASRec/Beauty run."""
-    here = os.path.dirname(os.path.abspath(__file__))
-    default_data = os.path.normpath(os.path.join(here, "..", "..", "..", "shared", "data",
-                                                 "rec", "Beauty.txt"))
+    script_dir = os.path.dirname(os.path.abspath(__file__))
+    default_data = os.path.normpath(os.path.join(script_dir, "..", "..", "data", "rec", "Beauty.txt"))
     p = argparse.ArgumentParser(description="PyTorch peer of multiround's SASRec and "
                                 "Ada-Retrieval: benchmark or train, printing JSON.")
     mode = p.add_mutually_exclusive_group(required=True)
@@ -638,6 +640,9 @@ def parse_args(argv):
                    "rewritten after every epoch")
     p.add_argument("--save", help="--train: file for the best weights (torch.save state dict)")
     args = p.parse_args(argv)
+    if not os.path.isfile(args.data):
+        p.error(f"dataset {args.data} not found; pass --data PATH to a file of lines "
+                "'user item item ...'")
     if args.ada and args.rounds * args.per_round > 100:
         p.error("--rounds x --per-round must be at most 100, the largest cutoff")
     return args

@@ -28,8 +28,10 @@ fi
 mkdir -p "$out_dir"
 out="$out_dir/rec-bench-$(date -u +%Y%m%dT%H%M%SZ).jsonl"
 
-# Both sides get the same thread count for OpenMP and BLIS.
-export OMP_NUM_THREADS="$threads" BLIS_NUM_THREADS="$threads"
+# Each side sets its own threads from --threads. Exporting OMP_NUM_THREADS
+# and BLIS_NUM_THREADS as well made Debian's PyTorch 1.13 up to 10 times
+# slower on a 2-core machine, probably because BLIS then starts threads
+# inside PyTorch's OpenMP threads.
 
 # The machine may be shared: record what else was running.
 cpu=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1)

@@ -1,0 +1,55 @@
+#!/bin/sh
+# Benchmarks SASRec training and full-ranking evaluation on Beauty: the
+# PyTorch peer (bench/rec/torch_rec.py) and, when the CLI offers it, the C
+# implementation, one after the other on the same machine.
+#
+# Usage: bench/rec/run_bench.sh [THREADS [DATA]]
+#   THREADS  threads for both implementations (default: 2)
+#   DATA     dataset file (default: data/rec/Beauty.txt)
+# Environment: MR_BUILD (build folder, default build), MR_BENCH_OUT (folder
+# for the JSON results, default bench/rec/results).
+#
+# Prints JSON lines on stdout, one for the host and one per implementation,
+# and keeps a copy in MR_BENCH_OUT/rec-bench-<UTC time>.jsonl.
+set -eu
+
+root=$(cd "$(dirname "$0")/../.." && pwd)
+threads=${1:-2}
+data=${2:-$root/data/rec/Beauty.txt}
+build=${MR_BUILD:-$root/build}
+out_dir=${MR_BENCH_OUT:-$root/bench/rec/results}
+steps=30
+warmup=3
+
+if [ ! -f "$data" ]; then
+    echo "run_bench: dataset $data not found; pass its path as the second argument" >&2
+    exit 1
+fi
+mkdir -p "$out_dir"
+out="$out_dir/rec-bench-$(date -u +%Y%m%dT%H%M%SZ).jsonl"
+
+# Each side sets its own threads from --threads. Exporting OMP_NUM_THREADS
+# and BLIS_NUM_THREADS as well made Debian's PyTorch 1.13 up to 10 times
+# slower on a 2-core machine, probably because BLIS then starts threads
+# inside PyTorch's OpenMP threads.
+
+# The machine may be shared: record what else was running.
+cpu=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1)
+read -r load1 load5 load15 _ < /proc/loadavg
+printf '{"impl": "host", "cpu": "%s", "cores": %s, "loadavg": [%s, %s, %s]}\n' \
+    "$cpu" "$(nproc)" "$load1" "$load5" "$load15" | tee "$out"
+
+/usr/bin/python3 "$root/bench/rec/torch_rec.py" --bench --threads "$threads" \
+    --data "$data" --steps "$steps" --warmup-steps "$warmup" | tee -a "$out"
+
+# TODO: the C side has no benchmark command yet. Expected interface: one JSON
+# line from `multiround rec bench --data FILE --threads N --steps S
+# --warmup-steps W` with the same fields as the PyTorch peer
+# (train_examples_per_second, eval_seconds, peak_rss_mib, ...).
+if [ -x "$build/multiround" ] && "$build/multiround" rec bench --help > /dev/null 2>&1; then
+    "$build/multiround" rec bench --data "$data" --threads "$threads" \
+        --steps "$steps" --warmup-steps "$warmup" | tee -a "$out"
+else
+    echo "run_bench: $build/multiround has no 'rec bench' command yet; measured PyTorch only" >&2
+fi
+echo "run_bench: results in $out" >&2

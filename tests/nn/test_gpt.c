@@ -256,6 +256,28 @@ static void gpt_adamw_lowers_loss(void) {
     mr_gpt_free(gpt);
 }
 
+/* After the first step the step context's arena has grown to fit, so
+ * later steps of the same shape ask the system for no memory. */
+static void gpt_steps_allocate_nothing(void) {
+    mr_error err = {0};
+    mr_gpt *gpt = mr_gpt_create(&tiny_config, 6, &err);
+    mr_optim *opt = make_adamw(gpt);
+    mr_ctx *ctx = mr_ctx_create(4096);
+    int32_t tokens[4 * 8], targets[4 * 8];
+    fill_batch(tokens, targets, 4, 8, 32, 22);
+
+    train_step(gpt, opt, ctx, tokens, targets, 4, 8, 1e-3f);
+    train_step(gpt, opt, ctx, tokens, targets, 4, 8, 1e-3f);
+    uint64_t after_warm_up = mr_ctx_system_allocations(ctx);
+    for (int step = 0; step < 5; step++) {
+        train_step(gpt, opt, ctx, tokens, targets, 4, 8, 1e-3f);
+    }
+    CHECK_INT_EQ(mr_ctx_system_allocations(ctx), after_warm_up);
+    mr_ctx_free(ctx);
+    mr_optim_free(opt);
+    mr_gpt_free(gpt);
+}
+
 /* Trains a fresh model with dropout for three steps; copies the losses
  * and the final weights out. */
 static void seeded_run(uint64_t seed, float *losses, float *weights) {
@@ -405,6 +427,7 @@ int main(void) {
     MR_RUN(gpt_init_loss_near_log_vocab);
     MR_RUN(gpt_matches_torch);
     MR_RUN(gpt_adamw_lowers_loss);
+    MR_RUN(gpt_steps_allocate_nothing);
     MR_RUN(gpt_seeded_runs_identical);
     MR_RUN(gpt_dropout_changes_training_loss);
     MR_RUN(gpt_generate_continues_pattern);

@@ -229,7 +229,9 @@ mr_paramset *mr_rec_model_params(mr_rec_model *model);
 
 /*
  * Builds the training loss of a batch in ctx. seq is I32 [B, L] (inputs,
- * left-padded), candidates I32 [B, 1 + negatives] with the target first.
+ * left-padded; a SASRec model also accepts them cut to their last Lb
+ * positions, 1 <= Lb <= L, with the same result when only padding was
+ * cut, and other backbones reject Lb < L), candidates I32 [B, 1 + negatives] with the target first.
  * Each round's loss is the binary cross-entropy of the candidates' scores
  * against labels [1, 0, ..., 0], averaged over candidates and batch; the
  * total weights round t by round_decay^(t-1) (only round 1 without ada).
@@ -241,7 +243,8 @@ mr_tensor *mr_rec_model_loss(mr_rec_model *model, mr_ctx *ctx, mr_tensor *seq,
 
 /*
  * Computes, without recording gradients and with dropout off, the user
- * vectors of every round for a batch seq I32 [B, L]: out receives
+ * vectors of every round for a batch seq I32 [B, L] (or [B, Lb] as for
+ * mr_rec_model_loss): out receives
  * rounds * B * D floats, round major (out[(t * B + b) * D + d]); rounds
  * is 1 without ada. For rounds
  * after the first the adapters see the items the model itself retrieved in

@@ -33,7 +33,8 @@ typedef struct mr_rec_backbone_ops {
      * Builds the user vectors [B, D] in ctx. item_emb is [B, L, D]: the
      * embeddings of the input items, left-padded (padding rows are zero
      * before any adapter, but an adapter may make them non-zero); seq is
-     * I32 [B, L] with the ids (0 = padding), for masks and graphs. Dropout
+     * I32 [B, L] with the ids (0 = padding), for masks and graphs. L is
+     * max_len, or any length in [1, max_len] when truncatable is set. Dropout
      * draws from rng when ctx is in training mode. Returns NULL with the
      * error stored in ctx on failure.
      */
@@ -42,6 +43,14 @@ typedef struct mr_rec_backbone_ops {
 
     /* Frees the private state (not the weights, which ps owns). */
     void (*free)(void *state);
+
+    /*
+     * True when forward accepts inputs cut to their last Lb positions
+     * (1 <= Lb <= max_len) and returns the same user vector as for the
+     * full left-padded input whenever the cut drops only padding. Trainers
+     * and evaluators then group inputs by length to skip the padding.
+     */
+    bool truncatable;
 } mr_rec_backbone_ops;
 
 /* The operations of each backbone, indexed by mr_rec_backbone_type. */

@@ -11,6 +11,10 @@
  * candidates under round t's user vector, skipping items already listed,
  * and the rank is the target's position in that list, or absent.
  *
+ * A SASRec model computes the user vectors of each batch in groups of
+ * similar input length, each cut to its longest input (see
+ * length_groups.h), which skips most of the padding.
+ *
  * Users are ranked in parallel; each user's rank is stored and the metrics
  * are summed in user order afterwards, so they do not depend on the
  * thread count.
@@ -20,6 +24,8 @@
 #include <string.h>
 
 #include "engine/blas.h"
+#include "length_groups.h"
+#include "model_internal.h"
 #include "multiround/rec.h"
 
 /* Users scored per matrix product: 256 users x 12,102 Beauty items is
@@ -183,6 +189,64 @@ static mr_status eval_buffers_alloc(eval_buffers *b, int64_t batch, int rounds, 
     return MR_OK;
 }
 
+/* Users below which a length group is not split off (see length_groups.h). */
+#define EVAL_GROUP_ROWS 32
+
+/*
+ * Computes the user vectors of a batch seq [count, L] into user_vectors
+ * (round major, as mr_rec_model_user_vectors writes them). A truncatable
+ * model runs the users in length groups, each cut to its longest input,
+ * which gives the same vectors up to float rounding. Uses ctx as scratch.
+ */
+static mr_status grouped_user_vectors(mr_rec_model *model, mr_ctx *ctx, const mr_tensor *seq,
+                                      float *user_vectors, mr_error *err) {
+    const mr_rec_config *config = mr_rec_model_config(model);
+    int64_t count = seq->shape[0];
+    int max_len = config->max_len;
+    if (!mr_rec_model_truncatable(model)) {
+        return mr_rec_model_user_vectors(model, ctx, (mr_tensor *)seq, user_vectors, err);
+    }
+
+    int rounds = mr_rec_model_rounds(model);
+    int64_t dim = config->dim;
+    int64_t *order = mr_ctx_alloc(ctx, (size_t)count * sizeof *order);
+    mr_rec_length_group *groups = mr_ctx_alloc(ctx, (size_t)count * sizeof *groups);
+    float *group_vectors = mr_ctx_alloc(ctx, (size_t)(rounds * count * dim) * sizeof(float));
+    int64_t n_groups = order == NULL || groups == NULL || group_vectors == NULL
+                           ? -1
+                           : mr_rec_length_groups(seq->idata, count, max_len, EVAL_GROUP_ROWS,
+                                                  order, groups);
+    if (n_groups < 0) {
+        return mr_error_set(err, MR_ERR_NO_MEMORY,
+                            "rec: out of memory grouping %lld users by length", (long long)count);
+    }
+
+    for (int64_t g = 0; g < n_groups; g++) {
+        const mr_rec_length_group *group = &groups[g];
+        mr_tensor *group_seq = mr_tensor_new2d(ctx, MR_I32, group->count, group->length);
+        if (group_seq == NULL) {
+            return mr_ctx_take_error(ctx, err);
+        }
+        mr_rec_gather_rows(seq->idata, max_len, NULL, 0, order + group->first, group->count,
+                           group->length, group_seq->idata, NULL);
+        mr_status status = mr_rec_model_user_vectors(model, ctx, group_seq, group_vectors, err);
+        if (status != MR_OK) {
+            return status;
+        }
+
+        /* Back to batch order, round major. */
+        for (int t = 0; t < rounds; t++) {
+            for (int64_t r = 0; r < group->count; r++) {
+                int64_t row = order[group->first + r];
+                memcpy(user_vectors + ((int64_t)t * count + row) * dim,
+                       group_vectors + ((int64_t)t * group->count + r) * dim,
+                       (size_t)dim * sizeof(float));
+            }
+        }
+    }
+    return MR_OK;
+}
+
 /*
  * Computes the user vectors of sequences first..first+count-1 for the
  * split's targets into b->user_vectors. ctx is reset first.
@@ -205,7 +269,7 @@ static mr_status batch_user_vectors(mr_rec_model *model, mr_ctx *ctx,
         mr_rec_data_input(data, s, target_pos, max_len, seq->idata + i * max_len);
     }
 
-    return mr_rec_model_user_vectors(model, ctx, seq, user_vectors, err);
+    return grouped_user_vectors(model, ctx, seq, user_vectors, err);
 }
 
 mr_status mr_rec_evaluate(mr_rec_model *model, const mr_rec_data *data,
@@ -339,7 +403,7 @@ mr_status mr_rec_recommend(mr_rec_model *model, const mr_rec_data *data, int64_t
     }
     int64_t length = data->offsets[s + 1] - data->offsets[s];
     mr_rec_data_input(data, s, length, config->max_len, seq->idata);
-    status = mr_rec_model_user_vectors(model, ctx, seq, user_vectors, err);
+    status = grouped_user_vectors(model, ctx, seq, user_vectors, err);
     if (status != MR_OK) {
         goto done;
     }

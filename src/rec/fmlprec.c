@@ -194,7 +194,7 @@ static mr_tensor *fmlprec_layer_forward(const fmlprec_state *s, const fmlprec_la
 /* Runs every layer, the last one on position L-1 alone when last_only. */
 static mr_tensor *fmlprec_run(const fmlprec_state *s, mr_ctx *ctx, mr_tensor *item_emb,
                               mr_tensor *seq, bool last_only, mr_rng *rng) {
-    if (!mr_rec_check_inputs(ctx, "fmlprec", &s->config, item_emb, seq)) {
+    if (!mr_rec_check_inputs(ctx, "fmlprec", &s->config, false, item_emb, seq)) {
         return NULL;
     }
     mr_tensor *x = mr_rec_embed_positions(ctx, s->ps, s->position, &s->input_norm, item_emb,
@@ -223,4 +223,4 @@ static mr_tensor *fmlprec_forward(void *state, mr_ctx *ctx, mr_tensor *item_emb,
 }
 
 const mr_rec_backbone_ops mr_rec_fmlprec_ops = {fmlprec_declare, fmlprec_init, fmlprec_forward,
-                                                fmlprec_free};
+                                                fmlprec_free, false};

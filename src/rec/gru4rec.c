@@ -136,4 +136,4 @@ static mr_tensor *gru4rec_forward(void *state, mr_ctx *ctx, mr_tensor *item_emb,
 }
 
 const mr_rec_backbone_ops mr_rec_gru4rec_ops = {gru4rec_declare, gru4rec_init,
-                                                gru4rec_forward, gru4rec_free};
+                                                gru4rec_forward, gru4rec_free, false};

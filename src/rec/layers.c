@@ -145,24 +145,38 @@ mr_tensor *mr_rec_ffn_forward(const mr_rec_ffn *ffn, const mr_paramset *ps, mr_c
 }
 
 bool mr_rec_check_inputs(mr_ctx *ctx, const char *backbone, const mr_rec_config *config,
-                         const mr_tensor *item_emb, const mr_tensor *seq) {
+                         bool truncatable, const mr_tensor *item_emb, const mr_tensor *seq) {
     if (item_emb == NULL || seq == NULL) {
         return false;
     }
     char emb_shape[96], seq_shape[96];
     mr_tensor_shape_string(item_emb, emb_shape, sizeof emb_shape);
     mr_tensor_shape_string(seq, seq_shape, sizeof seq_shape);
-    if (item_emb->dtype != MR_F32 || item_emb->ndim != 3 ||
-        item_emb->shape[1] != config->max_len || item_emb->shape[2] != config->dim) {
+    if (item_emb->dtype != MR_F32 || item_emb->ndim != 3 || item_emb->shape[2] != config->dim) {
         mr_ctx_fail(ctx, MR_ERR_SHAPE,
                     "rec %s: item embeddings must be float [B, %d, %d], got %s", backbone,
                     config->max_len, config->dim, emb_shape);
         return false;
     }
+    int64_t length = item_emb->shape[1];
+    if (truncatable && (length < 1 || length > config->max_len)) {
+        mr_ctx_fail(ctx, MR_ERR_SHAPE,
+                    "rec %s: item embeddings must be float [B, Lb, %d] with Lb in [1, %d], "
+                    "got %s",
+                    backbone, config->dim, config->max_len, emb_shape);
+        return false;
+    }
+    if (!truncatable && length != config->max_len) {
+        mr_ctx_fail(ctx, MR_ERR_SHAPE,
+                    "rec %s: item embeddings must be float [B, %d, %d], got %s; this backbone "
+                    "does not accept inputs shorter than max_len",
+                    backbone, config->max_len, config->dim, emb_shape);
+        return false;
+    }
     if (seq->dtype != MR_I32 || seq->ndim != 2 || seq->shape[0] != item_emb->shape[0] ||
-        seq->shape[1] != config->max_len) {
-        mr_ctx_fail(ctx, MR_ERR_SHAPE, "rec %s: item ids must be int32 [%lld, %d], got %s",
-                    backbone, (long long)item_emb->shape[0], config->max_len, seq_shape);
+        seq->shape[1] != length) {
+        mr_ctx_fail(ctx, MR_ERR_SHAPE, "rec %s: item ids must be int32 [%lld, %lld], got %s",
+                    backbone, (long long)item_emb->shape[0], (long long)length, seq_shape);
         return false;
     }
     return true;
@@ -171,7 +185,15 @@ bool mr_rec_check_inputs(mr_ctx *ctx, const char *backbone, const mr_rec_config 
 mr_tensor *mr_rec_embed_positions(mr_ctx *ctx, const mr_paramset *ps, int position_weight,
                                   const mr_rec_norm *norm, mr_tensor *item_emb,
                                   float dropout, mr_rng *rng) {
-    mr_tensor *x = mr_tensor_add(ctx, item_emb, mr_paramset_get(ps, position_weight));
+    if (item_emb == NULL) {
+        return NULL;
+    }
+    mr_tensor *positions = mr_paramset_get(ps, position_weight);
+    int64_t length = item_emb->shape[1];
+    if (length != positions->shape[0]) {
+        positions = mr_tensor_slice(ctx, positions, 0, positions->shape[0] - length, length);
+    }
+    mr_tensor *x = mr_tensor_add(ctx, item_emb, positions);
     x = mr_rec_norm_forward(norm, ps, ctx, x);
     return mr_tensor_dropout(ctx, x, dropout, rng);
 }

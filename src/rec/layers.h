@@ -90,15 +90,17 @@ mr_tensor *mr_rec_ffn_forward(const mr_rec_ffn *ffn, const mr_paramset *ps, mr_c
 
 /*
  * Checks the item embeddings [B, L, D] and ids I32 [B, L] a backbone gets
- * against its configured L and D. Stores an error naming the backbone and
+ * against its configured max_len and D: L must equal max_len, or lie in
+ * [1, max_len] when truncatable. Stores an error naming the backbone and
  * the shapes in ctx and returns false when they do not fit.
  */
 bool mr_rec_check_inputs(mr_ctx *ctx, const char *backbone, const mr_rec_config *config,
-                         const mr_tensor *item_emb, const mr_tensor *seq);
+                         bool truncatable, const mr_tensor *item_emb, const mr_tensor *seq);
 
 /*
- * Returns item_emb + the position embedding [L, D] (broadcast over the
- * batch), passed through the input layer norm and dropout.
+ * Returns item_emb [B, Lb, D] + the last Lb rows of the position
+ * embedding [max_len, D] (broadcast over the batch), passed through the
+ * input layer norm and dropout. Lb must not exceed max_len.
  */
 mr_tensor *mr_rec_embed_positions(mr_ctx *ctx, const mr_paramset *ps, int position_weight,
                                   const mr_rec_norm *norm, mr_tensor *item_emb,

@@ -300,6 +300,8 @@ const mr_rec_backbone_ops *mr_rec_model_backbone_ops(const mr_rec_model *model) 
     return model->ops;
 }
 
+bool mr_rec_model_truncatable(const mr_rec_model *model) { return model->ops->truncatable; }
+
 /* ------------------------------------------------------------------------
  * Retrieval between rounds
  * ------------------------------------------------------------------------ */
@@ -389,15 +391,33 @@ static mr_status pick_round(const mr_rec_model *model, const mr_tensor *users, i
  * The round loop
  * ------------------------------------------------------------------------ */
 
-/* Checks that seq is I32 [B, max_len]; stores the error in ctx if not. */
+/*
+ * Checks that seq is I32 [B, Lb] with Lb = max_len, or with Lb in
+ * [1, max_len] when the backbone is truncatable. Stores the error in ctx
+ * if not.
+ */
 static bool check_seq(mr_ctx *ctx, const mr_rec_model *model, const mr_tensor *seq) {
     char shape_text[96];
-    if (seq->dtype != MR_I32 || seq->ndim != 2 || seq->shape[1] != model->config.max_len ||
-        seq->shape[0] < 1) {
+    int max_len = model->config.max_len;
+    bool truncatable = model->ops->truncatable;
+    if (seq->dtype != MR_I32 || seq->ndim != 2 || seq->shape[0] < 1) {
         mr_ctx_fail(ctx, MR_ERR_SHAPE, "rec: seq must be I32 [B, %d] (B >= 1), not %s%s",
-                    model->config.max_len,
-                    mr_tensor_shape_string(seq, shape_text, sizeof shape_text),
+                    max_len, mr_tensor_shape_string(seq, shape_text, sizeof shape_text),
                     seq->dtype == MR_I32 ? "" : " F32");
+        return false;
+    }
+    int64_t length = seq->shape[1];
+    if (truncatable && (length < 1 || length > max_len)) {
+        mr_ctx_fail(ctx, MR_ERR_SHAPE, "rec: seq must be I32 [B, Lb] with Lb in [1, %d], not %s",
+                    max_len, mr_tensor_shape_string(seq, shape_text, sizeof shape_text));
+        return false;
+    }
+    if (!truncatable && length != max_len) {
+        mr_ctx_fail(ctx, MR_ERR_SHAPE,
+                    "rec: seq must be I32 [B, %d], not %s; the %s backbone does not accept "
+                    "inputs shorter than max_len",
+                    max_len, mr_tensor_shape_string(seq, shape_text, sizeof shape_text),
+                    mr_rec_backbone_name(model->config.backbone));
         return false;
     }
     return true;

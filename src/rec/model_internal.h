@@ -29,6 +29,13 @@ void *mr_rec_model_backbone_state(mr_rec_model *model);
 const mr_rec_backbone_ops *mr_rec_model_backbone_ops(const mr_rec_model *model);
 
 /*
+ * True when the model accepts seq [B, Lb] with 1 <= Lb <= max_len in
+ * mr_rec_model_loss and mr_rec_model_user_vectors, giving the same result
+ * as for the full left-padded input when only padding was cut (SASRec).
+ */
+bool mr_rec_model_truncatable(const mr_rec_model *model);
+
+/*
  * mr_rec_model_user_vectors, and when picks is not NULL it also receives
  * the ids the model retrieved in every round but the last:
  * (rounds - 1) * B * k ids, round major (picks[(t * B + b) * k + j]), each

@@ -10,6 +10,10 @@
  *     x = LN(x + Dropout(W_2 SiLU(W_1 x + b_1) + b_2))
  *   user vector = x at position L-1 (the most recent item).
  *
+ * Inputs may also be cut to their last Lb <= L positions; they then add
+ * rows L-Lb..L-1 of P, which gives the same user vector when only padding
+ * was cut.
+ *
  * Layer norms use eps 1e-10; weights start from normal(0, 0.02), biases
  * at 0 and layer-norm gains at 1.
  */
@@ -231,7 +235,7 @@ static mr_tensor *sasrec_layer_forward(const sasrec_state *s, const sasrec_layer
 /* Runs every layer, the last one on position L-1 alone when last_only. */
 static mr_tensor *sasrec_run(const sasrec_state *s, mr_ctx *ctx, mr_tensor *item_emb,
                              mr_tensor *seq, bool last_only, mr_rng *rng) {
-    if (!mr_rec_check_inputs(ctx, "sasrec", &s->config, item_emb, seq)) {
+    if (!mr_rec_check_inputs(ctx, "sasrec", &s->config, true, item_emb, seq)) {
         return NULL;
     }
     mr_tensor *key_mask = key_mask_from_ids(ctx, seq);
@@ -260,5 +264,8 @@ static mr_tensor *sasrec_forward(void *state, mr_ctx *ctx, mr_tensor *item_emb,
     return mr_tensor_reshape(ctx, last, 2, shape);
 }
 
+/* Truncation is exact: padding keys are hidden in every layer, the user
+ * vector is read at the last position, and a cut input of Lb positions
+ * takes the last Lb rows of the position table. */
 const mr_rec_backbone_ops mr_rec_sasrec_ops = {sasrec_declare, sasrec_init, sasrec_forward,
-                                               sasrec_free};
+                                               sasrec_free, true};

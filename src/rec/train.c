@@ -18,6 +18,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "length_groups.h"
+#include "model_internal.h"
 #include "multiround/optim.h"
 #include "multiround/safetensors.h"
 #include "run_folder.h"
@@ -468,35 +470,117 @@ static void fill_batch(const trainer *tr, int64_t first, int64_t count,
     }
 }
 
-/* Runs one training step on a filled batch and returns its loss. */
-static mr_status train_step(trainer *tr, int epoch, int64_t batch, const int32_t *seq_values,
-                            const int32_t *candidate_values, int64_t count, mr_rng *dropout_rng,
-                            double *loss_value, mr_error *err) {
+/* Rows below which a length group is not split off (see length_groups.h). */
+#define TRAIN_GROUP_ROWS 32
+
+/* Buffers for one batch's length groups, sized for the largest batch. */
+typedef struct group_buffers {
+    int64_t *order;             /* [rows] */
+    mr_rec_length_group *groups; /* [rows] */
+    int32_t *seq;               /* [rows, L] */
+    int32_t *candidates;        /* [rows, 1 + negatives] */
+} group_buffers;
+
+/* Checks that a batch loss is finite. */
+static mr_status check_loss(double loss, int epoch, int64_t batch, mr_error *err) {
+    if (!isfinite(loss)) {
+        return mr_error_set(err, MR_ERR_NUMERIC,
+                            "rec: the loss is %g at epoch %d, batch %lld; lower the learning "
+                            "rate",
+                            loss, epoch, (long long)batch);
+    }
+    return MR_OK;
+}
+
+/*
+ * Builds the loss of rows [count, length] with weight scale and adds its
+ * gradient to the weights' gradients. Adds the scaled loss to *loss_value.
+ * ctx is reset first.
+ */
+static mr_status accumulate_loss(trainer *tr, int epoch, int64_t batch, const int32_t *seq_values,
+                                 const int32_t *candidate_values, int64_t count, int length,
+                                 float scale, mr_rng *dropout_rng, double *loss_value,
+                                 mr_error *err) {
     mr_ctx *ctx = tr->step;
-    int max_len = tr->config->max_len;
     int width = 1 + tr->config->negatives;
 
     mr_ctx_reset(ctx);
     mr_ctx_set_training(ctx, true);
     mr_ctx_set_grad_enabled(ctx, true);
-    mr_tensor *seq = mr_tensor_from_i32(ctx, 2, (int64_t[]){count, max_len}, seq_values);
+    mr_tensor *seq = mr_tensor_from_i32(ctx, 2, (int64_t[]){count, length}, seq_values);
     mr_tensor *candidates =
         mr_tensor_from_i32(ctx, 2, (int64_t[]){count, width}, candidate_values);
     mr_tensor *loss = mr_rec_model_loss(tr->model, ctx, seq, candidates, dropout_rng);
+    if (scale != 1.0f) {
+        loss = mr_tensor_scale(ctx, loss, scale);
+    }
     if (loss == NULL || mr_ctx_status(ctx) != MR_OK) {
         return mr_ctx_take_error(ctx, err);
     }
 
-    *loss_value = loss->data[0];
-    if (!isfinite(*loss_value)) {
-        return mr_error_set(err, MR_ERR_NUMERIC,
-                            "rec: the loss is %g at epoch %d, batch %lld; lower the learning "
-                            "rate",
-                            *loss_value, epoch, (long long)batch);
-    }
-    mr_status status = mr_tensor_backward(ctx, loss, NULL);
+    mr_status status = check_loss(loss->data[0], epoch, batch, err);
     if (status != MR_OK) {
+        return status;
+    }
+    *loss_value += loss->data[0];
+    if (mr_tensor_backward(ctx, loss, NULL) != MR_OK) {
         return mr_ctx_take_error(ctx, err);
+    }
+    return MR_OK;
+}
+
+/*
+ * Adds the gradient of a filled batch's mean loss to the weights'
+ * gradients and stores the loss. A truncatable backbone runs the batch as
+ * length groups, each cut to its longest input and weighted by its share
+ * of the batch, which sums to the same loss and gradient up to float
+ * rounding. Dropout then draws its masks group by group, so they differ
+ * from those of one full batch.
+ */
+static mr_status batch_gradient(trainer *tr, int epoch, int64_t batch, const int32_t *seq_values,
+                                const int32_t *candidate_values, int64_t count,
+                                group_buffers *buffers, mr_rng *dropout_rng, double *loss_value,
+                                mr_error *err) {
+    int max_len = tr->config->max_len;
+    int width = 1 + tr->config->negatives;
+    *loss_value = 0.0;
+    if (!mr_rec_model_truncatable(tr->model)) {
+        return accumulate_loss(tr, epoch, batch, seq_values, candidate_values, count, max_len,
+                               1.0f, dropout_rng, loss_value, err);
+    }
+
+    int64_t n_groups = mr_rec_length_groups(seq_values, count, max_len, TRAIN_GROUP_ROWS,
+                                            buffers->order, buffers->groups);
+    if (n_groups < 0) {
+        return mr_error_set(err, MR_ERR_NO_MEMORY,
+                            "rec: out of memory grouping a batch of %lld examples",
+                            (long long)count);
+    }
+    for (int64_t g = 0; g < n_groups; g++) {
+        const mr_rec_length_group *group = &buffers->groups[g];
+        mr_rec_gather_rows(seq_values, max_len, candidate_values, width,
+                           buffers->order + group->first, group->count, group->length,
+                           buffers->seq, buffers->candidates);
+        float scale = (float)group->count / (float)count;
+        mr_status status =
+            accumulate_loss(tr, epoch, batch, buffers->seq, buffers->candidates, group->count,
+                            group->length, scale, dropout_rng, loss_value, err);
+        if (status != MR_OK) {
+            return status;
+        }
+    }
+    return check_loss(*loss_value, epoch, batch, err);
+}
+
+/* Runs one training step on a filled batch and returns its loss. */
+static mr_status train_step(trainer *tr, int epoch, int64_t batch, const int32_t *seq_values,
+                            const int32_t *candidate_values, int64_t count,
+                            group_buffers *buffers, mr_rng *dropout_rng, double *loss_value,
+                            mr_error *err) {
+    mr_status status = batch_gradient(tr, epoch, batch, seq_values, candidate_values, count,
+                                      buffers, dropout_rng, loss_value, err);
+    if (status != MR_OK) {
+        return status;
     }
 
     /* Padding row 0 gets no update, as with PyTorch's padding_idx. */
@@ -540,9 +624,19 @@ static mr_status train_epoch(trainer *tr, int epoch, double *mean_loss, mr_error
     int64_t rows = n < batch_size ? n : batch_size;
     int32_t *seq = malloc((size_t)(rows * max_len) * sizeof(int32_t));
     int32_t *candidates = malloc((size_t)(rows * width) * sizeof(int32_t));
-    if (seq == NULL || candidates == NULL) {
+    group_buffers buffers = {
+        .order = malloc((size_t)rows * sizeof(int64_t)),
+        .groups = malloc((size_t)rows * sizeof(mr_rec_length_group)),
+        .seq = malloc((size_t)(rows * max_len) * sizeof(int32_t)),
+        .candidates = malloc((size_t)(rows * width) * sizeof(int32_t))};
+    if (seq == NULL || candidates == NULL || buffers.order == NULL || buffers.groups == NULL ||
+        buffers.seq == NULL || buffers.candidates == NULL) {
         free(seq);
         free(candidates);
+        free(buffers.order);
+        free(buffers.groups);
+        free(buffers.seq);
+        free(buffers.candidates);
         return mr_error_set(err, MR_ERR_NO_MEMORY,
                             "rec: out of memory for a batch of %lld examples", (long long)rows);
     }
@@ -558,8 +652,8 @@ static mr_status train_epoch(trainer *tr, int epoch, double *mean_loss, mr_error
         fill_batch(tr, first, count, &negatives_rng, seq, candidates);
 
         double loss = 0.0;
-        status = train_step(tr, epoch, batch, seq, candidates, count, &dropout_rng, &loss,
-                            err);
+        status = train_step(tr, epoch, batch, seq, candidates, count, &buffers, &dropout_rng,
+                            &loss, err);
         loss_sum += loss * (double)count;
 
         if (status == MR_OK && tr->options->progress != NULL) {
@@ -576,6 +670,10 @@ static mr_status train_epoch(trainer *tr, int epoch, double *mean_loss, mr_error
     }
     free(seq);
     free(candidates);
+    free(buffers.order);
+    free(buffers.groups);
+    free(buffers.seq);
+    free(buffers.candidates);
 
     double elapsed = now_seconds() - start;
     *mean_loss = loss_sum / (double)n;

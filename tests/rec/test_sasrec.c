@@ -112,9 +112,88 @@ static void sasrec_output_shape(void) {
     test_backbone_free(&tb);
 }
 
+/* SASRec accepts inputs cut to Lb in [1, L], so the shared check of a
+ * wrong length does not apply: it rejects Lb = 0, Lb > L and ids that do
+ * not match the embeddings. */
 static void sasrec_rejects_bad_inputs(void) {
     mr_rec_config config = test_config(MR_REC_SASREC, 8, 6, 1, 2, 16);
-    test_backbone_rejects_bad_inputs(&config);
+    test_backbone tb;
+    if (!test_backbone_create(&tb, &config, 8)) {
+        return;
+    }
+    mr_ctx *ctx = mr_ctx_create(0);
+    mr_tensor *too_long = mr_tensor_zeros(ctx, MR_F32, 3, (int64_t[]){2, 7, 8});
+    mr_tensor *too_long_seq = test_left_padded_ids(ctx, 2, 7, (const int[]){1, 1});
+    CHECK(tb.ops->forward(tb.state, ctx, too_long, too_long_seq, NULL) == NULL);
+    CHECK_STATUS(mr_ctx_status(ctx), MR_ERR_SHAPE);
+    CHECK(strstr(mr_ctx_error_message(ctx), "Lb in [1, 6]") != NULL);
+
+    mr_ctx_reset(ctx);
+    mr_tensor *empty = mr_tensor_zeros(ctx, MR_F32, 3, (int64_t[]){2, 0, 8});
+    mr_tensor *empty_seq = mr_tensor_new2d(ctx, MR_I32, 2, 0);
+    CHECK(tb.ops->forward(tb.state, ctx, empty, empty_seq, NULL) == NULL);
+    CHECK_STATUS(mr_ctx_status(ctx), MR_ERR_SHAPE);
+
+    mr_ctx_reset(ctx);
+    mr_tensor *item_emb = mr_tensor_zeros(ctx, MR_F32, 3, (int64_t[]){2, 4, 8});
+    mr_tensor *other_seq = test_left_padded_ids(ctx, 2, 6, (const int[]){1, 1});
+    CHECK(tb.ops->forward(tb.state, ctx, item_emb, other_seq, NULL) == NULL);
+    CHECK_STATUS(mr_ctx_status(ctx), MR_ERR_SHAPE);
+    CHECK(strstr(mr_ctx_error_message(ctx), "int32 [2, 4]") != NULL);
+    mr_ctx_free(ctx);
+    test_backbone_free(&tb);
+}
+
+/*
+ * An input cut to its last Lb positions gives the user vector of the full
+ * left-padded input when only padding was cut, down to Lb = 1 for an
+ * empty input. Tolerance 1e-5: the cut changes only the shapes of the
+ * products, so the sums may round differently.
+ */
+static void sasrec_truncation_is_exact(void) {
+    mr_rec_config config = test_config(MR_REC_SASREC, 8, 6, 2, 2, 16);
+    test_backbone tb;
+    if (!test_backbone_create(&tb, &config, 12)) {
+        return;
+    }
+    test_backbone_randomize(&tb, -0.5f, 0.5f, 13);
+    mr_ctx *ctx = mr_ctx_create(0);
+    const int items[4] = {3, 1, 0, 2};
+    mr_tensor *seq = test_left_padded_ids(ctx, 4, 6, items);
+    mr_tensor *item_emb = mr_tensor_new3d(ctx, MR_F32, 4, 6, 8);
+    mr_test_fill_uniform(item_emb, -1.0f, 1.0f, 14);
+    for (int64_t i = 0; i < 4 * 6; i++) {
+        if (seq->idata[i] == 0) {
+            memset(item_emb->data + i * 8, 0, 8 * sizeof(float));
+        }
+    }
+    mr_tensor *full = tb.ops->forward(tb.state, ctx, item_emb, seq, NULL);
+    CHECK(full != NULL);
+
+    for (int length = 3; length >= 1; length--) {
+        mr_tensor *cut_emb = mr_tensor_contiguous(
+            ctx, mr_tensor_slice(ctx, item_emb, 1, 6 - length, length));
+        mr_tensor *cut_seq =
+            mr_tensor_contiguous(ctx, mr_tensor_slice(ctx, seq, 1, 6 - length, length));
+        mr_tensor *cut = tb.ops->forward(tb.state, ctx, cut_emb, cut_seq, NULL);
+        if (full == NULL || cut == NULL) {
+            break;
+        }
+        CHECK_INT_EQ(cut->shape[0], 4);
+        for (int64_t b = 0; b < 4; b++) {
+            if (items[b] > length) {
+                continue;
+            }
+            for (int64_t d = 0; d < 8; d++) {
+                float want = full->data[b * full->stride[0] + d * full->stride[1]];
+                float got = cut->data[b * cut->stride[0] + d * cut->stride[1]];
+                CHECK_NEAR(got, want, 1e-5);
+            }
+        }
+    }
+    CHECK_STATUS(mr_ctx_status(ctx), MR_OK);
+    mr_ctx_free(ctx);
+    test_backbone_free(&tb);
 }
 
 static void sasrec_matches_torch(void) {
@@ -257,6 +336,7 @@ int main(void) {
     MR_RUN(sasrec_rejects_bad_config);
     MR_RUN(sasrec_output_shape);
     MR_RUN(sasrec_rejects_bad_inputs);
+    MR_RUN(sasrec_truncation_is_exact);
     MR_RUN(sasrec_matches_torch);
     MR_RUN(sasrec_gradients);
     MR_RUN(sasrec_positions_seen);

@@ -1,0 +1,388 @@
+/*
+ * Length-grouped, truncated inputs. For SASRec, with and without
+ * Ada-Retrieval and with dropout 0, a batch run as length groups (each cut
+ * to its longest input and weighted by its share of the batch) gives the
+ * loss, weight gradients, user vectors and evaluation metrics of the same
+ * batch at full length. Backbones whose output depends on padding reject
+ * cut inputs.
+ *
+ * Tolerances: the groups change only the shapes of the products and the
+ * order of the sums over the batch, so values differ by float rounding.
+ * Loss within 1e-6 relative; gradients within 2e-6 absolute plus 1e-4
+ * relative (gradients are of order 1e-3 and sum 192 examples); user
+ * vectors (order 1) within 1e-5.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "length_groups.h"
+#include "model_internal.h"
+#include "multiround/rec.h"
+#include "test.h"
+
+#define ITEMS 200
+#define MAX_LEN 32
+#define BATCH 192
+#define NEGATIVES 10
+
+static char data_path[128];
+
+/* Writes 300 users whose sequences have 3 to 40 items (inputs of 0 to 39
+ * items, so some are cut at MAX_LEN and most are shorter) and loads
+ * them. */
+static mr_rec_data *varied_data(void) {
+    FILE *file = fopen(data_path, "w");
+    mr_rng rng;
+    mr_rng_init(&rng, 21);
+    for (int user = 1; user <= 300; user++) {
+        int length = 3 + (int)mr_rng_below(&rng, 38);
+        fprintf(file, "%d", user);
+        for (int j = 0; j < length; j++) {
+            fprintf(file, " %d", 1 + (int)mr_rng_below(&rng, ITEMS));
+        }
+        fputc('\n', file);
+    }
+    fclose(file);
+
+    mr_error err;
+    mr_rec_data *data = NULL;
+    CHECK_STATUS(mr_rec_data_load(data_path, &data, &err), MR_OK);
+    return data;
+}
+
+static mr_rec_config small_config(mr_rec_backbone_type backbone, bool ada) {
+    mr_rec_config config;
+    mr_rec_config_default(&config, backbone);
+    config.dim = 16;
+    config.max_len = MAX_LEN;
+    config.heads = 2;
+    config.inner_size = 32;
+    config.dropout = 0.0f;
+    config.negatives = NEGATIVES;
+    config.ada = ada;
+    config.rounds = 3;
+    config.per_round = 4;
+    return config;
+}
+
+/* SASRec's operations with truncation turned off: the full-length path. */
+static mr_rec_backbone_ops full_length_ops(void) {
+    mr_rec_backbone_ops ops = mr_rec_sasrec_ops;
+    ops.truncatable = false;
+    return ops;
+}
+
+/* Fills the inputs [BATCH, MAX_LEN] and candidates [BATCH, 1 + NEGATIVES]
+ * of BATCH training examples spread evenly over the users, so that the
+ * batch holds inputs of every length. */
+static void fill_batch(const mr_rec_data *data, int32_t *seq, int32_t *candidates) {
+    mr_rng rng;
+    mr_rng_init(&rng, 5);
+    for (int64_t i = 0; i < BATCH; i++) {
+        int64_t example = i * (data->n_train / BATCH);
+        int64_t s = data->train_seq[example];
+        int64_t pos = data->train_pos[example];
+        mr_rec_data_input(data, s, pos, MAX_LEN, seq + i * MAX_LEN);
+        candidates[i * (1 + NEGATIVES)] = data->items[data->offsets[s] + pos];
+        mr_rec_sample_negatives(data, s, NEGATIVES, &rng,
+                                candidates + i * (1 + NEGATIVES) + 1);
+    }
+}
+
+/* Builds the loss of rows [count, length] scaled by scale, adds its
+ * gradient to the weights and returns the scaled loss. */
+static double scaled_loss_backward(mr_rec_model *model, const int32_t *seq_values,
+                                   const int32_t *candidate_values, int64_t count, int length,
+                                   float scale) {
+    mr_ctx *ctx = mr_ctx_create(0);
+    mr_ctx_set_training(ctx, true);
+    mr_ctx_set_grad_enabled(ctx, true);
+    mr_rng rng;
+    mr_rng_init(&rng, 9);
+    mr_tensor *seq = mr_tensor_from_i32(ctx, 2, (int64_t[]){count, length}, seq_values);
+    mr_tensor *candidates =
+        mr_tensor_from_i32(ctx, 2, (int64_t[]){count, 1 + NEGATIVES}, candidate_values);
+    mr_tensor *loss = mr_rec_model_loss(model, ctx, seq, candidates, &rng);
+    loss = mr_tensor_scale(ctx, loss, scale);
+    CHECK_CTX_OK(ctx);
+    double value = 0.0;
+    if (loss != NULL) {
+        value = loss->data[0];
+        CHECK_STATUS(mr_tensor_backward(ctx, loss, NULL), MR_OK);
+    }
+    mr_ctx_free(ctx);
+    return value;
+}
+
+/*
+ * Computes one batch's loss and gradients at full length and in length
+ * groups, and compares them. Returns the number of groups used.
+ */
+static int64_t compare_grouped_loss(bool ada) {
+    mr_rec_data *data = varied_data();
+    mr_rec_config config = small_config(MR_REC_SASREC, ada);
+    mr_error err;
+    mr_rec_model *model = mr_rec_model_create(&config, data->n_items, 17, &err);
+    CHECK(model != NULL);
+    if (model == NULL || data->n_train < BATCH) {
+        mr_rec_data_free(data);
+        mr_rec_model_free(model);
+        return 0;
+    }
+    mr_paramset *ps = mr_rec_model_params(model);
+    mr_tensor *flat = mr_paramset_flat(ps);
+    int64_t n = mr_tensor_numel(flat);
+
+    int32_t seq[BATCH * MAX_LEN], candidates[BATCH * (1 + NEGATIVES)];
+    fill_batch(data, seq, candidates);
+
+    mr_paramset_zero_grad(ps);
+    double full_loss = scaled_loss_backward(model, seq, candidates, BATCH, MAX_LEN, 1.0f);
+    float *full_grad = malloc((size_t)n * sizeof(float));
+    memcpy(full_grad, flat->grad, (size_t)n * sizeof(float));
+
+    /* Groups of at least 16 rows, so a batch of 192 splits several ways. */
+    int64_t order[BATCH];
+    mr_rec_length_group groups[BATCH];
+    int32_t group_seq[BATCH * MAX_LEN], group_candidates[BATCH * (1 + NEGATIVES)];
+    int64_t n_groups = mr_rec_length_groups(seq, BATCH, MAX_LEN, 16, order, groups);
+    mr_paramset_zero_grad(ps);
+    double grouped_loss = 0.0;
+    for (int64_t g = 0; g < n_groups; g++) {
+        mr_rec_gather_rows(seq, MAX_LEN, candidates, 1 + NEGATIVES, order + groups[g].first,
+                           groups[g].count, groups[g].length, group_seq, group_candidates);
+        grouped_loss += scaled_loss_backward(model, group_seq, group_candidates,
+                                             groups[g].count, groups[g].length,
+                                             (float)groups[g].count / BATCH);
+    }
+
+    CHECK(full_loss > 0.1);
+    CHECK_NEAR(grouped_loss, full_loss, 1e-6 * full_loss);
+    CHECK_INT_EQ(CHECK_ARRAY_NEAR(flat->grad, full_grad, n, 2e-6, 1e-4), 0);
+
+    /* The position embedding's first rows feed only inputs of MAX_LEN
+     * items, so its gradient is not zero there: the groups used them. */
+    mr_tensor *positions = mr_paramset_find(ps, "backbone.position_embedding");
+    double first_row = 0.0;
+    for (int d = 0; d < config.dim; d++) {
+        first_row += positions->grad[d] * (double)positions->grad[d];
+    }
+    CHECK(first_row > 0.0);
+
+    free(full_grad);
+    mr_rec_model_free(model);
+    mr_rec_data_free(data);
+    return n_groups;
+}
+
+static void grouped_loss_matches_full(void) {
+    int64_t n_groups = compare_grouped_loss(false);
+    CHECK(n_groups >= 2);
+}
+
+static void grouped_ada_loss_matches_full(void) {
+    int64_t n_groups = compare_grouped_loss(true);
+    CHECK(n_groups >= 2);
+}
+
+/* The groups of a hand-made batch of inputs padded to 50: 40 empty
+ * inputs, 40 of 2 items and 20 of 50, with groups of at least 16 rows. */
+static void length_groups_by_hand(void) {
+    enum { ROWS = 100, LONG = 50 };
+    static int32_t seq[ROWS * LONG];
+    for (int i = 0; i < ROWS; i++) {
+        int items = i % 5 == 0 ? LONG : (i % 5 < 3 ? 0 : 2);
+        for (int t = LONG - items; t < LONG; t++) {
+            seq[i * LONG + t] = 1 + t;
+        }
+    }
+    int64_t order[ROWS];
+    mr_rec_length_group groups[ROWS];
+    int64_t n_groups = mr_rec_length_groups(seq, ROWS, LONG, 16, order, groups);
+
+    /* 80 rows cut to 2 and 20 at 50 compute 1160 positions. A third group
+     * for the empty inputs (cut to 1, the least) would save only 40
+     * positions, less than the fixed cost of a group. */
+    CHECK_INT_EQ(n_groups, 2);
+    CHECK_INT_EQ(groups[0].first, 0);
+    CHECK_INT_EQ(groups[0].count, 80);
+    CHECK_INT_EQ(groups[0].length, 2);
+    CHECK_INT_EQ(groups[1].first, 80);
+    CHECK_INT_EQ(groups[1].count, 20);
+    CHECK_INT_EQ(groups[1].length, LONG);
+
+    /* Sorted by length, ties by row: rows 1 and 2 are empty, rows 0 and
+     * 95 are the first and last long ones. */
+    CHECK_INT_EQ(order[0], 1);
+    CHECK_INT_EQ(order[1], 2);
+    CHECK_INT_EQ(order[80], 0);
+    CHECK_INT_EQ(order[99], 95);
+
+    /* Fewer rows than the minimum form one group. */
+    n_groups = mr_rec_length_groups(seq, 10, LONG, 16, order, groups);
+    CHECK_INT_EQ(n_groups, 1);
+    CHECK_INT_EQ(groups[0].count, 10);
+    CHECK_INT_EQ(groups[0].length, LONG);
+}
+
+/* User vectors of cut inputs equal those of the full inputs, for every
+ * round with Ada-Retrieval. */
+static void truncated_user_vectors_match(void) {
+    mr_rec_data *data = varied_data();
+    mr_rec_config config = small_config(MR_REC_SASREC, true);
+    mr_error err;
+    mr_rec_model *model = mr_rec_model_create(&config, data->n_items, 4, &err);
+    CHECK(model != NULL);
+    if (model == NULL) {
+        mr_rec_data_free(data);
+        return;
+    }
+    int rounds = mr_rec_model_rounds(model);
+    mr_ctx *ctx = mr_ctx_create(0);
+
+    /* Users with 2 to 4 input items, cut to 4 positions. */
+    int32_t values[4 * MAX_LEN], cut_values[4 * 4];
+    int64_t users[4] = {0};
+    int found = 0;
+    for (int64_t s = 0; s < data->n_sequences && found < 4; s++) {
+        int64_t target = mr_rec_data_target_pos(data, s, MR_REC_TEST);
+        if (target >= 2 && target <= 4) {
+            users[found++] = s;
+        }
+    }
+    CHECK_INT_EQ(found, 4);
+    for (int i = 0; i < 4; i++) {
+        int64_t target = mr_rec_data_target_pos(data, users[i], MR_REC_TEST);
+        mr_rec_data_input(data, users[i], target, MAX_LEN, values + i * MAX_LEN);
+        memcpy(cut_values + i * 4, values + i * MAX_LEN + MAX_LEN - 4, 4 * sizeof(int32_t));
+    }
+    mr_tensor *seq = mr_tensor_from_i32(ctx, 2, (int64_t[]){4, MAX_LEN}, values);
+    mr_tensor *cut = mr_tensor_from_i32(ctx, 2, (int64_t[]){4, 4}, cut_values);
+    float full_vectors[3 * 4 * 16], cut_vectors[3 * 4 * 16];
+    CHECK_INT_EQ(rounds, 3);
+    CHECK_STATUS(mr_rec_model_user_vectors(model, ctx, seq, full_vectors, &err), MR_OK);
+    CHECK_STATUS(mr_rec_model_user_vectors(model, ctx, cut, cut_vectors, &err), MR_OK);
+    CHECK_INT_EQ(CHECK_ARRAY_NEAR(cut_vectors, full_vectors, 3 * 4 * 16, 1e-5, 0.0), 0);
+
+    mr_ctx_free(ctx);
+    mr_rec_model_free(model);
+    mr_rec_data_free(data);
+}
+
+/* Evaluation of a SASRec model (grouped inputs) gives the metrics of the
+ * same weights evaluated at full length. */
+static void grouped_evaluation_matches_full(bool ada) {
+    mr_rec_data *data = varied_data();
+    mr_rec_config config = small_config(MR_REC_SASREC, ada);
+    mr_rec_backbone_ops ops = full_length_ops();
+    mr_error err;
+    mr_rec_model *grouped = mr_rec_model_create(&config, data->n_items, 8, &err);
+    mr_rec_model *full = mr_rec_model_create_with_ops(&config, &ops, data->n_items, 8, &err);
+    CHECK(grouped != NULL && full != NULL);
+    if (grouped == NULL || full == NULL) {
+        mr_rec_model_free(grouped);
+        mr_rec_model_free(full);
+        mr_rec_data_free(data);
+        return;
+    }
+    CHECK(mr_rec_model_truncatable(grouped));
+    CHECK(!mr_rec_model_truncatable(full));
+
+    /* Random weights of a larger scale than the initial ones, so the
+     * scores spread out and the ranks mean something. */
+    mr_tensor *weights = mr_paramset_flat(mr_rec_model_params(grouped));
+    mr_test_fill_uniform(weights, -0.3f, 0.3f, 31);
+    memcpy(mr_paramset_flat(mr_rec_model_params(full))->data, weights->data,
+           (size_t)mr_tensor_numel(weights) * sizeof(float));
+
+    for (int split = MR_REC_VALID; split <= MR_REC_TEST; split++) {
+        mr_rec_metrics want, got;
+        CHECK_STATUS(mr_rec_evaluate(full, data, (mr_rec_split)split, &want, &err), MR_OK);
+        CHECK_STATUS(mr_rec_evaluate(grouped, data, (mr_rec_split)split, &got, &err), MR_OK);
+        CHECK_INT_EQ(got.users, want.users);
+        for (int c = 0; c < MR_REC_CUTOFFS; c++) {
+            CHECK_NEAR(got.hit[c], want.hit[c], 0.0);
+            CHECK_NEAR(got.ndcg[c], want.ndcg[c], 0.0);
+        }
+    }
+    mr_rec_model_free(grouped);
+    mr_rec_model_free(full);
+    mr_rec_data_free(data);
+}
+
+static void grouped_evaluation_matches_full_base(void) { grouped_evaluation_matches_full(false); }
+
+static void grouped_evaluation_matches_full_ada(void) { grouped_evaluation_matches_full(true); }
+
+/* Every backbone but SASRec rejects inputs shorter than max_len, naming
+ * the backbone. */
+static void other_backbones_reject_cut_inputs(void) {
+    const mr_rec_backbone_type types[4] = {MR_REC_GRU4REC, MR_REC_NEXTITNET, MR_REC_SRGNN,
+                                           MR_REC_FMLPREC};
+    for (int i = 0; i < 4; i++) {
+        mr_rec_config config = small_config(types[i], false);
+        mr_error err;
+        mr_rec_model *model = mr_rec_model_create(&config, ITEMS + 1, 2, &err);
+        CHECK(model != NULL);
+        if (model == NULL) {
+            continue;
+        }
+        CHECK(!mr_rec_model_truncatable(model));
+        mr_ctx *ctx = mr_ctx_create(0);
+        mr_tensor *seq = mr_tensor_zeros(ctx, MR_I32, 2, (int64_t[]){2, MAX_LEN - 3});
+        mr_tensor *candidates = mr_tensor_zeros(ctx, MR_I32, 2, (int64_t[]){2, 3});
+        CHECK(mr_rec_model_loss(model, ctx, seq, candidates, NULL) == NULL);
+        CHECK_STATUS(mr_ctx_status(ctx), MR_ERR_SHAPE);
+        const char *message = mr_ctx_error_message(ctx);
+        CHECK(strstr(message, "does not accept inputs shorter than max_len") != NULL);
+        CHECK(strstr(message, mr_rec_backbone_name(types[i])) != NULL);
+        mr_ctx_free(ctx);
+        mr_rec_model_free(model);
+    }
+}
+
+/* SASRec rejects inputs longer than max_len. */
+static void sasrec_rejects_long_inputs(void) {
+    mr_rec_config config = small_config(MR_REC_SASREC, false);
+    mr_error err;
+    mr_rec_model *model = mr_rec_model_create(&config, ITEMS + 1, 2, &err);
+    CHECK(model != NULL);
+    if (model == NULL) {
+        return;
+    }
+    mr_ctx *ctx = mr_ctx_create(0);
+    mr_tensor *seq = mr_tensor_zeros(ctx, MR_I32, 2, (int64_t[]){2, MAX_LEN + 1});
+    mr_tensor *candidates = mr_tensor_zeros(ctx, MR_I32, 2, (int64_t[]){2, 3});
+    CHECK(mr_rec_model_loss(model, ctx, seq, candidates, NULL) == NULL);
+    CHECK_STATUS(mr_ctx_status(ctx), MR_ERR_SHAPE);
+    CHECK(strstr(mr_ctx_error_message(ctx), "Lb in [1, 32]") != NULL);
+    mr_ctx_free(ctx);
+    mr_rec_model_free(model);
+}
+
+int main(void) {
+    char dir[64];
+    snprintf(dir, sizeof dir, "%s/mr_rec_truncation_XXXXXX",
+             access("/dev/shm", W_OK) == 0 ? "/dev/shm" : "/tmp");
+    if (mkdtemp(dir) == NULL) {
+        perror("mkdtemp");
+        return 1;
+    }
+    snprintf(data_path, sizeof data_path, "%s/varied.txt", dir);
+    mr_log_set_level(MR_LOG_ERROR);
+
+    MR_RUN(length_groups_by_hand);
+    MR_RUN(grouped_loss_matches_full);
+    MR_RUN(grouped_ada_loss_matches_full);
+    MR_RUN(truncated_user_vectors_match);
+    MR_RUN(grouped_evaluation_matches_full_base);
+    MR_RUN(grouped_evaluation_matches_full_ada);
+    MR_RUN(other_backbones_reject_cut_inputs);
+    MR_RUN(sasrec_rejects_long_inputs);
+
+    remove(data_path);
+    rmdir(dir);
+    return mr_test_finish();
+}

@@ -42,6 +42,18 @@ static double serial_sum(const float *values, int64_t n) {
     return sum;
 }
 
+/* Stores the SUM or MEAN of n per-element losses in out (a scalar); MEAN
+ * divides by `counted` and gives 0 when nothing was counted. NONE leaves
+ * out alone, since the losses are already its data. */
+static void reduce_losses(mr_tensor *out, const float *losses, int64_t n,
+                          int64_t counted, mr_reduction reduction) {
+    if (reduction == MR_REDUCE_SUM) {
+        out->data[0] = (float)serial_sum(losses, n);
+    } else if (reduction == MR_REDUCE_MEAN) {
+        out->data[0] = counted > 0 ? (float)(serial_sum(losses, n) / (double)counted) : 0.0f;
+    }
+}
+
 /* ------------------------------------------------------------------------
  * Cross-entropy
  * ------------------------------------------------------------------------ */
@@ -185,11 +197,7 @@ mr_tensor *mr_tensor_cross_entropy(mr_ctx *ctx, mr_tensor *logits,
         losses[i] = target == ignore_index ? 0.0f : lse - x[target];
     }
 
-    if (reduction == MR_REDUCE_SUM) {
-        out->data[0] = (float)serial_sum(losses, rows);
-    } else if (reduction == MR_REDUCE_MEAN) {
-        out->data[0] = counted > 0 ? (float)(serial_sum(losses, rows) / (double)counted) : 0.0f;
-    }
+    reduce_losses(out, losses, rows, counted, reduction);
 
     if (mr_op_recording(out)) {
         cross_entropy_saved *s = mr_ctx_alloc(ctx, sizeof *s);
@@ -366,11 +374,7 @@ mr_tensor *mr_tensor_bce_with_logits(mr_ctx *ctx, mr_tensor *logits,
         losses[i] = w * bce_element(logits->data[i], targets->data[i]);
     }
 
-    if (reduction == MR_REDUCE_SUM) {
-        out->data[0] = (float)serial_sum(losses, count);
-    } else if (reduction == MR_REDUCE_MEAN) {
-        out->data[0] = count > 0 ? (float)(serial_sum(losses, count) / (double)count) : 0.0f;
-    }
+    reduce_losses(out, losses, count, count, reduction);
 
     if (mr_op_recording(out)) {
         bce_saved *s = mr_ctx_alloc(ctx, sizeof *s);

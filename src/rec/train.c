@@ -18,14 +18,8 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "length_groups.h"
-#include "model_internal.h"
-#include "multiround/optim.h"
 #include "multiround/safetensors.h"
-#include "run_folder.h"
-
-/* Child streams of the seed's root stream. */
-#define STREAM_TRAIN 1 /* then per epoch, then 0: shuffle, 1 + b: batch b */
+#include "trainer.h"
 
 /* Index of hit@50 in mr_rec_cutoffs, the early-stopping metric. */
 #define HIT50 2
@@ -40,31 +34,6 @@ void mr_rec_train_options_default(mr_rec_train_options *options) {
     options->seed = 366849;
 }
 
-/* The loop state that the checkpoint carries from one epoch to the next. */
-typedef struct loop_state {
-    int next_epoch;
-    int best_epoch;       /* -1 before the first validation */
-    double best_hit50;    /* -1 before the first validation */
-    int since_best;       /* validations without a new best since the best */
-    cJSON *history;       /* array of per-epoch entries */
-} loop_state;
-
-typedef struct trainer {
-    const mr_rec_data *data;
-    const mr_rec_config *config;
-    const mr_rec_train_options *options;
-    mr_rec_model *model;
-    mr_optim *optim;
-    mr_ctx *step;
-    int64_t *order; /* [n_train]: this epoch's example order */
-    mr_rng train_root;
-    loop_state state;
-    char config_path[4096];
-    char metrics_path[4096];
-    char model_path[4096];
-    char checkpoint_path[4096];
-    char done_path[4096];
-} trainer;
 
 static double now_seconds(void) {
     struct timespec now;
@@ -107,7 +76,7 @@ static mr_status check_options(const mr_rec_train_options *options, mr_error *er
 
 /* Writes metrics.json: the epoch history, the best epoch and, when test is
  * not NULL, the test figures of the best weights. */
-static mr_status write_metrics(trainer *tr, const mr_rec_metrics *test, mr_error *err) {
+static mr_status write_metrics(rec_trainer *tr, const mr_rec_metrics *test, mr_error *err) {
     cJSON *root = cJSON_CreateObject();
     cJSON *epochs = cJSON_Duplicate(tr->state.history, true);
     if (root == NULL || epochs == NULL) {
@@ -140,7 +109,7 @@ static void log_metrics(const char *what, const mr_rec_metrics *m, const char *s
  * Reads the done marker: its stop reason and the epoch limit of the run
  * that wrote it. Returns false when there is none.
  */
-static bool read_done(const trainer *tr, bool *early_stop, int *epochs) {
+static bool read_done(const rec_trainer *tr, bool *early_stop, int *epochs) {
     cJSON *json = NULL;
     if (!rec_path_exists(tr->done_path) || rec_json_read(tr->done_path, &json, NULL) != MR_OK) {
         return false;
@@ -153,7 +122,7 @@ static bool read_done(const trainer *tr, bool *early_stop, int *epochs) {
     return true;
 }
 
-static mr_status write_done(const trainer *tr, bool early_stop, mr_error *err) {
+static mr_status write_done(const rec_trainer *tr, bool early_stop, mr_error *err) {
     cJSON *json = cJSON_CreateObject();
     cJSON_AddStringToObject(json, "stopped", early_stop ? "early_stop" : "epoch_limit");
     cJSON_AddNumberToObject(json, "epochs", tr->options->epochs);
@@ -164,7 +133,7 @@ static mr_status write_done(const trainer *tr, bool early_stop, mr_error *err) {
 }
 
 /* Logs the test figures of a finished run from its metrics.json. */
-static mr_status report_finished(const trainer *tr, mr_error *err) {
+static mr_status report_finished(const rec_trainer *tr, mr_error *err) {
     cJSON *json = NULL;
     mr_status status = rec_json_read(tr->metrics_path, &json, err);
     if (status != MR_OK) {
@@ -187,7 +156,7 @@ static mr_status report_finished(const trainer *tr, mr_error *err) {
  * ------------------------------------------------------------------------ */
 
 /* Writes the weights, the Adam state and the loop state atomically. */
-static mr_status save_checkpoint(trainer *tr, mr_error *err) {
+static mr_status save_checkpoint(rec_trainer *tr, mr_error *err) {
     mr_paramset *ps = mr_rec_model_params(tr->model);
     mr_safetensors_writer *writer = mr_safetensors_writer_create();
     if (writer == NULL) {
@@ -253,7 +222,7 @@ static mr_status metadata_int(const mr_safetensors *file, const char *key, const
 }
 
 /* Restores the weights, the Adam state and the loop state. */
-static mr_status load_checkpoint(trainer *tr, mr_error *err) {
+static mr_status load_checkpoint(rec_trainer *tr, mr_error *err) {
     const char *path = tr->checkpoint_path;
     mr_status status = mr_paramset_load(mr_rec_model_params(tr->model), path, true, NULL, err);
     if (status != MR_OK) {
@@ -324,336 +293,30 @@ static mr_status load_checkpoint(trainer *tr, mr_error *err) {
 }
 
 /* ------------------------------------------------------------------------
- * Initialisation from a base run (Ada-Retrieval stage 2)
- * ------------------------------------------------------------------------ */
-
-/*
- * Loads the base run's best weights into the model by name. Every weight
- * of the base model (backbone, item embedding and bias) must be in the
- * file with the same shape; weights only the new model has, such as the
- * adapters, keep their fresh initialisation.
- */
-static mr_status load_init(trainer *tr, const char *init_dir, mr_error *err) {
-    char config_path[4096], model_path[4096];
-    mr_status status = rec_path_join(config_path, sizeof config_path, init_dir,
-                                     REC_CONFIG_FILE, err);
-    if (status == MR_OK) {
-        status = rec_path_join(model_path, sizeof model_path, init_dir, REC_MODEL_FILE, err);
-    }
-    if (status != MR_OK) {
-        return status;
-    }
-    if (!rec_path_exists(model_path)) {
-        return mr_error_set(err, MR_ERR_NOT_FOUND,
-                            "rec: --init folder %s has no %s; train the base model there "
-                            "first",
-                            init_dir, REC_MODEL_FILE);
-    }
-
-    /* The base run must share the backbone settings and the item table. */
-    cJSON *json = NULL;
-    status = rec_json_read(config_path, &json, err);
-    if (status != MR_OK) {
-        return status;
-    }
-    mr_rec_config base;
-    int32_t base_items = 0;
-    status = rec_config_from_json(json, config_path, &base, err);
-    if (status == MR_OK) {
-        status = rec_config_n_items(json, config_path, &base_items, err);
-    }
-    cJSON_Delete(json);
-    if (status != MR_OK) {
-        return status;
-    }
-    const mr_rec_config *c = tr->config;
-    struct {
-        const char *name;
-        long long base_value, value;
-    } shared[] = {{"backbone", base.backbone, c->backbone},
-                  {"dim", base.dim, c->dim},
-                  {"max_len", base.max_len, c->max_len},
-                  {"layers", base.layers, c->layers},
-                  {"heads", base.heads, c->heads},
-                  {"inner_size", base.inner_size, c->inner_size},
-                  {"n_items", base_items, tr->data->n_items}};
-    for (size_t i = 0; i < sizeof shared / sizeof shared[0]; i++) {
-        if (shared[i].base_value != shared[i].value) {
-            return mr_error_set(err, MR_ERR_INVALID_ARGUMENT,
-                                "rec: the --init run in %s has %s = %lld but this run has "
-                                "%lld; initialise from a base run with the same backbone "
-                                "settings and data",
-                                init_dir, shared[i].name, shared[i].base_value,
-                                shared[i].value);
-        }
-    }
-
-    /* The weights a base model declares are the ones the file must hold. */
-    mr_rec_config base_config = *c;
-    base_config.ada = false;
-    mr_rec_model *base_model = mr_rec_model_create(&base_config, tr->data->n_items, 0, err);
-    if (base_model == NULL) {
-        return err != NULL && err->status != MR_OK ? err->status : MR_ERR_NO_MEMORY;
-    }
-    mr_safetensors *file = NULL;
-    status = mr_safetensors_open(model_path, &file, err);
-    mr_paramset *base_ps = mr_rec_model_params(base_model);
-    for (int i = 0; i < mr_paramset_count(base_ps) && status == MR_OK; i++) {
-        const char *name = mr_paramset_get(base_ps, i)->name;
-        if (mr_safetensors_tensor_find(file, name) == NULL) {
-            status = mr_error_set(err, MR_ERR_NOT_FOUND,
-                                  "rec: %s lacks the weight '%s' of the base %s model; it "
-                                  "is not the best model of a matching base run",
-                                  model_path, name, mr_rec_backbone_name(c->backbone));
-        }
-    }
-    int base_count = mr_paramset_count(base_ps);
-    mr_safetensors_close(file);
-    mr_rec_model_free(base_model);
-    if (status != MR_OK) {
-        return status;
-    }
-
-    mr_paramset *ps = mr_rec_model_params(tr->model);
-    int loaded = 0;
-    status = mr_paramset_load(ps, model_path, false, &loaded, err);
-    if (status != MR_OK) {
-        return status;
-    }
-    if (loaded < base_count) {
-        return mr_error_set(err, MR_ERR_FORMAT,
-                            "rec: only %d of the %d base weights in %s loaded", loaded,
-                            base_count, model_path);
-    }
-    mr_log(MR_LOG_INFO, "rec",
-           "initialised %d of %d weights from %s; the other %d (adapters) start fresh",
-           loaded, mr_paramset_count(ps), model_path, mr_paramset_count(ps) - loaded);
-    return MR_OK;
-}
-
-/* ------------------------------------------------------------------------
  * Epochs
  * ------------------------------------------------------------------------ */
 
-/* Sets row 0 (padding) of the item embedding, or of its gradient, to zero. */
-static void zero_padding_row(mr_rec_model *model, bool gradient) {
-    mr_tensor *embedding = mr_rec_model_item_embedding(model);
-    int dim = mr_rec_model_config(model)->dim;
-    float *row = gradient ? embedding->grad : embedding->data;
-    if (row != NULL) {
-        memset(row, 0, (size_t)dim * sizeof(float));
-    }
-}
-
-/*
- * Fills the inputs and candidates of examples order[first..first+count-1]:
- * seq [count, L] and candidates [count, 1 + negatives] with the target
- * first. Example i's negatives draw from child i of negatives_rng, so the
- * result does not depend on the thread count.
- */
-static void fill_batch(const trainer *tr, int64_t first, int64_t count,
-                       const mr_rng *negatives_rng, int32_t *seq, int32_t *candidates) {
-    const mr_rec_data *data = tr->data;
-    int max_len = tr->config->max_len;
-    int width = 1 + tr->config->negatives;
-
-#pragma omp parallel for schedule(static)
-    for (int64_t i = 0; i < count; i++) {
-        int64_t example = tr->order[first + i];
-        int64_t s = data->train_seq[example];
-        int64_t pos = data->train_pos[example];
-        mr_rec_data_input(data, s, pos, max_len, seq + i * max_len);
-        candidates[i * width] = data->items[data->offsets[s] + pos];
-        mr_rng rng = mr_rng_split(negatives_rng, (uint64_t)i);
-        mr_rec_sample_negatives(data, s, tr->config->negatives, &rng,
-                                candidates + i * width + 1);
-    }
-}
-
-/* Rows below which a length group is not split off (see length_groups.h). */
-#define TRAIN_GROUP_ROWS 32
-
-/* Buffers for one batch's length groups, sized for the largest batch. */
-typedef struct group_buffers {
-    int64_t *order;             /* [rows] */
-    mr_rec_length_group *groups; /* [rows] */
-    int32_t *seq;               /* [rows, L] */
-    int32_t *candidates;        /* [rows, 1 + negatives] */
-} group_buffers;
-
-/* Checks that a batch loss is finite. */
-static mr_status check_loss(double loss, int epoch, int64_t batch, mr_error *err) {
-    if (!isfinite(loss)) {
-        return mr_error_set(err, MR_ERR_NUMERIC,
-                            "rec: the loss is %g at epoch %d, batch %lld; lower the learning "
-                            "rate",
-                            loss, epoch, (long long)batch);
-    }
-    return MR_OK;
-}
-
-/*
- * Builds the loss of rows [count, length] with weight scale and adds its
- * gradient to the weights' gradients. Adds the scaled loss to *loss_value.
- * ctx is reset first.
- */
-static mr_status accumulate_loss(trainer *tr, int epoch, int64_t batch, const int32_t *seq_values,
-                                 const int32_t *candidate_values, int64_t count, int length,
-                                 float scale, mr_rng *dropout_rng, double *loss_value,
-                                 mr_error *err) {
-    mr_ctx *ctx = tr->step;
-    int width = 1 + tr->config->negatives;
-
-    mr_ctx_reset(ctx);
-    mr_ctx_set_training(ctx, true);
-    mr_ctx_set_grad_enabled(ctx, true);
-    mr_tensor *seq = mr_tensor_from_i32(ctx, 2, (int64_t[]){count, length}, seq_values);
-    mr_tensor *candidates =
-        mr_tensor_from_i32(ctx, 2, (int64_t[]){count, width}, candidate_values);
-    mr_tensor *loss = mr_rec_model_loss(tr->model, ctx, seq, candidates, dropout_rng);
-    if (scale != 1.0f) {
-        loss = mr_tensor_scale(ctx, loss, scale);
-    }
-    if (loss == NULL || mr_ctx_status(ctx) != MR_OK) {
-        return mr_ctx_take_error(ctx, err);
-    }
-
-    mr_status status = check_loss(loss->data[0], epoch, batch, err);
-    if (status != MR_OK) {
-        return status;
-    }
-    *loss_value += loss->data[0];
-    if (mr_tensor_backward(ctx, loss, NULL) != MR_OK) {
-        return mr_ctx_take_error(ctx, err);
-    }
-    return MR_OK;
-}
-
-/*
- * Adds the gradient of a filled batch's mean loss to the weights'
- * gradients and stores the loss. A truncatable backbone runs the batch as
- * length groups, each cut to its longest input and weighted by its share
- * of the batch, which sums to the same loss and gradient up to float
- * rounding. Dropout then draws its masks group by group, so they differ
- * from those of one full batch.
- */
-static mr_status batch_gradient(trainer *tr, int epoch, int64_t batch, const int32_t *seq_values,
-                                const int32_t *candidate_values, int64_t count,
-                                group_buffers *buffers, mr_rng *dropout_rng, double *loss_value,
-                                mr_error *err) {
-    int max_len = tr->config->max_len;
-    int width = 1 + tr->config->negatives;
-    *loss_value = 0.0;
-    if (!mr_rec_model_truncatable(tr->model)) {
-        return accumulate_loss(tr, epoch, batch, seq_values, candidate_values, count, max_len,
-                               1.0f, dropout_rng, loss_value, err);
-    }
-
-    int64_t n_groups = mr_rec_length_groups(seq_values, count, max_len, TRAIN_GROUP_ROWS,
-                                            buffers->order, buffers->groups);
-    if (n_groups < 0) {
-        return mr_error_set(err, MR_ERR_NO_MEMORY,
-                            "rec: out of memory grouping a batch of %lld examples",
-                            (long long)count);
-    }
-    for (int64_t g = 0; g < n_groups; g++) {
-        const mr_rec_length_group *group = &buffers->groups[g];
-        mr_rec_gather_rows(seq_values, max_len, candidate_values, width,
-                           buffers->order + group->first, group->count, group->length,
-                           buffers->seq, buffers->candidates);
-        float scale = (float)group->count / (float)count;
-        mr_status status =
-            accumulate_loss(tr, epoch, batch, buffers->seq, buffers->candidates, group->count,
-                            group->length, scale, dropout_rng, loss_value, err);
-        if (status != MR_OK) {
-            return status;
-        }
-    }
-    return check_loss(*loss_value, epoch, batch, err);
-}
-
-/* Runs one training step on a filled batch and returns its loss. */
-static mr_status train_step(trainer *tr, int epoch, int64_t batch, const int32_t *seq_values,
-                            const int32_t *candidate_values, int64_t count,
-                            group_buffers *buffers, mr_rng *dropout_rng, double *loss_value,
-                            mr_error *err) {
-    mr_status status = batch_gradient(tr, epoch, batch, seq_values, candidate_values, count,
-                                      buffers, dropout_rng, loss_value, err);
-    if (status != MR_OK) {
-        return status;
-    }
-
-    /* Padding row 0 gets no update, as with PyTorch's padding_idx. */
-    zero_padding_row(tr->model, true);
-    float norm = mr_optim_clip_grad_norm(tr->optim, tr->options->clip_norm);
-    if (!isfinite(norm)) {
-        return mr_error_set(err, MR_ERR_NUMERIC,
-                            "rec: the gradient norm is %g at epoch %d, batch %lld; lower the "
-                            "learning rate",
-                            (double)norm, epoch, (long long)batch);
-    }
-    status = mr_optim_step(tr->optim, tr->options->lr, err);
-    mr_optim_zero_grad(tr->optim);
-    zero_padding_row(tr->model, false);
-    return status;
-}
-
 /* Trains one epoch over every training example in a fresh order and
  * stores the example-weighted mean loss. */
-static mr_status train_epoch(trainer *tr, int epoch, double *mean_loss, mr_error *err) {
-    const mr_rec_data *data = tr->data;
-    int64_t n = data->n_train;
+static mr_status train_epoch(rec_trainer *tr, int epoch, double *mean_loss, mr_error *err) {
+    int64_t n = tr->data->n_train;
     int64_t batch_size = tr->options->batch_size;
-    int max_len = tr->config->max_len;
-    int width = 1 + tr->config->negatives;
-    mr_rng epoch_rng = mr_rng_split(&tr->train_root, (uint64_t)epoch);
-
-    /* A Fisher-Yates shuffle of the identity, so the order depends only on
-     * the seed and the epoch. */
-    mr_rng shuffle_rng = mr_rng_split(&epoch_rng, 0);
-    for (int64_t i = 0; i < n; i++) {
-        tr->order[i] = i;
-    }
-    for (int64_t i = n - 1; i > 0; i--) {
-        int64_t j = (int64_t)mr_rng_below(&shuffle_rng, (uint64_t)(i + 1));
-        int64_t swap = tr->order[i];
-        tr->order[i] = tr->order[j];
-        tr->order[j] = swap;
-    }
-
-    int64_t rows = n < batch_size ? n : batch_size;
-    int32_t *seq = malloc((size_t)(rows * max_len) * sizeof(int32_t));
-    int32_t *candidates = malloc((size_t)(rows * width) * sizeof(int32_t));
-    group_buffers buffers = {
-        .order = malloc((size_t)rows * sizeof(int64_t)),
-        .groups = malloc((size_t)rows * sizeof(mr_rec_length_group)),
-        .seq = malloc((size_t)(rows * max_len) * sizeof(int32_t)),
-        .candidates = malloc((size_t)(rows * width) * sizeof(int32_t))};
-    if (seq == NULL || candidates == NULL || buffers.order == NULL || buffers.groups == NULL ||
-        buffers.seq == NULL || buffers.candidates == NULL) {
-        free(seq);
-        free(candidates);
-        free(buffers.order);
-        free(buffers.groups);
-        free(buffers.seq);
-        free(buffers.candidates);
+    rec_trainer_shuffle(tr, epoch);
+    rec_batch *batch = rec_batch_create(tr, n < batch_size ? n : batch_size);
+    if (batch == NULL) {
         return mr_error_set(err, MR_ERR_NO_MEMORY,
-                            "rec: out of memory for a batch of %lld examples", (long long)rows);
+                            "rec: out of memory for a batch of %lld examples",
+                            (long long)batch_size);
     }
 
     mr_status status = MR_OK;
     double loss_sum = 0.0;
     double start = now_seconds();
-    for (int64_t first = 0, batch = 0; first < n && status == MR_OK; first += batch_size, batch++) {
+    for (int64_t first = 0, index = 0; first < n && status == MR_OK;
+         first += batch_size, index++) {
         int64_t count = n - first < batch_size ? n - first : batch_size;
-        mr_rng batch_rng = mr_rng_split(&epoch_rng, 1 + (uint64_t)batch);
-        mr_rng negatives_rng = mr_rng_split(&batch_rng, 0);
-        mr_rng dropout_rng = mr_rng_split(&batch_rng, 1);
-        fill_batch(tr, first, count, &negatives_rng, seq, candidates);
-
         double loss = 0.0;
-        status = train_step(tr, epoch, batch, seq, candidates, count, &buffers, &dropout_rng,
-                            &loss, err);
+        status = rec_trainer_step(tr, epoch, index, first, count, batch, &loss, err);
         loss_sum += loss * (double)count;
 
         if (status == MR_OK && tr->options->progress != NULL) {
@@ -668,12 +331,7 @@ static mr_status train_epoch(trainer *tr, int epoch, double *mean_loss, mr_error
             tr->options->progress(&progress, tr->options->progress_user_data);
         }
     }
-    free(seq);
-    free(candidates);
-    free(buffers.order);
-    free(buffers.groups);
-    free(buffers.seq);
-    free(buffers.candidates);
+    rec_batch_free(batch);
 
     double elapsed = now_seconds() - start;
     *mean_loss = loss_sum / (double)n;
@@ -686,8 +344,7 @@ static mr_status train_epoch(trainer *tr, int epoch, double *mean_loss, mr_error
     return status;
 }
 
-/* Evaluates a split and reports it to the progress callback. */
-static mr_status evaluate_split(trainer *tr, int epoch, mr_rec_split split,
+static mr_status evaluate_split(rec_trainer *tr, int epoch, mr_rec_split split,
                                 mr_rec_metrics *metrics, mr_error *err) {
     double start = now_seconds();
     mr_status status = mr_rec_evaluate(tr->model, tr->data, split, metrics, err);
@@ -711,7 +368,7 @@ static mr_status evaluate_split(trainer *tr, int epoch, mr_rec_split split,
  * history. Sets *stop when patience + 1 validations in a row brought no
  * improvement.
  */
-static mr_status validate(trainer *tr, int epoch, bool *stop, mr_error *err) {
+static mr_status validate(rec_trainer *tr, int epoch, bool *stop, mr_error *err) {
     mr_rec_metrics valid;
     mr_status status = evaluate_split(tr, epoch, MR_REC_VALID, &valid, err);
     if (status != MR_OK) {
@@ -755,7 +412,7 @@ static mr_status validate(trainer *tr, int epoch, bool *stop, mr_error *err) {
 }
 
 /* Stores the epoch's training loss in the last history entry. */
-static void record_loss(trainer *tr, double loss) {
+static void record_loss(rec_trainer *tr, double loss) {
     int last = cJSON_GetArraySize(tr->state.history) - 1;
     cJSON *entry = cJSON_GetArrayItem(tr->state.history, last);
     cJSON_ReplaceItemInObjectCaseSensitive(entry, "train_loss", cJSON_CreateNumber(loss));
@@ -766,7 +423,7 @@ static void record_loss(trainer *tr, double loss) {
  * ------------------------------------------------------------------------ */
 
 /* Sets the file paths of the run folder. */
-static mr_status set_paths(trainer *tr, mr_error *err) {
+static mr_status set_paths(rec_trainer *tr, mr_error *err) {
     const char *dir = tr->options->out_dir;
     struct {
         char *out;
@@ -791,7 +448,7 @@ static mr_status set_paths(trainer *tr, mr_error *err) {
  * writes the new one. Sets *finished when the done marker says there is nothing
  * left to train.
  */
-static mr_status prepare_folder(trainer *tr, const char *init_dir, bool *finished,
+static mr_status prepare_folder(rec_trainer *tr, const char *init_dir, bool *finished,
                                 mr_error *err) {
     *finished = false;
     mr_status status = rec_make_dirs(tr->options->out_dir, err);
@@ -847,41 +504,8 @@ static mr_status prepare_folder(trainer *tr, const char *init_dir, bool *finishe
     return status;
 }
 
-/* Creates the model, the optimizer over its flat buffer and the buffers. */
-static mr_status create_training(trainer *tr, mr_error *err) {
-    tr->model = mr_rec_model_create(tr->config, tr->data->n_items, tr->options->seed, err);
-    if (tr->model == NULL) {
-        return err != NULL && err->status != MR_OK ? err->status : MR_ERR_NO_MEMORY;
-    }
-    mr_optim_config optim_config = mr_optim_config_default(MR_OPTIM_ADAM);
-    tr->optim = mr_optim_create(&optim_config, err);
-    if (tr->optim == NULL) {
-        return err != NULL && err->status != MR_OK ? err->status : MR_ERR_NO_MEMORY;
-    }
-    mr_tensor *flat = mr_paramset_flat(mr_rec_model_params(tr->model));
-    mr_status status = mr_optim_add_group(tr->optim, &flat, 1, 0.0f, 1.0f, err);
-    if (status != MR_OK) {
-        return status;
-    }
-    tr->step = mr_ctx_create(0);
-    tr->order = malloc((size_t)tr->data->n_train * sizeof(int64_t));
-    tr->state.history = cJSON_CreateArray();
-    if (tr->step == NULL || tr->order == NULL || tr->state.history == NULL) {
-        return mr_error_set(err, MR_ERR_NO_MEMORY, "rec: out of memory setting up training");
-    }
-    return MR_OK;
-}
-
-static void trainer_free(trainer *tr) {
-    mr_rec_model_free(tr->model);
-    mr_optim_free(tr->optim);
-    mr_ctx_free(tr->step);
-    free(tr->order);
-    cJSON_Delete(tr->state.history);
-}
-
 /* Runs the epochs from the loop state on, then tests the best weights. */
-static mr_status run_epochs(trainer *tr, mr_error *err) {
+static mr_status run_epochs(rec_trainer *tr, mr_error *err) {
     mr_status status = MR_OK;
     bool stop = false;
     while (!stop && tr->state.next_epoch < tr->options->epochs) {
@@ -953,16 +577,14 @@ mr_status mr_rec_train(const mr_rec_data *data, const mr_rec_config *config,
     }
     const char *init = options->init_dir != NULL ? init_dir : NULL;
 
-    trainer tr;
+    rec_trainer tr;
     memset(&tr, 0, sizeof tr);
     tr.data = data;
     tr.config = config;
     tr.options = options;
     tr.state.best_epoch = -1;
     tr.state.best_hit50 = -1.0;
-    mr_rng root;
-    mr_rng_init(&root, options->seed);
-    tr.train_root = mr_rng_split(&root, STREAM_TRAIN);
+    rec_trainer_seed(&tr);
 
     bool finished = false;
     status = set_paths(&tr, err);
@@ -973,7 +595,7 @@ mr_status mr_rec_train(const mr_rec_data *data, const mr_rec_config *config,
         return report_finished(&tr, err);
     }
     if (status == MR_OK) {
-        status = create_training(&tr, err);
+        status = rec_trainer_create(&tr, err);
     }
 
     /* Resume from the checkpoint, or start from the seed or the base run. */
@@ -985,7 +607,7 @@ mr_status mr_rec_train(const mr_rec_data *data, const mr_rec_config *config,
                    tr.state.best_epoch);
         }
     } else if (status == MR_OK && init != NULL) {
-        status = load_init(&tr, init, err);
+        status = rec_trainer_load_init(&tr, init, err);
     } else if (status == MR_OK && config->ada) {
         mr_log(MR_LOG_WARN, "rec", "training Ada-Retrieval without --init: the reference "
                "trains the base model first and starts from its best weights");
@@ -1001,6 +623,6 @@ mr_status mr_rec_train(const mr_rec_data *data, const mr_rec_config *config,
                (double)options->lr, mr_threads_get());
         status = run_epochs(&tr, err);
     }
-    trainer_free(&tr);
+    rec_trainer_free(&tr);
     return status;
 }

@@ -1,7 +1,7 @@
 #!/bin/sh
 # Benchmarks SASRec training and full-ranking evaluation on Beauty: the
-# PyTorch peer (bench/rec/torch_rec.py) and, when the CLI offers it, the C
-# implementation, one after the other on the same machine.
+# PyTorch peer (bench/rec/torch_rec.py) and `multiround rec bench`, one
+# after the other on the same machine, then prints their ratios.
 #
 # Usage: bench/rec/run_bench.sh [THREADS [DATA]]
 #   THREADS  threads for both implementations (default: 2)
@@ -42,14 +42,20 @@ printf '{"impl": "host", "cpu": "%s", "cores": %s, "loadavg": [%s, %s, %s]}\n' \
 /usr/bin/python3 "$root/bench/rec/torch_rec.py" --bench --threads "$threads" \
     --data "$data" --steps "$steps" --warmup-steps "$warmup" | tee -a "$out"
 
-# TODO: the C side has no benchmark command yet. Expected interface: one JSON
-# line from `multiround rec bench --data FILE --threads N --steps S
-# --warmup-steps W` with the same fields as the PyTorch peer
-# (train_examples_per_second, eval_seconds, peak_rss_mib, ...).
-if [ -x "$build/multiround" ] && "$build/multiround" rec bench --help > /dev/null 2>&1; then
-    "$build/multiround" rec bench --data "$data" --threads "$threads" \
-        --steps "$steps" --warmup-steps "$warmup" | tee -a "$out"
-else
-    echo "run_bench: $build/multiround has no 'rec bench' command yet; measured PyTorch only" >&2
-fi
+"$build/multiround" rec bench --data "$data" --threads "$threads" \
+    --steps "$steps" --warmup-steps "$warmup" | tee -a "$out"
+
+# Ratios of the two lines just written: throughput C / PyTorch, and
+# evaluation time and peak memory PyTorch / C.
+/usr/bin/python3 - "$out" <<'PY'
+import json, sys
+rows = {r["impl"]: r for r in map(json.loads, open(sys.argv[1]))}
+c, t = rows["multiround"], rows["torch"]
+print(json.dumps({
+    "impl": "ratio",
+    "train_examples_per_second": c["train_examples_per_second"] / t["train_examples_per_second"],
+    "eval_seconds": t["eval_seconds"] / c["eval_seconds"],
+    "peak_rss_mib": t["peak_rss_mib"] / c["peak_rss_mib"],
+}))
+PY
 echo "run_bench: results in $out" >&2

@@ -338,6 +338,36 @@ void mr_rec_train_options_default(mr_rec_train_options *options);
 mr_status mr_rec_train(const mr_rec_data *data, const mr_rec_config *config,
                        const mr_rec_train_options *options, mr_error *err);
 
+/* ------------------------------------------------------------------------
+ * Benchmark
+ * ------------------------------------------------------------------------ */
+
+/* What mr_rec_bench measured. */
+typedef struct mr_rec_bench_result {
+    int64_t weights;                  /* trainable weights of the model */
+    int64_t train_examples;           /* examples in the timed steps */
+    double train_seconds;             /* wall time of the timed steps */
+    double train_examples_per_second;
+    double train_step_ms;             /* mean wall time of one step */
+    double last_loss;                 /* mean loss of the last timed step */
+    int64_t eval_users;               /* users ranked in the evaluation */
+    double eval_seconds;              /* wall time of the full-ranking test evaluation */
+    double eval_users_per_second;
+    double eval_hit50;                /* test hit@50 after the timed steps */
+} mr_rec_bench_result;
+
+/*
+ * Times training and evaluation without a run folder: creates the model
+ * from options->seed (then loads options->init_dir's best weights when it
+ * is set), runs warmup_steps untimed training steps and `steps` timed ones
+ * on the first batches of epoch 0's order, exactly as training would,
+ * then times one full-ranking evaluation of the test split. options'
+ * out_dir, epochs, patience and progress are ignored.
+ */
+mr_status mr_rec_bench(const mr_rec_data *data, const mr_rec_config *config,
+                       const mr_rec_train_options *options, int warmup_steps, int steps,
+                       mr_rec_bench_result *result, mr_error *err);
+
 /* Loads a trained model from a run folder (config.json and
  * model.safetensors). */
 mr_status mr_rec_model_load(const char *dir, int32_t n_items,

@@ -1,7 +1,7 @@
 #!/bin/sh
 # Smoke test of `multiround rec`: trains one epoch on a tiny synthetic
 # dataset, checks the run folder's files, then runs eval and recommend on
-# the result and checks the help of each command.
+# the result, times a short benchmark and checks the help of each command.
 #
 # usage: cli_smoke.sh PATH_TO_MULTIROUND [BACKBONE]
 set -eu
@@ -61,7 +61,15 @@ grep -q '"users":[[:space:]]*50' "$work/eval.out" || fail "rec eval did not eval
 awk 'NR > 1 && $2 >= 22 && $2 <= 27 { exit 1 }' "$work/recommend.out" ||
     fail "rec recommend listed an item from the user's history"
 
-for command in train eval recommend; do
+"$binary" rec bench --data "$work/data.txt" --backbone "$backbone" --steps 2 \
+    --warmup-steps 1 --batch-size 64 --threads 2 > "$work/bench.out" 2> /dev/null ||
+    fail "rec bench failed"
+for field in train_examples_per_second train_step_ms eval_seconds peak_rss_mib; do
+    grep -q "\"$field\":[0-9]" "$work/bench.out" || fail "rec bench printed no $field"
+done
+grep -q '"eval_users":50,' "$work/bench.out" || fail "rec bench did not evaluate 50 users"
+
+for command in train eval recommend bench; do
     "$binary" rec "$command" --help > "$work/help.out" || fail "rec $command --help failed"
     grep -q -- "--data" "$work/help.out" || fail "rec $command --help lacks --data"
     grep -q "default" "$work/help.out" || fail "rec $command --help names no defaults"

@@ -5,6 +5,7 @@
  *   train      trains a model into a run folder, resuming an interrupted run
  *   eval       prints a trained model's full-ranking metrics as JSON
  *   recommend  prints the top items for one user
+ *   bench      times training and evaluation (cmd_rec_bench.c)
  */
 #include <errno.h>
 #include <math.h>
@@ -566,7 +567,8 @@ static void print_rec_help(FILE *out) {
                  "commands:\n"
                  "  train       train a model into a run folder (resumes if interrupted)\n"
                  "  eval        print a trained model's full-ranking metrics as JSON\n"
-                 "  recommend   print the top items for one user\n\n"
+                 "  recommend   print the top items for one user\n"
+                 "  bench       time training steps and a full-ranking evaluation\n\n"
                  "Run 'multiround rec COMMAND --help' for the options of a command.\n");
 }
 
@@ -583,6 +585,9 @@ int cli_rec(int argc, char **argv) {
     }
     if (strcmp(argv[1], "recommend") == 0) {
         return rec_recommend(argc - 1, argv + 1);
+    }
+    if (strcmp(argv[1], "bench") == 0) {
+        return cli_rec_bench(argc - 1, argv + 1);
     }
     cli_error("unknown rec command '%s'; run 'multiround rec --help'", argv[1]);
     return 2;

@@ -504,13 +504,25 @@ static mr_status prepare_folder(rec_trainer *tr, const char *init_dir, bool *fin
     return status;
 }
 
+/* Returns the epoch of the latest validation in the history, or -1. */
+static int last_validated(const rec_trainer *tr) {
+    int count = cJSON_GetArraySize(tr->state.history);
+    const cJSON *entry = cJSON_GetArrayItem(tr->state.history, count - 1);
+    const cJSON *epoch = cJSON_GetObjectItemCaseSensitive(entry, "epoch");
+    return cJSON_IsNumber(epoch) ? (int)epoch->valuedouble : -1;
+}
+
 /* Runs the epochs from the loop state on, then tests the best weights. */
 static mr_status run_epochs(rec_trainer *tr, mr_error *err) {
     mr_status status = MR_OK;
     bool stop = false;
     while (!stop && tr->state.next_epoch < tr->options->epochs) {
         int epoch = tr->state.next_epoch;
-        status = validate(tr, epoch, &stop, err);
+        if (last_validated(tr) < epoch) {
+            status = validate(tr, epoch, &stop, err);
+        } else {
+            stop = tr->state.since_best > tr->options->patience;
+        }
         if (status != MR_OK) {
             return status;
         }
@@ -529,6 +541,18 @@ static mr_status run_epochs(rec_trainer *tr, mr_error *err) {
         }
         record_loss(tr, loss);
         tr->state.next_epoch = epoch + 1;
+
+        /* The reference validates only before training, so the last
+         * epoch's training would never be measured. A run that reaches its
+         * epoch limit validates once more; a later run with a higher limit
+         * then continues without repeating that validation. */
+        if (tr->state.next_epoch == tr->options->epochs) {
+            bool ignored = false;
+            status = validate(tr, tr->state.next_epoch, &ignored, err);
+            if (status != MR_OK) {
+                return status;
+            }
+        }
         status = save_checkpoint(tr, err);
         if (status == MR_OK) {
             status = write_metrics(tr, NULL, err);

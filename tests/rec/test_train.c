@@ -167,9 +167,13 @@ static void train_learns_pattern(void) {
     CHECK(file_exists(dir, "done"));
 
     /* Epoch 0 validates the untrained model, near the random ranking, and
-     * epoch 3 follows 3 epochs of training. */
+     * epoch 3 follows 3 epochs of training. A fifth validation measures the
+     * last epoch's training, which the epoch limit ends. */
     cJSON *metrics = read_json(dir, "metrics.json");
-    CHECK_INT_EQ(cJSON_GetArraySize(cJSON_GetObjectItem(metrics, "epochs")), 4);
+    CHECK_INT_EQ(cJSON_GetArraySize(cJSON_GetObjectItem(metrics, "epochs")), 5);
+    const cJSON *last = cJSON_GetArrayItem(cJSON_GetObjectItem(metrics, "epochs"), 4);
+    CHECK_INT_EQ(cJSON_GetObjectItem(last, "epoch")->valueint, 4);
+    CHECK(cJSON_IsNull(cJSON_GetObjectItem(last, "train_loss")));
     double untrained = valid_hit50(metrics, 0);
     double trained = valid_hit50(metrics, 3);
     printf("valid hit@50: untrained %.4f, after 3 epochs %.4f, random %.4f\n", untrained,

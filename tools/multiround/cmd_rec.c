@@ -210,7 +210,7 @@ static void print_train_help(void) {
            "  --ada             add Ada-Retrieval's adapters: %d rounds of %d items\n"
            "  --init DIR        base run folder whose best model initialises the\n"
            "                    backbone and item embedding (default: none)\n"
-           "  --epochs N        maximum epochs (default: %d)\n"
+           "  --epochs N        maximum epochs of training, each validated (default: %d)\n"
            "  --patience N      stop after N+1 validations without a better hit@50\n"
            "                    (default: %d)\n"
            "  --batch-size N    training examples per step (default: %d)\n"

@@ -115,7 +115,8 @@ size_t mr_qtype_block_bytes(mr_qtype type) {
 
 size_t mr_qtype_row_bytes(mr_qtype type, int64_t n) {
     int block = mr_qtype_block_size(type);
-    if (block == 0 || n < 0 || n % block != 0) {
+    if (block == 0 || n < 0 || n % block != 0 ||
+        (uint64_t)(n / block) > SIZE_MAX / mr_qtype_block_bytes(type)) {
         return 0;
     }
     return (size_t)(n / block) * mr_qtype_block_bytes(type);

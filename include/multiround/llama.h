@@ -10,7 +10,7 @@
  * Weights carry GGUF names ("token_embd.weight", "blk.0.attn_q.weight",
  * ..., "output_norm.weight", "output.weight"). Each one is a typed buffer
  * (F32, F16, BF16, Q8_0 or Q4_0, see quant.h) that inference reads, which
- * may point into a memory-mapped GGUF file. A trainable model also holds
+ * may point into a memory-mapped GGUF file. A trainable model also keeps
  * every weight as an F32 parameter in one mr_paramset, and its typed
  * buffers then point at those parameters, so both paths always see the
  * same values.
@@ -52,7 +52,7 @@ typedef struct mr_llama_config {
     int kv_heads;          /* Hkv: key/value heads; must divide heads */
     int head_dim;          /* D: width of one head (even, for rotary positions) */
     int ffn_dim;           /* F: hidden width of the SwiGLU layer */
-    int context_length;    /* the most positions the model accepts */
+    int context_length;    /* maximum number of positions */
     float rope_base;       /* theta of the rotary embedding, e.g. 10000 */
     mr_rope_layout rope_layout; /* ADJACENT (GGUF llama) or HALVES (Hugging Face, NeoX) */
     float rms_eps;         /* epsilon of every RMSNorm, e.g. 1e-5 */
@@ -102,10 +102,11 @@ mr_llama *mr_llama_init(const mr_llama_config *config, uint64_t seed, mr_error *
 mr_llama *mr_llama_load_gguf(const char *path, mr_error *err);
 
 /*
- * Writes the model as a GGUF v3 file of its architecture ("llama" for
- * ADJACENT rope without biases, "qwen2" otherwise), storing every matrix
- * as type (1-D weights stay F32) and copying the other key/values of
- * copy_kv_from (the tokenizer, say) when it is not NULL. Atomic.
+ * Writes the model atomically as a GGUF v3 file of architecture "llama"
+ * (ADJACENT rope) or "qwen2" (HALVES rope), with biases when the config
+ * has them. Every matrix is stored as type and 1-D weights stay F32. When
+ * copy_kv_from is not NULL, its other key/values (the tokenizer, say) are
+ * copied too.
  */
 mr_status mr_llama_save_gguf(const mr_llama *model, const char *path, mr_qtype type,
                              const mr_gguf *copy_kv_from, mr_error *err);
@@ -159,7 +160,7 @@ mr_tensor *mr_llama_logits(mr_llama *model, mr_ctx *ctx, mr_tensor *tokens);
  * Returns the mean next-token cross-entropy (a scalar) of the logits of
  * tokens [B, T] against targets (I32 [B, T], usually tokens shifted left by
  * one). Positions whose target is -1, or where mask (F32 [B, T], may be
- * NULL) is 0, count for nothing; with no counted position the loss is 0.
+ * NULL) is 0, count for nothing. With no counted position the loss is 0.
  * Returns NULL with the error stored in ctx on bad input.
  */
 mr_tensor *mr_llama_loss(mr_llama *model, mr_ctx *ctx, mr_tensor *tokens,
@@ -194,7 +195,7 @@ typedef enum mr_llama_logits_mode {
 
 /*
  * Runs n tokens at positions pos..pos+n-1, stores their keys and values in
- * the cache and writes logits as mode says. Attention reads the cache's
+ * the cache and writes the logits that mode selects. Attention reads the cache's
  * positions 0..pos+n-1, so positions before pos must come from earlier
  * calls with the same model. A batch (n > 1) goes through BLAS; a single
  * token through matrix-vector products on the stored types. Results are

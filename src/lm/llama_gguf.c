@@ -16,6 +16,7 @@
  * files rotate split halves (llama.cpp's NeoX rope type).
  */
 #include <inttypes.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -184,15 +185,31 @@ static mr_status attach_tensor(mr_llama *model, int index, const char *path, mr_
                             path, w->name, (int)t->type, t->ne[0]);
     }
 
+    /* A file with general.alignment below 4 may place data where float
+     * loads are misaligned; such a tensor is copied to aligned memory. */
+    void *aligned = NULL;
+    const void *data = t->data;
+    if ((uintptr_t)data % sizeof(float) != 0) {
+        aligned = malloc(t->size > 0 ? t->size : 1);
+        if (aligned == NULL) {
+            return mr_error_set(err, MR_ERR_NO_MEMORY, "llama: no memory for tensor %s",
+                                w->name);
+        }
+        memcpy(aligned, data, t->size);
+        data = aligned;
+    }
+
     if (w->n_dims == 2) {
-        llama_set_weight_data(model, index, t->type, t->data, false);
+        llama_set_weight_data(model, index, t->type, data, aligned != NULL);
         return MR_OK;
     }
     float *values = malloc((size_t)t->ne[0] * sizeof *values);
     if (values == NULL) {
+        free(aligned);
         return mr_error_set(err, MR_ERR_NO_MEMORY, "llama: no memory for tensor %s", w->name);
     }
-    mr_dequantize_row(t->type, t->data, values, t->ne[0]);
+    mr_dequantize_row(t->type, data, values, t->ne[0]);
+    free(aligned);
     llama_set_weight_data(model, index, MR_QTYPE_F32, values, true);
     return MR_OK;
 }
@@ -266,6 +283,9 @@ mr_llama *mr_llama_load_gguf(const char *path, mr_error *err) {
 /* Sets the model's keys on the writer. */
 static mr_status write_keys(const mr_llama *model, mr_gguf_writer *w, mr_error *err) {
     const mr_llama_config *c = &model->config;
+    /* NOTE: llama.cpp expects q/k/v biases in every "qwen2" file and none
+     * in "llama" files; multiround reads all four combinations, but
+     * llama.cpp may reject the other two. Not checked against llama.cpp. */
     const char *arch = c->rope_layout == MR_ROPE_ADJACENT ? "llama" : "qwen2";
     char key[KEY_MAX];
     mr_status status = mr_gguf_writer_set_string(w, "general.architecture", arch, err);

@@ -5,8 +5,8 @@
  * Per chunk and block it writes the rotated keys and the values of every
  * row into the cache first, then each row attends to the cache's
  * positions 0..its own. A single row goes through mr_qmatvec() on the
- * stored type; several rows through mr_sgemm(), directly on F32 weights
- * and on rows decoded LLAMA_DECODE_ROWS at a time for the other types.
+ * stored type. Several rows go through mr_sgemm(): directly on F32
+ * weights, and for other types on rows decoded LLAMA_DECODE_ROWS at a time.
  *
  * The arithmetic mirrors the training path (llama_train.c): rotary angles
  * are computed in double as the engine's rope does, and attention uses a

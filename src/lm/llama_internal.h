@@ -16,7 +16,8 @@
 #include "multiround/gguf.h"
 #include "multiround/llama.h"
 
-/* Longest weight name: "blk.<layer>.attn_output.weight" fits with room. */
+/* Maximum weight name length with the NUL; "blk.<layer>.attn_output.weight"
+ * fits with room to spare. */
 #define LLAMA_NAME_MAX 48
 
 /* The weights of one block, in storage order. */

@@ -15,8 +15,8 @@
  * initializer_range of Hugging Face's Llama config. */
 #define LLAMA_INIT_STD 0.02f
 
-/* Upper bound on any one size of the config; larger values are a bug or a
- * corrupt file, and it keeps every product of two sizes within int64. */
+/* Upper bound on any one size of the config. Larger values are a bug or a
+ * corrupt file, and the bound keeps every product of two sizes in int64. */
 #define LLAMA_SIZE_LIMIT (1 << 24)
 
 /* GGUF name suffix and whether the weight is a 1-D vector, per block kind. */

@@ -49,8 +49,11 @@ static mr_llama *fixture_model(mr_fixture *fixture, mr_ctx *data, const char *na
     for (int i = 0; i < mr_llama_weight_count(model); i++) {
         const mr_llama_weight *w = mr_llama_weight_at(model, i);
         mr_tensor *values = mr_fixture_tensor(fixture, data, name, w->name);
-        CHECK(values != NULL && mr_tensor_same_shape(values, w->param));
-        if (values != NULL && mr_tensor_same_shape(values, w->param)) {
+        if (values == NULL) {
+            continue; /* the fixture loader reported the missing tensor */
+        }
+        CHECK(mr_tensor_same_shape(values, w->param));
+        if (mr_tensor_same_shape(values, w->param)) {
             mr_tensor_copy(w->param, values);
         }
     }
@@ -171,14 +174,22 @@ static void llama_weight_list_layout(void) {
     CHECK_INT_EQ(q->type, MR_QTYPE_F32);
 
     const mr_llama_weight *kb = mr_llama_find_weight(model, "blk.2.attn_k.bias");
-    CHECK(kb != NULL && kb->n_dims == 1 && kb->ne[0] == 16);
+    CHECK(kb != NULL);
+    if (kb != NULL) {
+        CHECK_INT_EQ(kb->n_dims, 1);
+        CHECK_INT_EQ(kb->ne[0], 16);
+    }
     const mr_llama_weight *down = mr_llama_find_weight(model, "blk.1.ffn_down.weight");
-    CHECK(down != NULL && down->ne[0] == 40 && down->ne[1] == 24);
+    CHECK(down != NULL);
+    if (down != NULL) {
+        CHECK_INT_EQ(down->ne[0], 40);
+        CHECK_INT_EQ(down->ne[1], 24);
+    }
     const mr_llama_weight *out = mr_llama_weight_at(model, mr_llama_weight_count(model) - 1);
     CHECK(strcmp(out->name, "output.weight") == 0);
     CHECK(mr_llama_weight_at(model, mr_llama_weight_count(model)) == NULL);
 
-    /* The paramset holds every weight in the same order and names. */
+    /* The paramset contains every weight in the same order and names. */
     mr_paramset *params = mr_llama_params(model);
     CHECK(params != NULL);
     CHECK_INT_EQ(mr_paramset_count(params), mr_llama_weight_count(model));
@@ -254,8 +265,9 @@ static void llama_matches_torch(void) {
 
         mr_tensor *logits = mr_llama_logits(model, ctx, tokens);
         CHECK_CTX_OK(ctx);
-        CHECK(logits != NULL && mr_tensor_same_shape(logits, expected_logits));
+        CHECK(logits != NULL);
         if (logits != NULL) {
+            CHECK(mr_tensor_same_shape(logits, expected_logits));
             CHECK_INT_EQ(CHECK_ARRAY_NEAR(logits->data, expected_logits->data,
                                           mr_tensor_numel(logits), 1e-4, 0.0),
                          0);
@@ -274,8 +286,8 @@ static void llama_matches_torch(void) {
             char key[80];
             snprintf(key, sizeof key, "grad.%s", w->name);
             mr_tensor *expected = mr_fixture_tensor(fixture, data, name, key);
+            CHECK(w->param->grad != NULL);
             if (expected == NULL || w->param->grad == NULL) {
-                CHECK(expected != NULL && w->param->grad != NULL);
                 continue;
             }
             int bad = CHECK_ARRAY_NEAR(w->param->grad, expected->data,
@@ -425,7 +437,8 @@ static void llama_eval_matches_training(void) {
         float *want = training_logits(model, tokens, 1, LENGTH);
         float *logits = malloc((size_t)LENGTH * (size_t)config.vocab_size * sizeof *logits);
         mr_llama_cache *cache = mr_llama_cache_create(model, LENGTH, &err);
-        CHECK(cache != NULL && want != NULL);
+        CHECK(cache != NULL);
+        CHECK(want != NULL);
         if (cache != NULL && want != NULL) {
             CHECK_STATUS(mr_llama_eval(model, cache, tokens, LENGTH, 0, logits,
                                        MR_LLAMA_LOGITS_ALL, &err),
@@ -474,9 +487,9 @@ static void llama_eval_is_repeatable(void) {
 /*
  * Quantised inference: the batched path (rows decoded for BLAS) and the
  * single-token path (mr_qmatvec) read the same stored values, so they
- * agree to float32 rounding (1e-4). Against F32 weights the logits, which
- * spread over about 5.6, moved at most by 3.6e-3 (F16), 0.107 (Q8_0) and
- * 1.11 (Q4_0) in this test's model and seed; the bounds are about twice
+ * agree to float32 rounding (1e-4). Against F32 weights, the logits of
+ * this test's model and seed spread over about 5.6 and moved by at most
+ * 3.6e-3 (F16), 0.107 (Q8_0) and 1.11 (Q4_0). The bounds are about twice
  * those. The order F16 < Q8_0 < Q4_0 follows the step sizes: 2^-11
  * relative, max/127 and max/8 per block of 32.
  */
@@ -525,9 +538,12 @@ static void llama_quantized_eval_is_close(void) {
         /* Training on it again decodes the stored values into F32. */
         CHECK_STATUS(mr_llama_make_trainable(model, &err), MR_OK);
         const mr_llama_weight *up = mr_llama_find_weight(model, "blk.1.ffn_up.weight");
-        CHECK(up->param != NULL && up->type == MR_QTYPE_F32 && up->data == up->param->data);
+        CHECK(up->param != NULL);
+        CHECK_INT_EQ(up->type, MR_QTYPE_F32);
+        CHECK(up->param == NULL || up->data == up->param->data);
         float *retrained = training_logits(model, tokens, 1, LENGTH);
-        CHECK(retrained != NULL && max_abs_diff(retrained, want, n) <= bounds[k]);
+        CHECK(retrained != NULL);
+        CHECK(retrained == NULL || max_abs_diff(retrained, want, n) <= bounds[k]);
         free(retrained);
         mr_llama_free(model);
     }
@@ -610,7 +626,8 @@ static void llama_loss_rejects_bad_input(void) {
                          mr_tensor_from_i32(ctx, 2, shape, ids),
                          mr_tensor_from_f32(ctx, 2, shape, zeros));
     CHECK_CTX_OK(ctx);
-    CHECK(loss != NULL && loss->data[0] == 0.0f);
+    CHECK(loss != NULL);
+    CHECK(loss == NULL || loss->data[0] == 0.0f);
     mr_ctx_reset(ctx);
 
     /* A quantised model has no parameters to train. Every row width must

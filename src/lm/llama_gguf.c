@@ -283,9 +283,10 @@ mr_llama *mr_llama_load_gguf(const char *path, mr_error *err) {
 /* Sets the model's keys on the writer. */
 static mr_status write_keys(const mr_llama *model, mr_gguf_writer *w, mr_error *err) {
     const mr_llama_config *c = &model->config;
-    /* NOTE: llama.cpp expects q/k/v biases in every "qwen2" file and none
-     * in "llama" files; multiround reads all four combinations, but
-     * llama.cpp may reject the other two. Not checked against llama.cpp. */
+    /* NOTE: llama.cpp expects q/k/v biases in every "qwen2" file. This
+     * loader takes biases from the tensors present, so it reads any
+     * combination, but llama.cpp may reject ADJACENT rope with biases or
+     * HALVES rope without them. Not checked against llama.cpp. */
     const char *arch = c->rope_layout == MR_ROPE_ADJACENT ? "llama" : "qwen2";
     char key[KEY_MAX];
     mr_status status = mr_gguf_writer_set_string(w, "general.architecture", arch, err);

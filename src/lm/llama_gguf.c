@@ -237,9 +237,10 @@ static void log_loaded(const mr_llama *model, const char *path) {
         }
     }
     mr_log(MR_LOG_INFO, "llama",
-           "loaded '%s': %s rope, V %d, C %d, L %d, heads %d (kv %d) of D %d, F %d, context %d, "
+           "loaded '%s': architecture %s, %s rope, V %d, C %d, L %d, heads %d (kv %d) of D %d, F %d, context %d, "
            "theta %g, eps %g%s%s; %d weights (%s), %.2f MiB",
-           path, c->rope_layout == MR_ROPE_ADJACENT ? "adjacent-pair" : "split-half",
+           path, c->rope_layout == MR_ROPE_ADJACENT ? "llama" : "qwen2",
+           c->rope_layout == MR_ROPE_ADJACENT ? "adjacent-pair" : "split-half",
            c->vocab_size, c->dim, c->layers, c->heads, c->kv_heads, c->head_dim, c->ffn_dim,
            c->context_length, (double)c->rope_base, (double)c->rms_eps,
            c->qkv_bias ? ", qkv bias" : "", c->tied_output ? ", tied output" : "",

@@ -1,0 +1,213 @@
+/*
+ * multiround Llama-family transformers: configuration, weights, inference
+ * with a KV cache, and training on the engine's autodiff.
+ *
+ * The model is a decoder-only transformer: a token embedding, L blocks of
+ * pre-RMSNorm grouped-query attention with rotary positions and a SwiGLU
+ * feed-forward layer, a final RMSNorm and an output projection (its own
+ * matrix or the token embedding, tied). Optional q/k/v biases cover Qwen2.
+ *
+ * Weights carry GGUF names ("token_embd.weight", "blk.0.attn_q.weight",
+ * ..., "output_norm.weight", "output.weight"). Each one is a typed buffer
+ * (F32, F16, BF16, Q8_0 or Q4_0, see quant.h) that inference reads, which
+ * may point into a memory-mapped GGUF file. A trainable model also keeps
+ * every weight as an F32 parameter in one mr_paramset, and its typed
+ * buffers then point at those parameters, so both paths always see the
+ * same values.
+ *
+ *     mr_llama *model = mr_llama_load_gguf("stories260K.gguf", &err);
+ *     mr_llama_cache *cache = mr_llama_cache_create(model, 256, &err);
+ *     mr_llama_eval(model, cache, prompt, n, 0, logits, MR_LLAMA_LOGITS_LAST, &err);
+ *     ... pick the next token from logits [V] ...
+ *     mr_llama_eval(model, cache, &next, 1, n, logits, MR_LLAMA_LOGITS_LAST, &err);
+ *
+ * Training builds the same network from engine operations:
+ *
+ *     mr_llama *model = mr_llama_init(&config, seed, &err);
+ *     mr_tensor *loss = mr_llama_loss(model, step_ctx, tokens, targets, NULL);
+ *     mr_tensor_backward(step_ctx, loss, NULL);  // gradients in mr_llama_params()
+ */
+#ifndef MULTIROUND_LLAMA_H
+#define MULTIROUND_LLAMA_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "multiround/common.h"
+#include "multiround/gguf.h"
+#include "multiround/params.h"
+#include "multiround/quant.h"
+#include "multiround/tensor.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Shape and numerics of a Llama-family model. */
+typedef struct mr_llama_config {
+    int vocab_size;        /* V: token ids are in [0, V) */
+    int dim;               /* C: width of the residual stream */
+    int layers;            /* L: transformer blocks */
+    int heads;             /* Hq: query heads */
+    int kv_heads;          /* Hkv: key/value heads; must divide heads */
+    int head_dim;          /* D: width of one head (even, for rotary positions) */
+    int ffn_dim;           /* F: hidden width of the SwiGLU layer */
+    int context_length;    /* maximum number of positions */
+    float rope_base;       /* theta of the rotary embedding, e.g. 10000 */
+    mr_rope_layout rope_layout; /* ADJACENT (GGUF llama) or HALVES (Hugging Face, NeoX) */
+    float rms_eps;         /* epsilon of every RMSNorm, e.g. 1e-5 */
+    bool qkv_bias;         /* q, k and v projections have biases (Qwen2) */
+    bool tied_output;      /* logits use token_embd.weight; no output.weight */
+} mr_llama_config;
+
+/*
+ * Checks a config: sizes >= 1, heads a multiple of kv_heads, head_dim even,
+ * rope_base and rms_eps finite and > 0, and a known rope layout. Returns
+ * MR_OK, or MR_ERR_INVALID_ARGUMENT with a message naming the field.
+ */
+mr_status mr_llama_config_validate(const mr_llama_config *config, mr_error *err);
+
+/* One weight as inference reads it. */
+typedef struct mr_llama_weight {
+    const char *name;   /* GGUF name */
+    mr_qtype type;      /* storage type of data */
+    int n_dims;         /* 1 or 2 */
+    int64_t ne[2];      /* GGUF order: ne[0] is the contiguous axis (the input
+                           width of a matrix), ne[1] the row count; 1 if 1-D */
+    const void *data;   /* ne[1] rows of mr_qtype_row_bytes(type, ne[0]) bytes */
+    mr_tensor *param;   /* the F32 parameter [ne[1], ne[0]] of a trainable
+                           model, or NULL */
+} mr_llama_weight;
+
+typedef struct mr_llama mr_llama;
+
+/*
+ * Creates a trainable model with F32 weights drawn from the seed: every
+ * matrix and the embedding from normal(0, 0.02), RMSNorm weights 1, biases
+ * 0. The same config and seed give bit-identical weights. Returns NULL and
+ * fills err when the config is invalid or memory runs out.
+ */
+mr_llama *mr_llama_init(const mr_llama_config *config, uint64_t seed, mr_error *err);
+
+/*
+ * Opens a GGUF file of architecture "llama" (adjacent-pair rope) or "qwen2"
+ * (split-half rope, q/k/v biases) and maps its weights without copying
+ * matrices; 1-D weights are converted to F32. A missing
+ * "<arch>.rope.freq_base" means 10000, a missing head_count_kv means
+ * head_count, and a missing output.weight means tied output. Checks every
+ * tensor's shape and type and logs what was loaded. Returns NULL and fills
+ * err on a missing file, key or tensor, a wrong shape or an unsupported
+ * type or architecture.
+ */
+mr_llama *mr_llama_load_gguf(const char *path, mr_error *err);
+
+/*
+ * Writes the model atomically as a GGUF v3 file of architecture "llama"
+ * (ADJACENT rope) or "qwen2" (HALVES rope), with biases when the config
+ * has them. Every matrix is stored as type and 1-D weights stay F32. When
+ * copy_kv_from is not NULL, its other key/values (the tokenizer, say) are
+ * copied too.
+ */
+mr_status mr_llama_save_gguf(const mr_llama *model, const char *path, mr_qtype type,
+                             const mr_gguf *copy_kv_from, mr_error *err);
+
+/* Frees the model, its parameters and its file mapping. model may be NULL. */
+void mr_llama_free(mr_llama *model);
+
+/* Returns the model's configuration. */
+const mr_llama_config *mr_llama_get_config(const mr_llama *model);
+
+/* Number of weights and the weight at index (NULL when out of range), in
+ * storage order: token_embd, then each block, then output_norm and output. */
+int mr_llama_weight_count(const mr_llama *model);
+const mr_llama_weight *mr_llama_weight_at(const mr_llama *model, int index);
+
+/* The weight with this GGUF name, or NULL. */
+const mr_llama_weight *mr_llama_find_weight(const mr_llama *model, const char *name);
+
+/*
+ * Makes a loaded model trainable: copies every weight, dequantised, into
+ * F32 parameters of a new mr_paramset and points the typed weights at them
+ * (the file mapping is closed). Does nothing for a model that is already
+ * trainable. Fills err when memory runs out.
+ */
+mr_status mr_llama_make_trainable(mr_llama *model, mr_error *err);
+
+/*
+ * Converts every matrix to type for inference (1-D weights stay F32), in
+ * memory the model owns. A trainable model loses its parameters and is no
+ * longer trainable. Row widths must be multiples of the type's block size;
+ * otherwise MR_ERR_UNSUPPORTED names the weight and nothing changes.
+ */
+mr_status mr_llama_quantize(mr_llama *model, mr_qtype type, mr_error *err);
+
+/* The parameter set of a trainable model, or NULL. Parameter names are the
+ * GGUF names and shapes are [ne[1], ne[0]]. */
+mr_paramset *mr_llama_params(const mr_llama *model);
+
+/* ------------------------------------------------------------------------
+ * Training path (engine operations, recorded for autodiff)
+ * ------------------------------------------------------------------------ */
+
+/*
+ * Builds the logits [B, T, V] of I32 tokens [B, T] at positions 0..T-1
+ * (T <= context_length) in ctx, with causal attention. The model must be
+ * trainable. Returns NULL with the error stored in ctx on bad input.
+ */
+mr_tensor *mr_llama_logits(mr_llama *model, mr_ctx *ctx, mr_tensor *tokens);
+
+/*
+ * Returns the mean next-token cross-entropy (a scalar) of the logits of
+ * tokens [B, T] against targets (I32 [B, T], usually tokens shifted left by
+ * one). Positions whose target is -1, or where mask (F32 [B, T], may be
+ * NULL) is 0, count for nothing. With no counted position the loss is 0.
+ * Returns NULL with the error stored in ctx on bad input.
+ */
+mr_tensor *mr_llama_loss(mr_llama *model, mr_ctx *ctx, mr_tensor *tokens,
+                         mr_tensor *targets, mr_tensor *mask);
+
+/* ------------------------------------------------------------------------
+ * Inference with a KV cache
+ * ------------------------------------------------------------------------ */
+
+typedef struct mr_llama_cache mr_llama_cache;
+
+/*
+ * Creates a KV cache for positions 0..length-1 of model (length <=
+ * context_length): F32 keys and values of every layer, 2 L Hkv length D
+ * floats, plus scratch memory for the evaluation. Returns NULL and fills
+ * err on a bad length or when memory runs out.
+ */
+mr_llama_cache *mr_llama_cache_create(const mr_llama *model, int length, mr_error *err);
+
+/* Frees the cache. cache may be NULL. */
+void mr_llama_cache_free(mr_llama_cache *cache);
+
+/* Number of positions the cache holds. */
+int mr_llama_cache_length(const mr_llama_cache *cache);
+
+/* Which logits mr_llama_eval() writes. */
+typedef enum mr_llama_logits_mode {
+    MR_LLAMA_LOGITS_NONE = 0, /* fill the cache only; logits may be NULL */
+    MR_LLAMA_LOGITS_LAST = 1, /* [V] for the last token */
+    MR_LLAMA_LOGITS_ALL = 2   /* [n, V], one row per token */
+} mr_llama_logits_mode;
+
+/*
+ * Runs n tokens at positions pos..pos+n-1, stores their keys and values in
+ * the cache and writes the logits that mode selects. Attention reads the cache's
+ * positions 0..pos+n-1, so positions before pos must come from earlier
+ * calls with the same model. A batch (n > 1) goes through BLAS; a single
+ * token through matrix-vector products on the stored types. Results are
+ * identical for the same inputs and thread count. Fills err on an id
+ * outside [0, V), n < 1, or pos + n beyond the cache.
+ */
+mr_status mr_llama_eval(const mr_llama *model, mr_llama_cache *cache, const int32_t *tokens,
+                        int n, int pos, float *logits, mr_llama_logits_mode mode,
+                        mr_error *err);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* MULTIROUND_LLAMA_H */

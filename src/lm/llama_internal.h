@@ -1,0 +1,84 @@
+/*
+ * Private layout of mr_llama, shared by the model, training, inference and
+ * GGUF files of src/lm/.
+ *
+ * The weights form one list in storage order: token_embd.weight, then for
+ * each block the kinds of enum llama_block_kind that the config uses (the
+ * q/k/v biases only with qkv_bias), then output_norm.weight and, unless the
+ * output is tied, output.weight.
+ */
+#ifndef MR_LM_LLAMA_INTERNAL_H
+#define MR_LM_LLAMA_INTERNAL_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "multiround/gguf.h"
+#include "multiround/llama.h"
+
+/* Maximum weight name length with the NUL; "blk.<layer>.attn_output.weight"
+ * fits with room to spare. */
+#define LLAMA_NAME_MAX 48
+
+/* The weights of one block, in storage order. */
+enum llama_block_kind {
+    LLAMA_ATTN_NORM,
+    LLAMA_ATTN_Q,
+    LLAMA_ATTN_K,
+    LLAMA_ATTN_V,
+    LLAMA_ATTN_Q_BIAS,
+    LLAMA_ATTN_K_BIAS,
+    LLAMA_ATTN_V_BIAS,
+    LLAMA_ATTN_OUTPUT,
+    LLAMA_FFN_NORM,
+    LLAMA_FFN_GATE,
+    LLAMA_FFN_UP,
+    LLAMA_FFN_DOWN,
+    LLAMA_BLOCK_KINDS
+};
+
+struct mr_llama {
+    mr_llama_config config;
+    mr_llama_weight *weights;     /* weight_count entries in storage order */
+    char (*names)[LLAMA_NAME_MAX];
+    void **owned;                 /* per weight: memory the model owns, or NULL */
+    int weight_count;
+    int *block_slots;             /* [layers][LLAMA_BLOCK_KINDS]: index or -1 */
+    int token_embd;               /* index of token_embd.weight */
+    int output_norm;
+    int output;                   /* output.weight, or token_embd when tied */
+    mr_paramset *params;          /* F32 parameters of a trainable model, or NULL */
+    mr_gguf *gguf;                /* the mapping weights point into, or NULL */
+};
+
+/*
+ * Allocates a model with the weight list of config: names and shapes set,
+ * types F32 and data NULL. Validates the config. Returns NULL and fills
+ * err on an invalid config or when memory runs out.
+ */
+mr_llama *llama_create_layout(const mr_llama_config *config, mr_error *err);
+
+/* The weight of kind in block layer, or NULL when the config has none. */
+const mr_llama_weight *llama_block_weight(const mr_llama *model, int layer,
+                                          enum llama_block_kind kind);
+
+/* Widths used throughout: Hq D and Hkv D. */
+static inline int64_t llama_q_width(const mr_llama_config *c) {
+    return (int64_t)c->heads * c->head_dim;
+}
+static inline int64_t llama_kv_width(const mr_llama_config *c) {
+    return (int64_t)c->kv_heads * c->head_dim;
+}
+
+/* Replaces the storage of weight index by type/data; data becomes owned by
+ * the model when owned is true (the previous owned buffer is freed). */
+void llama_set_weight_data(mr_llama *model, int index, mr_qtype type, const void *data,
+                           bool owned);
+
+/* The largest ne[0] of any weight: room for one decoded row. */
+size_t llama_widest_row(const mr_llama *model);
+
+/* Decodes row r of a weight into dst (ne[0] floats). */
+void llama_weight_row(const mr_llama_weight *w, int64_t r, float *dst);
+
+#endif /* MR_LM_LLAMA_INTERNAL_H */

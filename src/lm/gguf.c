@@ -414,8 +414,10 @@ static mr_status parse_tensor_info(parser *p, mr_gguf_tensor *t) {
     }
     t->n_dims = (int)n_dims;
 
-    /* The element count must fit int64_t; dimensions of 0 are allowed. */
+    /* Dimensions of 0 are allowed. The product of the nonzero dimensions
+     * must fit int64_t, so that no partial product of ne overflows. */
     uint64_t elements = 1;
+    uint64_t nonzero_product = 1;
     for (int d = 0; d < 4; d++) {
         t->ne[d] = 1;
     }
@@ -426,12 +428,13 @@ static mr_status parse_tensor_info(parser *p, mr_gguf_tensor *t) {
         if (status != MR_OK) {
             return status;
         }
-        if (ne > (uint64_t)INT64_MAX || (ne != 0 && elements > (uint64_t)INT64_MAX / ne)) {
+        if (ne > (uint64_t)INT64_MAX || (ne != 0 && nonzero_product > (uint64_t)INT64_MAX / ne)) {
             return fail(p, MR_ERR_FORMAT, "tensor '%s': dimension %" PRIu32 " at offset %zu is %"
-                        PRIu64 ", which makes the element count overflow 64 bits",
+                        PRIu64 ", which makes the product of the dimensions overflow 64 bits",
                         name, d, ne_offset, ne);
         }
         elements *= ne;
+        nonzero_product *= ne != 0 ? ne : 1;
         t->ne[d] = (int64_t)ne;
     }
 

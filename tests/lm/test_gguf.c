@@ -922,7 +922,7 @@ static void bad_tensor_infos_rejected(void) {
 
     put_header(&b, 3, 1, 0);
     put_tensor_info(&b, "big", 1ull << 40, 1ull << 40, MR_QTYPE_F32, 0);
-    EXPECT_REJECTED(&b, MR_ERR_FORMAT, "makes the element count overflow 64 bits", NULL);
+    EXPECT_REJECTED(&b, MR_ERR_FORMAT, "makes the product of the dimensions overflow 64 bits", NULL);
 
     put_header(&b, 3, 1, 0);
     put_tensor_info(&b, "w", 8, 1, MR_QTYPE_F32, 4);
@@ -936,6 +936,19 @@ static void bad_tensor_infos_rejected(void) {
     pad(&b, 32);
     put_data(&b, 64);
     EXPECT_REJECTED(&b, MR_ERR_FORMAT, "tensor 'w' needs bytes 1152921504606846976", "past the end");
+
+    /* A zero dimension does not hide an overflow of the others. */
+    put_header(&b, 3, 1, 0);
+    put_string(&b, "z");
+    put_u32(&b, 3);
+    put_u64(&b, 0);
+    put_u64(&b, 1ull << 40);
+    put_u64(&b, 1ull << 40);
+    put_u32(&b, MR_QTYPE_F32);
+    put_u64(&b, 0);
+    pad(&b, 32);
+    EXPECT_REJECTED(&b, MR_ERR_FORMAT, "tensor 'z': dimension 2 at offset 53",
+                    "product of the dimensions overflow");
 
     /* ne = 2^62 x 4 bytes: the element count fits but the size does not. */
     put_header(&b, 3, 1, 0);

@@ -1,6 +1,6 @@
 /*
- * GGUF reader: maps a file, validates the whole header and answers
- * lookups of keys and tensors. The writer is in gguf_write.c.
+ * GGUF reader: maps a file, validates the whole header and looks up
+ * keys and tensors. The writer is in gguf_write.c.
  *
  * Every read goes through a bounds-checked cursor, and every count is
  * compared with the bytes left in the file before anything is allocated
@@ -25,10 +25,10 @@
 #error "gguf.c reads little-endian values with memcpy and needs a little-endian host"
 #endif
 
-/* Smallest encodings, used to bound counts by the bytes left: a pair is
- * at least a key length (8), a value type (4) and a 1-byte value; a
- * tensor info is at least a name length (8), n_dims (4), one dimension
- * (8), a type (4) and an offset (8). */
+/* Smallest encodings in bytes, which bound counts by the bytes left. A
+ * pair has at least a key length (8), a value type (4) and a 1-byte
+ * value. A tensor info has at least a name length (8), n_dims (4), one
+ * dimension (8), a type (4) and an offset (8). */
 #define MIN_KV_BYTES 13u
 #define MIN_TENSOR_INFO_BYTES 32u
 
@@ -842,8 +842,8 @@ static mr_status find_typed(const mr_gguf *gguf, const char *key, mr_gguf_type e
     return MR_OK;
 }
 
-/* Reads an integer value of any integer type as a sign flag and magnitude
- * split: *negative is set for values below zero, which go to *signed_value. */
+/* Reads a value of any integer type. A negative value goes to
+ * *signed_value with *negative set, and any other value to *unsigned_value. */
 static mr_status read_integer(const mr_gguf *gguf, const char *key, const char *wanted,
                               bool *negative, int64_t *signed_value, uint64_t *unsigned_value,
                               mr_error *err) {
@@ -875,7 +875,10 @@ static mr_status read_integer(const mr_gguf *gguf, const char *key, const char *
 
     *negative = is_signed && s < 0;
     *signed_value = s;
-    *unsigned_value = is_signed ? (s < 0 ? 0 : (uint64_t)s) : u;
+    *unsigned_value = u;
+    if (is_signed) {
+        *unsigned_value = s < 0 ? 0 : (uint64_t)s;
+    }
     return MR_OK;
 }
 

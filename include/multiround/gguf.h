@@ -152,7 +152,7 @@ mr_status mr_gguf_get_array(const mr_gguf *gguf, const char *key, mr_gguf_type *
 
 /* Stores the j-th string of a string array (pointer into the mapping, not
  * NUL-terminated) and its byte length. Returns MR_ERR_INVALID_ARGUMENT
- * for j out of range and MR_ERR_FORMAT if the array holds another type. */
+ * for j out of range and MR_ERR_FORMAT if the array contains another type. */
 mr_status mr_gguf_array_string(const mr_gguf *gguf, const char *key, int64_t j,
                                const char **out, size_t *len, mr_error *err);
 

@@ -1,6 +1,6 @@
 /*
- * GGUF reader: maps a file, validates the whole header and answers
- * lookups of keys and tensors. The writer is in gguf_write.c.
+ * GGUF reader: maps a file, validates the whole header and looks up
+ * keys and tensors. The writer is in gguf_write.c.
  *
  * Every read goes through a bounds-checked cursor, and every count is
  * compared with the bytes left in the file before anything is allocated
@@ -25,10 +25,10 @@
 #error "gguf.c reads little-endian values with memcpy and needs a little-endian host"
 #endif
 
-/* Smallest encodings, used to bound counts by the bytes left: a pair is
- * at least a key length (8), a value type (4) and a 1-byte value; a
- * tensor info is at least a name length (8), n_dims (4), one dimension
- * (8), a type (4) and an offset (8). */
+/* Smallest encodings in bytes, which bound counts by the bytes left. A
+ * pair has at least a key length (8), a value type (4) and a 1-byte
+ * value. A tensor info has at least a name length (8), n_dims (4), one
+ * dimension (8), a type (4) and an offset (8). */
 #define MIN_KV_BYTES 13u
 #define MIN_TENSOR_INFO_BYTES 32u
 
@@ -414,8 +414,10 @@ static mr_status parse_tensor_info(parser *p, mr_gguf_tensor *t) {
     }
     t->n_dims = (int)n_dims;
 
-    /* The element count must fit int64_t; dimensions of 0 are allowed. */
+    /* Dimensions of 0 are allowed. The product of the nonzero dimensions
+     * must fit int64_t, so that no partial product of ne overflows. */
     uint64_t elements = 1;
+    uint64_t nonzero_product = 1;
     for (int d = 0; d < 4; d++) {
         t->ne[d] = 1;
     }
@@ -426,12 +428,13 @@ static mr_status parse_tensor_info(parser *p, mr_gguf_tensor *t) {
         if (status != MR_OK) {
             return status;
         }
-        if (ne > (uint64_t)INT64_MAX || (ne != 0 && elements > (uint64_t)INT64_MAX / ne)) {
+        if (ne > (uint64_t)INT64_MAX || (ne != 0 && nonzero_product > (uint64_t)INT64_MAX / ne)) {
             return fail(p, MR_ERR_FORMAT, "tensor '%s': dimension %" PRIu32 " at offset %zu is %"
-                        PRIu64 ", which makes the element count overflow 64 bits",
+                        PRIu64 ", which makes the product of the dimensions overflow 64 bits",
                         name, d, ne_offset, ne);
         }
         elements *= ne;
+        nonzero_product *= ne != 0 ? ne : 1;
         t->ne[d] = (int64_t)ne;
     }
 
@@ -839,8 +842,8 @@ static mr_status find_typed(const mr_gguf *gguf, const char *key, mr_gguf_type e
     return MR_OK;
 }
 
-/* Reads an integer value of any integer type as a sign flag and magnitude
- * split: *negative is set for values below zero, which go to *signed_value. */
+/* Reads a value of any integer type. A negative value goes to
+ * *signed_value with *negative set, and any other value to *unsigned_value. */
 static mr_status read_integer(const mr_gguf *gguf, const char *key, const char *wanted,
                               bool *negative, int64_t *signed_value, uint64_t *unsigned_value,
                               mr_error *err) {
@@ -872,7 +875,10 @@ static mr_status read_integer(const mr_gguf *gguf, const char *key, const char *
 
     *negative = is_signed && s < 0;
     *signed_value = s;
-    *unsigned_value = is_signed ? (s < 0 ? 0 : (uint64_t)s) : u;
+    *unsigned_value = u;
+    if (is_signed) {
+        *unsigned_value = s < 0 ? 0 : (uint64_t)s;
+    }
     return MR_OK;
 }
 

@@ -394,50 +394,65 @@ static size_t padding_to_alignment(uint64_t pos) {
     return (size_t)((ALIGNMENT - pos % ALIGNMENT) % ALIGNMENT);
 }
 
-static mr_status write_u32(mr_file_writer *out, uint32_t v, mr_error *err) {
-    return mr_file_writer_write(out, &v, sizeof v, err);
+/* A file writer that keeps its first failure: later writes are skipped,
+ * so the caller sees the message of the write that failed. */
+typedef struct sink {
+    mr_file_writer *out;
+    mr_error *err;
+    mr_status status;
+} sink;
+
+static void sink_write(sink *s, const void *data, size_t size) {
+    if (s->status == MR_OK && size > 0) {
+        s->status = mr_file_writer_write(s->out, data, size, s->err);
+    }
 }
 
-static mr_status write_u64(mr_file_writer *out, uint64_t v, mr_error *err) {
-    return mr_file_writer_write(out, &v, sizeof v, err);
+static void sink_u32(sink *s, uint32_t v) {
+    sink_write(s, &v, sizeof v);
 }
 
-static mr_status write_string(mr_file_writer *out, const char *s, mr_error *err) {
-    uint64_t len = strlen(s);
-    mr_status status = write_u64(out, len, err);
-    return status != MR_OK ? status : mr_file_writer_write(out, s, (size_t)len, err);
+static void sink_u64(sink *s, uint64_t v) {
+    sink_write(s, &v, sizeof v);
 }
 
-/* Writes the header, pairs and tensor infos; the first error sticks in
- * the file writer, so the steps need not be checked one by one. */
-static mr_status write_header(const mr_gguf_writer *w, mr_file_writer *out, mr_error *err) {
-    mr_file_writer_write(out, MR_GGUF_MAGIC, 4, err);
-    write_u32(out, 3, err);
-    write_u64(out, (uint64_t)w->tensor_count, err);
-    write_u64(out, (uint64_t)w->kv_count, err);
+static void sink_string(sink *s, const char *text) {
+    uint64_t len = strlen(text);
+    sink_u64(s, len);
+    sink_write(s, text, (size_t)len);
+}
+
+static const uint8_t zeros[ALIGNMENT] = {0};
+
+/* Writes the header, the pairs, the tensor infos and the padding up to
+ * the data section. */
+static void write_header(const mr_gguf_writer *w, sink *s) {
+    sink_write(s, MR_GGUF_MAGIC, 4);
+    sink_u32(s, 3);
+    sink_u64(s, (uint64_t)w->tensor_count);
+    sink_u64(s, (uint64_t)w->kv_count);
 
     for (int64_t i = 0; i < w->kv_count; i++) {
         const writer_kv *kv = &w->kvs[i];
-        write_string(out, kv->key, err);
-        write_u32(out, (uint32_t)kv->type, err);
-        mr_file_writer_write(out, kv->value, kv->value_len, err);
+        sink_string(s, kv->key);
+        sink_u32(s, (uint32_t)kv->type);
+        sink_write(s, kv->value, kv->value_len);
     }
 
     uint64_t offset = 0;
     for (int64_t i = 0; i < w->tensor_count; i++) {
         const writer_tensor *t = &w->tensors[i];
-        write_string(out, t->name, err);
-        write_u32(out, (uint32_t)t->n_dims, err);
+        sink_string(s, t->name);
+        sink_u32(s, (uint32_t)t->n_dims);
         for (int d = 0; d < t->n_dims; d++) {
-            write_u64(out, (uint64_t)t->ne[d], err);
+            sink_u64(s, (uint64_t)t->ne[d]);
         }
-        write_u32(out, (uint32_t)t->type, err);
-        write_u64(out, offset, err);
+        sink_u32(s, (uint32_t)t->type);
+        sink_u64(s, offset);
         offset += t->size + padding_to_alignment(t->size);
     }
 
-    static const uint8_t zeros[ALIGNMENT] = {0};
-    return mr_file_writer_write(out, zeros, padding_to_alignment(mr_file_writer_size(out)), err);
+    sink_write(s, zeros, padding_to_alignment(mr_file_writer_size(s->out)));
 }
 
 mr_status mr_gguf_writer_write(mr_gguf_writer *w, const char *path, mr_error *err) {
@@ -450,20 +465,16 @@ mr_status mr_gguf_writer_write(mr_gguf_writer *w, const char *path, mr_error *er
         return status;
     }
 
-    status = write_header(w, out, err);
-    static const uint8_t zeros[ALIGNMENT] = {0};
-    for (int64_t i = 0; i < w->tensor_count && status == MR_OK; i++) {
+    sink s = {.out = out, .err = err, .status = MR_OK};
+    write_header(w, &s);
+    for (int64_t i = 0; i < w->tensor_count; i++) {
         const writer_tensor *t = &w->tensors[i];
-        if (t->size > 0) {
-            status = mr_file_writer_write(out, t->data, t->size, err);
-        }
-        if (status == MR_OK) {
-            status = mr_file_writer_write(out, zeros, padding_to_alignment(t->size), err);
-        }
+        sink_write(&s, t->data, t->size);
+        sink_write(&s, zeros, padding_to_alignment(t->size));
     }
-    if (status != MR_OK) {
+    if (s.status != MR_OK) {
         mr_file_writer_abort(out);
-        return status;
+        return s.status;
     }
     return mr_file_writer_commit(out, err);
 }

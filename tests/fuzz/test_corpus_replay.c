@@ -1,27 +1,53 @@
 /*
- * Replays the fuzz seed corpus through the fuzz target without libFuzzer,
- * so that every CI build runs it. Files named valid_* must open and files
- * named invalid_* must be rejected. Any other file, such as a saved crash
- * input, only has to pass through the target without a fault.
+ * Replays the fuzz seed corpora through the fuzz targets without
+ * libFuzzer, so that every CI build runs them. Files named valid_* must
+ * open and files named invalid_* must be rejected. Any other file, such as
+ * a saved crash input, only has to pass through the target without a
+ * fault.
  */
 #include <dirent.h>
 #include <stdlib.h>
 #include <string.h>
 
+/* Both targets define LLVMFuzzerTestOneInput, so each is renamed here. */
+#define LLVMFuzzerTestOneInput fuzz_safetensors_input
 #include "fuzz_safetensors.c"
+#undef LLVMFuzzerTestOneInput
+#define LLVMFuzzerTestOneInput fuzz_gguf_input
+#include "fuzz_gguf.c"
+#undef LLVMFuzzerTestOneInput
+
 #include "multiround/fileio.h"
 #include "test.h"
 
-#define CORPUS "fuzz/corpus/safetensors"
+/* Opens size bytes as one format and closes the handle again. */
+typedef mr_status (*open_fn)(const void *data, size_t size, const char *name, mr_error *err);
+
+static mr_status open_safetensors(const void *data, size_t size, const char *name, mr_error *err) {
+    mr_safetensors *file = NULL;
+    mr_status status = mr_safetensors_open_memory(data, size, name, &file, err);
+    mr_safetensors_close(file);
+    return status;
+}
+
+static mr_status open_gguf(const void *data, size_t size, const char *name, mr_error *err) {
+    mr_gguf *file = NULL;
+    mr_status status = mr_gguf_open_memory(data, size, name, &file, err);
+    mr_gguf_close(file);
+    return status;
+}
 
 static int starts_with(const char *text, const char *prefix) {
     return strncmp(text, prefix, strlen(prefix)) == 0;
 }
 
-static void corpus_replays_cleanly(void) {
-    DIR *dir = opendir(CORPUS);
+/* Runs every file of corpus through target and checks the valid_ and
+ * invalid_ prefixes with open_file; expects at least the given counts. */
+static void replay(const char *corpus, int (*target)(const uint8_t *, size_t), open_fn open_file,
+                   int min_valid, int min_invalid) {
+    DIR *dir = opendir(corpus);
     if (dir == NULL) {
-        mr_test_fail(__FILE__, __LINE__, "cannot open %s; run from the tests/ folder", CORPUS);
+        mr_test_fail(__FILE__, __LINE__, "cannot open %s; run from the tests/ folder", corpus);
         return;
     }
 
@@ -31,7 +57,7 @@ static void corpus_replays_cleanly(void) {
             continue;
         }
         char path[512];
-        snprintf(path, sizeof path, "%s/%s", CORPUS, entry->d_name);
+        snprintf(path, sizeof path, "%s/%s", corpus, entry->d_name);
         void *data = NULL;
         size_t size = 0;
         mr_error err;
@@ -40,10 +66,9 @@ static void corpus_replays_cleanly(void) {
             continue;
         }
         files++;
-        LLVMFuzzerTestOneInput(data, size);
+        target(data, size);
 
-        mr_safetensors *file = NULL;
-        mr_status status = mr_safetensors_open_memory(data, size, path, &file, &err);
+        mr_status status = open_file(data, size, path, &err);
         if (starts_with(entry->d_name, "valid_")) {
             valid++;
             if (status != MR_OK) {
@@ -55,18 +80,26 @@ static void corpus_replays_cleanly(void) {
                 mr_test_fail(__FILE__, __LINE__, "%s should be rejected", path);
             }
         }
-        mr_safetensors_close(file);
         free(data);
     }
     closedir(dir);
 
-    /* The corpus contains both kinds, so an empty folder means a broken checkout. */
-    CHECK(valid >= 3);
-    CHECK(invalid >= 5);
-    printf("replayed %d files (%d valid, %d invalid)\n", files, valid, invalid);
+    /* The corpus contains both kinds, so fewer means a broken checkout. */
+    CHECK(valid >= min_valid);
+    CHECK(invalid >= min_invalid);
+    printf("%s: replayed %d files (%d valid, %d invalid)\n", corpus, files, valid, invalid);
+}
+
+static void safetensors_corpus_replays(void) {
+    replay("fuzz/corpus/safetensors", fuzz_safetensors_input, open_safetensors, 3, 5);
+}
+
+static void gguf_corpus_replays(void) {
+    replay("fuzz/corpus/gguf", fuzz_gguf_input, open_gguf, 5, 10);
 }
 
 int main(void) {
-    MR_RUN(corpus_replays_cleanly);
+    MR_RUN(safetensors_corpus_replays);
+    MR_RUN(gguf_corpus_replays);
     return mr_test_finish();
 }

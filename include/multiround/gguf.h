@@ -20,7 +20,12 @@
  * offset, dimension and type against the file size before any other call
  * trusts it. A corrupt or hostile file gives MR_ERR_FORMAT (or
  * MR_ERR_UNSUPPORTED for a valid file that multiround cannot read) with a
- * message naming the file, the byte offset and what was expected.
+ * message naming the file, the byte offset and what was expected. Beyond
+ * the file size, the reader limits keys and tensor names to 65535 bytes
+ * without NUL bytes, tensors to 1..4 dimensions and arrays to one level
+ * (arrays of arrays are rejected). Keys and tensor names must be unique,
+ * bool values must be 0 or 1, and tensor data ranges must be aligned,
+ * inside the file and must not overlap.
  */
 #ifndef MULTIROUND_GGUF_H
 #define MULTIROUND_GGUF_H
@@ -80,11 +85,20 @@ typedef struct mr_gguf_tensor {
 
 /*
  * Opens, maps and validates the GGUF file at path and stores the handle in
- * *out (NULL on failure). Returns MR_ERR_IO when the file cannot be opened
- * or mapped, MR_ERR_FORMAT for a malformed file and MR_ERR_UNSUPPORTED
+ * *out (NULL on failure). Returns MR_ERR_NOT_FOUND for a missing file,
+ * MR_ERR_IO when the file cannot be opened or mapped, MR_ERR_FORMAT for a malformed file and MR_ERR_UNSUPPORTED
  * for version 1 or a tensor storage type outside mr_qtype.
  */
 mr_status mr_gguf_open(const char *path, mr_gguf **out, mr_error *err);
+
+/*
+ * Validates size bytes at data as a GGUF file, as mr_gguf_open does after
+ * mapping one, and stores the handle in *out. The bytes are borrowed: they
+ * must stay unchanged until mr_gguf_close. name replaces the path in
+ * error messages. Used by the fuzz target and by tests of corrupt files.
+ */
+mr_status mr_gguf_open_memory(const void *data, size_t size, const char *name, mr_gguf **out,
+                              mr_error *err);
 
 /* Unmaps the file and frees the handle. gguf may be NULL. */
 void mr_gguf_close(mr_gguf *gguf);
@@ -105,7 +119,7 @@ int64_t mr_gguf_kv_count(const mr_gguf *gguf);
  * i is out of range. */
 const char *mr_gguf_kv_key(const mr_gguf *gguf, int64_t i);
 
-/* Returns the value type of pair i; i must be in range. */
+/* Returns the value type of pair i, which must be in range. */
 mr_gguf_type mr_gguf_kv_type(const mr_gguf *gguf, int64_t i);
 
 /* Returns the index of key, or -1 if the file has no such key. */
@@ -131,8 +145,7 @@ mr_status mr_gguf_get_string(const mr_gguf *gguf, const char *key, const char **
  * Stores the element type and count of an array value. For numeric and
  * bool elements *data points at the contiguous little-endian elements in
  * the mapping, which may be unaligned: copy them with memcpy. For string
- * and nested-array elements *data is NULL; read strings with
- * mr_gguf_array_string.
+ * elements *data is NULL; read them with mr_gguf_array_string.
  */
 mr_status mr_gguf_get_array(const mr_gguf *gguf, const char *key, mr_gguf_type *elem_type,
                             int64_t *count, const void **data, mr_error *err);

@@ -59,8 +59,8 @@ int mr_qtype_block_size(mr_qtype type);
 size_t mr_qtype_block_bytes(mr_qtype type);
 
 /* Returns the bytes of a row of n elements. n must be a non-negative
- * multiple of the block size; otherwise, and for an unknown type, the
- * result is 0. */
+ * multiple of the block size; otherwise, for an unknown type and for a
+ * size that overflows size_t, the result is 0. */
 size_t mr_qtype_row_bytes(mr_qtype type, int64_t n);
 
 /* Decodes n elements stored as type into dst. n must be a multiple of the

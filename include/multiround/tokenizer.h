@@ -18,8 +18,13 @@
  *     decodes back to itself.
  *
  * Control (type 3) and user-defined (type 4) tokens are matched as whole
- * strings in the input only when the caller passes parse_special;
- * otherwise their text is tokenized like any other text.
+ * strings in the input only when the caller passes parse_special. Without
+ * it, their text is tokenized like any other text.
+ *
+ * NOTE: SPM decoding cannot tell an input U+2581 from a space, so text
+ * containing U+2581 decodes with spaces in its place (as in SentencePiece
+ * and llama.cpp). Every other byte string round-trips through SPM when
+ * decode strips the prefix space.
  *
  * A tokenizer is immutable after creation, so several threads may encode
  * and decode with one handle at once.
@@ -109,8 +114,8 @@ void mr_tokenizer_free(mr_tokenizer *tok);
  * first (MR_ERR_INVALID_ARGUMENT if the vocabulary has none). With
  * parse_special, control and user-defined token texts in the input become
  * their ids. *n receives the number of ids the text needs, even when cap is
- * too small; in that case at most cap ids are written and the call returns
- * MR_ERR_INVALID_ARGUMENT, so out = NULL with cap = 0 asks for the size.
+ * too small. Then at most cap ids are written and the call returns
+ * MR_ERR_INVALID_ARGUMENT, so out = NULL with cap = 0 queries the size.
  */
 mr_status mr_tokenizer_encode(const mr_tokenizer *tok, const char *text, size_t len,
                               bool add_bos, bool parse_special, int32_t *out, int64_t cap,

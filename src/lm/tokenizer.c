@@ -398,7 +398,10 @@ mr_status mr_tokenizer_encode(const mr_tokenizer *tok, const char *text, size_t 
 
     if (status == MR_OK) {
         *n = (int64_t)ids.count;
-        int64_t copy = cap < (int64_t)ids.count ? (cap > 0 ? cap : 0) : (int64_t)ids.count;
+        int64_t copy = (int64_t)ids.count;
+        if (cap < copy) {
+            copy = cap > 0 ? cap : 0;
+        }
         if (copy > 0) {
             memcpy(out, ids.data, (size_t)copy * sizeof *out);
         }

@@ -251,9 +251,10 @@ static size_t pretoken_end(const char *text, size_t len, size_t i) {
         return k;
     }
 
-    /* White space: the whole run at the end of the text; before another
-     * character, the run less its last character, which then joins that
-     * character (a space) or stands alone (any other white space). */
+    /* White space at the end of the text is one pre-token. Before another
+     * character, the run minus its last character is one; that last
+     * character then joins the next run if it is a space, or else forms a
+     * pre-token of its own. */
     size_t k = i;
     size_t last = i;
     while (k < len && class_at(text, len, k, &n) == CLASS_SPACE) {

@@ -144,7 +144,7 @@ static inline const char *mr_tok_text(const mr_tokenizer *tok, int32_t id, size_
 }
 
 /* Encodes one fragment of plain text (no special tokens in it), appending
- * to ids. space_prefix asks SPM to prepend U+2581. */
+ * to ids. space_prefix makes SPM prepend U+2581. */
 mr_status mr_tok_encode_spm(const mr_tokenizer *tok, const char *text, size_t len,
                             bool space_prefix, mr_tok_scratch *scratch, mr_tok_ids *ids,
                             mr_error *err);

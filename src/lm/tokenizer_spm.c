@@ -5,7 +5,7 @@
  * Spaces become U+2581, optionally with one U+2581 prepended. The initial
  * symbols are the UTF-8 characters of that text, and each byte that is not
  * part of a valid UTF-8 sequence is a symbol of its own. A priority queue
- * holds every adjacent pair whose concatenation is a token; the pair with
+ * contains every adjacent pair whose concatenation is a token; the pair with
  * the highest score merges first (the leftmost among equal scores), and
  * the pairs around the merged symbol join the queue. Stale entries are
  * skipped when popped. A final symbol that is not an output token splits

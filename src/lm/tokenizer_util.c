@@ -8,7 +8,7 @@
 #include "tokenizer_internal.h"
 
 /* FNV-1a over the bytes, then a 64-bit finaliser so that linear probing
- * sees well-mixed low bits. */
+ * gets well-mixed low bits. */
 static uint64_t hash_bytes(const char *ptr, size_t len) {
     uint64_t h = 0xcbf29ce484222325ull;
     for (size_t i = 0; i < len; i++) {

@@ -59,6 +59,8 @@ static mr_status resegment(const mr_tokenizer *tok, mr_tok_scratch *scratch, int
         return mr_tok_ids_push(ids, id) ? MR_OK : MR_ERR_NO_MEMORY;
     }
 
+    /* NOTE: neither test vocabulary has unused tokens, so no test runs this
+     * split path. */
     if (tok->has_unused) {
         uint64_t key = ((uint64_t)(uint32_t)start << 32) | (uint32_t)len;
         int32_t left_len = mr_tok_map_get_u64(&scratch->splits, key);

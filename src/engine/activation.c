@@ -11,6 +11,7 @@
 #include "ctx.h"
 #include "fastmath.h"
 #include "internal.h"
+#include "rng_hash.h"
 
 /* ------------------------------------------------------------------------
  * Scalar functions and their derivatives
@@ -212,35 +213,24 @@ mr_tensor *mr_tensor_log_sigmoid(mr_ctx *ctx, mr_tensor *x) {
  * to the 2^-24 granularity of the draw.
  */
 static bool dropout_keeps(uint64_t mask_key, int64_t i, float p) {
-    return mr_rng_bits_to_uniform(mr_rng_hash(mask_key, (uint64_t)i)) >= p;
+    return mr_rng_bits_to_uniform(rng_hash(mask_key, (uint64_t)i)) >= p;
 }
 
-/* The mask key travels in iparams[0..1] as two 32-bit halves. */
-static void store_mask_key(mr_tensor *out, uint64_t key) {
-    out->iparams[0] = (int32_t)(uint32_t)(key & 0xffffffffu);
-    out->iparams[1] = (int32_t)(uint32_t)(key >> 32);
-}
-
-static uint64_t load_mask_key(const mr_tensor *out) {
-    return (uint64_t)(uint32_t)out->iparams[0] | ((uint64_t)(uint32_t)out->iparams[1] << 32);
-}
-
-/* Regenerates the forward mask from the stored key, so dx is dy / (1 - p)
- * where the element was kept and untouched where it was dropped. */
+/* Reads the mask that the forward pass saved, so dx is dy / (1 - p) where
+ * the element was kept and untouched where it was dropped. */
 static void dropout_backward(mr_ctx *ctx, mr_tensor *out) {
     mr_tensor *x = out->src[0];
     float *dx = mr_tensor_grad_buffer(ctx, x);
     if (dx == NULL) {
         return;
     }
-    uint64_t mask_key = load_mask_key(out);
-    float p = out->fparams[0];
+    const uint8_t *kept = out->saved;
     float scale = out->fparams[1];
 
     int64_t count = mr_tensor_numel(out);
 #pragma omp parallel for schedule(static)
     for (int64_t i = 0; i < count; i++) {
-        if (dropout_keeps(mask_key, i, p)) {
+        if (kept[i]) {
             dx[i] += out->grad[i] * scale;
         }
     }
@@ -283,14 +273,27 @@ mr_tensor *mr_tensor_dropout(mr_ctx *ctx, mr_tensor *x, float p, mr_rng *rng) {
      * the next call the previous mask shifted by one element. */
     uint64_t mask_key = mr_rng_next_u64(rng);
     float scale = 1.0f / (1.0f - p);
-    store_mask_key(out, mask_key);
     out->fparams[0] = p;
     out->fparams[1] = scale;
 
+    /* Backward reads the keep decisions from a byte mask instead of
+     * hashing every element again. */
     int64_t count = mr_tensor_numel(x);
+    uint8_t *kept = NULL;
+    if (mr_op_recording(out)) {
+        kept = mr_ctx_alloc(ctx, (size_t)(count > 0 ? count : 1));
+        if (kept == NULL) {
+            return NULL;
+        }
+        out->saved = kept;
+    }
 #pragma omp parallel for schedule(static)
     for (int64_t i = 0; i < count; i++) {
-        out->data[i] = dropout_keeps(mask_key, i, p) ? x->data[i] * scale : 0.0f;
+        bool keep = dropout_keeps(mask_key, i, p);
+        if (kept != NULL) {
+            kept[i] = keep;
+        }
+        out->data[i] = keep ? x->data[i] * scale : 0.0f;
     }
     return out;
 }

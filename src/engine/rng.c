@@ -6,34 +6,25 @@
 #include <math.h>
 
 #include "multiround/rng.h"
+#include "rng_hash.h"
 
-/* SplitMix64's output function: a bijective 64-bit mixer. */
-static uint64_t mix64(uint64_t z) {
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
 
 /* Starts the stream of seed at draw 0. Seeds that differ in any bit give
  * unrelated keys. */
 void mr_rng_init(mr_rng *rng, uint64_t seed) {
-    rng->key = mix64(seed + 0x9e3779b97f4a7c15ull);
+    rng->key = rng_mix64(seed + 0x9e3779b97f4a7c15ull);
     rng->counter = 0;
 }
 
 /* Derives a child key from the parent key and the stream id only. */
 mr_rng mr_rng_split(const mr_rng *parent, uint64_t stream_id) {
     mr_rng child;
-    child.key = mix64(parent->key ^ mix64(stream_id + 0x632be59bd9b4e019ull));
+    child.key = rng_mix64(parent->key ^ rng_mix64(stream_id + 0x632be59bd9b4e019ull));
     child.counter = 0;
     return child;
 }
 
-/* Draw number counter of the stream with this key. Two rounds of mixing
- * decorrelate neighbouring counters and keys. */
-uint64_t mr_rng_hash(uint64_t key, uint64_t counter) {
-    return mix64(mix64(key ^ (counter * 0x9e3779b97f4a7c15ull)) + key);
-}
+uint64_t mr_rng_hash(uint64_t key, uint64_t counter) { return rng_hash(key, counter); }
 
 uint64_t mr_rng_next_u64(mr_rng *rng) {
     uint64_t bits = mr_rng_hash(rng->key, rng->counter);

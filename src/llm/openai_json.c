@@ -120,6 +120,30 @@ static void copy_excerpt(const char *text, size_t size, char *out, size_t out_si
     out[n] = '\0';
 }
 
+/* Returns true when body ends inside a string, object or array: a JSON
+ * text cut short. Brackets inside strings are skipped. */
+static bool ends_unclosed(const char *body, size_t size) {
+    long depth = 0;
+    bool in_string = false;
+    for (size_t i = 0; i < size; i++) {
+        char c = body[i];
+        if (in_string) {
+            if (c == '\\') {
+                i++;
+            } else if (c == '"') {
+                in_string = false;
+            }
+        } else if (c == '"') {
+            in_string = true;
+        } else if (c == '{' || c == '[') {
+            depth++;
+        } else if (c == '}' || c == ']') {
+            depth--;
+        }
+    }
+    return in_string || depth > 0;
+}
+
 /* Returns the JSON type of item in words, for error messages. */
 static const char *type_name(const cJSON *item) {
     if (item == NULL) {
@@ -301,7 +325,10 @@ mr_status mr_llm_openai_parse_reply(const char *body, size_t size, mr_llm_kind k
                             "llm: reply from %s is not valid JSON: parsing failed at byte "
                             "%zu of %zu%s; the body starts with '%s'",
                             url, offset, size,
-                            offset >= size ? " (the body ends early, so it is truncated)" : "",
+                            ends_unclosed(body, size)
+                                ? " (the body ends inside an open string, object or array, "
+                                  "so it is truncated)"
+                                : "",
                             excerpt);
     }
     while (end != NULL && end < body + size &&

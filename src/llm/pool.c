@@ -308,7 +308,7 @@ mr_llm_pool *mr_llm_pool_load(const char *path, mr_error *err) {
     }
 
     const char *end = NULL;
-    cJSON *root = cJSON_ParseWithLengthOpts(text, size, &end, true);
+    cJSON *root = cJSON_ParseWithLengthOpts(text, size + 1, &end, true);
     if (root == NULL) {
         size_t offset = end != NULL && end >= text ? (size_t)(end - text) : 0;
         int line = 1;

@@ -10,8 +10,8 @@
  * mr_llm_result_free(). Every finished call adds its tokens, cost and
  * latency to the model's totals, which mr_llm_usage_get() returns.
  *
- * Every function in this header is thread-safe unless its comment says
- * otherwise: several threads may call one mr_llm at once.
+ * Every function in this header is thread-safe unless its comment states
+ * otherwise, so several threads may call one mr_llm at once.
  */
 #ifndef MULTIROUND_LLM_H
 #define MULTIROUND_LLM_H
@@ -76,9 +76,9 @@ void mr_llm_request_init(mr_llm_request *request);
 
 /*
  * The outcome of one request. text is allocated by the call and freed by
- * mr_llm_result_free(). On failure, error holds the status and message,
- * text is NULL, and http_status, attempts and latency_s still say what
- * happened.
+ * mr_llm_result_free(). On failure, error contains the status and message
+ * and text is NULL, while http_status, attempts and latency_s still
+ * describe the failed call.
  */
 typedef struct mr_llm_result {
     char *text;                 /* generated text, NUL-terminated */
@@ -87,7 +87,7 @@ typedef struct mr_llm_result {
     bool usage_reported;        /* false when the reply had no "usage" */
     char finish_reason[MR_LLM_FINISH_REASON_MAX]; /* "stop", "length", ...;
                                                      "" if the server sent none */
-    char model[MR_LLM_MODEL_NAME_MAX]; /* the model the server says answered */
+    char model[MR_LLM_MODEL_NAME_MAX]; /* the reply's "model" field */
     long http_status;           /* status of the last attempt; 0 if none */
     int attempts;               /* tries made; 1 means no retry */
     double latency_s;           /* wall time of the whole call, retries and
@@ -107,8 +107,8 @@ typedef struct mr_llm mr_llm;
 
 /*
  * A back end. complete() fills result (text, tokens, finish_reason, model,
- * http_status, attempts) or returns an error through err; the caller has
- * already validated the request and measures latency and cost itself.
+ * http_status, attempts) or returns an error through err. It receives
+ * only validated requests, and the caller measures latency and cost.
  * complete() must be safe to call from several threads at once on one
  * state. free_state() releases state and may be NULL.
  *

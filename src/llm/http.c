@@ -6,7 +6,7 @@
  * Each attempt uses its own curl easy handle on the calling thread, so
  * mr_llm_batch's worker threads need no shared curl state.
  * NOTE: a fresh handle per attempt also means a fresh TCP connection per
- * request; a connection cache shared through CURLSH would save the
+ * attempt. A connection cache shared through CURLSH would save the
  * handshake, which matters little next to generation time.
  */
 #include <errno.h>
@@ -185,8 +185,8 @@ static size_t receive_bytes(char *data, size_t size, size_t count, void *opaque)
     return n;
 }
 
-/* POSTs body to url once and fills reply. Never fails outright: a reply
- * with code != CURLE_OK says what went wrong. */
+/* POSTs body to url once and fills reply. A failure is not returned but
+ * stored: reply->code != CURLE_OK and reply->curl_message describe it. */
 static void post_once(const http_state *state, const char *url, const char *body,
                       double timeout_s, http_reply *reply) {
     memset(reply, 0, sizeof *reply);
@@ -395,8 +395,8 @@ static mr_status complete_http(void *opaque, const mr_llm_request *request,
             break;
         }
 
-        /* A server that asks for a longer wait than backoff_max_s would
-         * hold the caller too long, so the call fails instead. */
+        /* A Retry-After longer than backoff_max_s would block the caller
+         * too long, so the call fails instead. */
         double delay = backoff_delay_s(state, attempt);
         if (reply.retry_after_s > 0) {
             if (reply.retry_after_s > state->backoff_max_s) {

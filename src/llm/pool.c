@@ -366,15 +366,15 @@ mr_llm *mr_llm_pool_find(const mr_llm_pool *pool, const char *name) {
 /* Writes one row of the usage table. */
 static void print_usage_row(FILE *out, const char *name, const mr_llm_usage *usage) {
     double mean_latency = usage->requests > 0 ? usage->latency_s / (double)usage->requests : 0;
-    fprintf(out, "%-24s %9lld %9lld %8lld %14lld %14lld %12.6f %14.3f\n", name,
+    fprintf(out, "%-24s %9lld %9lld %8lld %14lld %17lld %12.6f %14.3f\n", name,
             (long long)usage->requests, (long long)usage->failures, (long long)usage->retries,
             (long long)usage->prompt_tokens, (long long)usage->completion_tokens,
             usage->cost_usd, mean_latency);
 }
 
 void mr_llm_pool_usage_print(const mr_llm_pool *pool, FILE *out) {
-    fprintf(out, "%-24s %9s %9s %8s %14s %14s %12s %14s\n", "model", "requests", "failures",
-            "retries", "prompt_tokens", "output_tokens", "cost_usd", "mean_latency_s");
+    fprintf(out, "%-24s %9s %9s %8s %14s %17s %12s %14s\n", "model", "requests", "failures",
+            "retries", "prompt_tokens", "completion_tokens", "cost_usd", "mean_latency_s");
 
     mr_llm_usage total = {0};
     for (int i = 0; i < pool->n_models; i++) {

@@ -1,8 +1,8 @@
 /*
  * A fake OpenAI-compatible server for the llm tests, built on
- * libmicrohttpd. It listens on 127.0.0.1 on a port the OS picks, answers
- * each request as a test scripts it, records what the client sent, and
- * counts how many requests were in flight at once.
+ * libmicrohttpd. It listens on 127.0.0.1 on a port the OS picks and replies
+ * to each request as a test scripts it. It records what the client sent
+ * and counts how many requests were in flight at once.
  *
  * Request i (in arrival order) gets script[min(i, n_script - 1)], so a
  * one-entry script answers every request the same way.
@@ -21,10 +21,10 @@
 
 /*
  * One scripted reply. With body NULL the server generates a valid reply
- * from the request: its text is "echo: " followed by the last message's
- * content (chat) or the prompt (completion), cut before the first stop
- * string with finish_reason "stop", or cut to max_tokens words with
- * finish_reason "length". A content containing "[fail]" gets HTTP 400
+ * whose text is "echo: " followed by the last message's content (chat) or
+ * the prompt (completion). A stop string cuts the text before it, with
+ * finish_reason "stop". Otherwise max_tokens cuts it to that many words,
+ * with finish_reason "length". A content containing "[fail]" gets HTTP 400
  * instead. The reply's "model" is the requested model plus ":served".
  */
 typedef struct fake_reply {

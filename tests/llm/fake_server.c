@@ -1,8 +1,6 @@
 /*
- * The fake OpenAI-compatible server of fake_server.h.
- *
- * tests/CMakeLists.txt builds each test executable from its one test_*.c
- * file, so the llm tests include this file rather than link it.
+ * The fake OpenAI-compatible server of fake_server.h, linked into every
+ * test of tests/llm.
  */
 #include <arpa/inet.h>
 #include <errno.h>

@@ -9,7 +9,7 @@
 
 #include <cJSON.h>
 
-#include "fake_server.c"
+#include "fake_server.h"
 #include "llm_internal.h"
 #include "multiround/llm.h"
 #include "test.h"

@@ -6,7 +6,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "fake_server.c"
+#include "fake_server.h"
 #include "multiround/llm.h"
 #include "test.h"
 

@@ -85,8 +85,8 @@ typedef struct mr_generation {
 void mr_generation_free(mr_generation *generation);
 
 /*
- * Generates a continuation of prompt: encodes it (with BOS as params
- * say), evaluates it in one batch, then samples one token at a time until
+ * Generates a continuation of prompt: encodes it (with BOS if
+ * params->add_bos selects it), evaluates it in one batch, then samples one token at a time until
  * max_tokens, the context length, an end-of-generation token (EOS, or a
  * control token <|eot_id|>, <|im_end|>, <|end_of_text|> or <|endoftext|>)
  * or a stop string. Stop strings are matched on the decoded text, also
@@ -127,7 +127,7 @@ void mr_logprob_result_free(mr_logprob_result *result);
 
 /*
  * Scores n requests: each prompt + completion text is encoded as one
- * sequence (BOS as add_bos says, -1 for the metadata's choice), the
+ * sequence (BOS if add_bos selects it; -1 follows the metadata), the
  * completion ids are those after the longest common prefix with the
  * prompt's own encoding, and their log-probabilities come from one
  * batched evaluation of the sequence. A completion that encodes to no ids

@@ -100,7 +100,7 @@ typedef struct output_text {
     size_t capacity;
     size_t emitted;  /* bytes passed to the stream */
     size_t checked;  /* bytes already searched for stop strings */
-    size_t max_stop; /* longest stop string */
+    size_t max_stop; /* byte length of the longest stop string */
 } output_text;
 
 /* Appends n bytes; returns false when memory runs out. */
@@ -173,8 +173,8 @@ static size_t utf8_complete_end(const char *data, size_t start, size_t end) {
     return end;
 }
 
-/* Passes data[emitted..end) to the stream; returns false when the stream
- * asks to stop. */
+/* Passes data[emitted..end) to the stream; returns false when the
+ * callback returns false. */
 static bool emit(output_text *out, size_t end, const mr_generate_params *params) {
     if (end <= out->emitted) {
         return true;
@@ -309,8 +309,9 @@ static mr_status run_generation(const mr_llama *model, const mr_tokenizer *tok,
 
     /* The last sampled token is never evaluated, so max_tokens outputs
      * need n_prompt + max_tokens - 1 positions. */
-    int64_t wanted = (int64_t)n_prompt + params->max_tokens - 1;
-    int cache_length = wanted < config->context_length ? (int)wanted : config->context_length;
+    int64_t positions_needed = (int64_t)n_prompt + params->max_tokens - 1;
+    int cache_length = positions_needed < config->context_length ? (int)positions_needed
+                                                                 : config->context_length;
     if (cache_length < n_prompt) {
         cache_length = n_prompt;
     }
@@ -395,9 +396,9 @@ static mr_status run_generation(const mr_llama *model, const mr_tokenizer *tok,
 
     if (status == MR_OK && reason != MR_FINISH_CANCELLED && !finished) {
         /* NOTE: an incomplete UTF-8 sequence at the very end (the model
-         * stopped inside a character) is dropped from the text, so that
-         * the text and the stream hold only whole characters; the ids
-         * keep it. */
+         * stopped inside a character) is dropped from the text. So the
+         * text and the stream hold only whole characters, while the ids
+         * keep those bytes. */
         size_t end = utf8_complete_end(run.text.data, run.text.emitted, run.text.len);
         run.text.len = end;
         run.text.data[end] = '\0';

@@ -23,7 +23,7 @@ struct mr_sampler {
 
     float *work;          /* [V] logits after the penalty and temperature */
     uint8_t *seen;        /* [V] marks of tokens already penalised in this call */
-    candidate *cands;     /* [V] candidates, sorted by logit */
+    candidate *candidates;     /* [V] candidates, sorted by logit */
     double *probs;        /* [V] probabilities of the sorted candidates */
 
     int32_t *history;     /* accepted tokens, oldest first */
@@ -87,10 +87,10 @@ mr_sampler *mr_sampler_create(const mr_sampler_params *params, int vocab_size, m
     if (s != NULL) {
         s->work = malloc((size_t)vocab_size * sizeof *s->work);
         s->seen = calloc((size_t)vocab_size, 1);
-        s->cands = malloc((size_t)vocab_size * sizeof *s->cands);
+        s->candidates = malloc((size_t)vocab_size * sizeof *s->candidates);
         s->probs = malloc((size_t)vocab_size * sizeof *s->probs);
     }
-    if (s == NULL || s->work == NULL || s->seen == NULL || s->cands == NULL || s->probs == NULL) {
+    if (s == NULL || s->work == NULL || s->seen == NULL || s->candidates == NULL || s->probs == NULL) {
         mr_sampler_free(s);
         mr_error_set(err, MR_ERR_NO_MEMORY, "sampler: out of memory for a vocabulary of %d",
                      vocab_size);
@@ -108,7 +108,7 @@ void mr_sampler_free(mr_sampler *sampler) {
     }
     free(sampler->work);
     free(sampler->seen);
-    free(sampler->cands);
+    free(sampler->candidates);
     free(sampler->probs);
     free(sampler->history);
     free(sampler);
@@ -191,14 +191,14 @@ static bool ranks_below(const candidate *a, const candidate *b) {
     return compare_candidates(a, b) > 0;
 }
 
-/* Moves the k best of cands[0..count) to cands[0..k) in sorted order,
+/* Moves the k best of candidates[0..count) to candidates[0..k) in sorted order,
  * with a min-heap of the k best seen so far: O(count log k). */
-static void select_top_k(candidate *cands, int count, int k) {
+static void select_top_k(candidate *candidates, int count, int k) {
     for (int i = 0; i < count; i++) {
-        candidate c = cands[i];
+        candidate c = candidates[i];
         int size = i < k ? i : k;
         if (i >= k) {
-            if (!ranks_below(&cands[0], &c)) {
+            if (!ranks_below(&candidates[0], &c)) {
                 continue;
             }
             /* Replace the root (the worst of the k) and sift down. */
@@ -208,35 +208,35 @@ static void select_top_k(candidate *cands, int count, int k) {
                 if (child >= size) {
                     break;
                 }
-                if (child + 1 < size && ranks_below(&cands[child + 1], &cands[child])) {
+                if (child + 1 < size && ranks_below(&candidates[child + 1], &candidates[child])) {
                     child++;
                 }
-                if (!ranks_below(&cands[child], &c)) {
+                if (!ranks_below(&candidates[child], &c)) {
                     break;
                 }
-                cands[pos] = cands[child];
+                candidates[pos] = candidates[child];
                 pos = child;
             }
-            cands[pos] = c;
+            candidates[pos] = c;
             continue;
         }
         /* Heap insert at position size (== i), sifting up. */
         int pos = size;
         while (pos > 0) {
             int parent = (pos - 1) / 2;
-            if (!ranks_below(&c, &cands[parent])) {
+            if (!ranks_below(&c, &candidates[parent])) {
                 break;
             }
-            cands[pos] = cands[parent];
+            candidates[pos] = candidates[parent];
             pos = parent;
         }
-        cands[pos] = c;
+        candidates[pos] = c;
     }
-    qsort(cands, (size_t)k, sizeof *cands, compare_candidates);
+    qsort(candidates, (size_t)k, sizeof *candidates, compare_candidates);
 }
 
 /*
- * Runs steps 1 to 5 into s->cands and s->probs (renormalised); returns the
+ * Runs steps 1 to 5 into s->candidates and s->probs (renormalised); returns the
  * kept count, or 0 with err filled. Greedy keeps the argmax alone.
  */
 static int run_filters(mr_sampler *s, const float *logits, mr_error *err) {
@@ -263,7 +263,7 @@ static int run_filters(mr_sampler *s, const float *logits, mr_error *err) {
             mr_error_set(err, MR_ERR_NUMERIC, "sampler: every logit is -inf");
             return 0;
         }
-        s->cands[0] = (candidate){s->work[best], best};
+        s->candidates[0] = (candidate){s->work[best], best};
         s->probs[0] = 1.0;
         return 1;
     }
@@ -272,7 +272,7 @@ static int run_filters(mr_sampler *s, const float *logits, mr_error *err) {
     int count = 0;
     for (int32_t i = 0; i < V; i++) {
         if (s->work[i] != -INFINITY) {
-            s->cands[count++] = (candidate){s->work[i] * inverse_temperature, i};
+            s->candidates[count++] = (candidate){s->work[i] * inverse_temperature, i};
         }
     }
     if (count == 0) {
@@ -281,16 +281,16 @@ static int run_filters(mr_sampler *s, const float *logits, mr_error *err) {
     }
 
     if (s->params.top_k > 0 && s->params.top_k < count) {
-        select_top_k(s->cands, count, s->params.top_k);
+        select_top_k(s->candidates, count, s->params.top_k);
         count = s->params.top_k;
     } else {
-        qsort(s->cands, (size_t)count, sizeof *s->cands, compare_candidates);
+        qsort(s->candidates, (size_t)count, sizeof *s->candidates, compare_candidates);
     }
 
-    double max_logit = s->cands[0].logit;
+    double max_logit = s->candidates[0].logit;
     double sum = 0.0;
     for (int i = 0; i < count; i++) {
-        s->probs[i] = exp((double)s->cands[i].logit - max_logit);
+        s->probs[i] = exp((double)s->candidates[i].logit - max_logit);
         sum += s->probs[i];
     }
     for (int i = 0; i < count; i++) {
@@ -341,7 +341,7 @@ mr_status mr_sampler_filter(mr_sampler *sampler, const float *logits, int32_t *i
     *n = count;
     for (int i = 0; i < count && i < cap; i++) {
         if (ids != NULL) {
-            ids[i] = sampler->cands[i].id;
+            ids[i] = sampler->candidates[i].id;
         }
         if (probs != NULL) {
             probs[i] = (float)sampler->probs[i];
@@ -356,7 +356,7 @@ int32_t mr_sampler_sample(mr_sampler *sampler, const float *logits, mr_error *er
         return -1;
     }
     if (sampler->params.temperature <= 0.0f) {
-        return sampler->cands[0].id;
+        return sampler->candidates[0].id;
     }
 
     /* Inverse transform: the first token whose cumulative probability
@@ -366,8 +366,8 @@ int32_t mr_sampler_sample(mr_sampler *sampler, const float *logits, mr_error *er
     for (int i = 0; i < count; i++) {
         cumulative += sampler->probs[i];
         if (u < cumulative) {
-            return sampler->cands[i].id;
+            return sampler->candidates[i].id;
         }
     }
-    return sampler->cands[count - 1].id;
+    return sampler->candidates[count - 1].id;
 }

@@ -1,8 +1,8 @@
 /*
  * A tokenizer from a Hugging Face tokenizer.json file. The file's model,
  * normalizer, pre-tokenizer, post-processor and added tokens are mapped
- * onto the two algorithms of tokenizer.h; tokenizer.h lists the layouts
- * that map and how each field is used.
+ * onto the two algorithms of tokenizer.h, which lists the layouts that
+ * map and how each field is used.
  */
 #include <cJSON.h>
 #include <stdio.h>
@@ -371,12 +371,12 @@ static mr_status read_merges(hf_vocab *v, const cJSON *merges, const char *name,
 
 /*
  * Gives SentencePiece-style scores from the merge ranks: the token that
- * merge r produces first scores -r, so that earlier merges win, as the
- * merge order of transformers' Llama converter follows the original
- * scores. Tokens no merge produces score below every merge.
+ * merge r produces first scores -r, so that earlier merges win. Tokens no
+ * merge produces score below every merge.
  * NOTE: SentencePiece merges any adjacent pair whose concatenation is a
- * token, while a BPE model merges only listed pairs. The two agree when
- * the merges list every split of every token, as the converter writes.
+ * token, while a BPE model merges only listed pairs. The two agree only
+ * when the merges list every split of every token in score order, as
+ * tests/fixtures/tokenizer_hf.py writes them; other files are untested.
  */
 static mr_status scores_from_merges(hf_vocab *v, const char *name, mr_error *err) {
     int64_t n = v->vocab.n_tokens;

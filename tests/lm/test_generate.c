@@ -1,10 +1,10 @@
 /*
  * The generation loop and log-probabilities on stories260K
- * (tests/data/lm/): greedy decoding from BOS must give llama2.c's 200
- * reference ids and story, stop strings end the text exactly before
- * their first match, streamed pieces add up to the text and never split
- * a UTF-8 character, seeds reproduce, and log-probabilities agree with a
- * direct computation on the training path.
+ * (tests/data/lm/). Greedy decoding from BOS must give llama2.c's 200
+ * reference ids and story. Stop strings end the text exactly before their
+ * first match. Streamed pieces add up to the text and never split a UTF-8
+ * character. Seeds reproduce, and log-probabilities agree with a direct
+ * computation on the training path.
  */
 #include <math.h>
 #include <stdio.h>

@@ -253,7 +253,7 @@ static void repeat_penalty_divides_and_multiplies(void) {
     CHECK_NEAR(probs[3], exp(-2.0) / z, PROB_TOL);
     mr_sampler_free(s);
 
-    /* A window of 1 sees only the last token (0): {1, -1, 0.5, 1}. */
+    /* A window of 1 covers only the last token (0): {1, -1, 0.5, 1}. */
     p.repeat_last_n = 1;
     s = mr_sampler_create(&p, 4, &err);
     mr_sampler_accept(s, 1);
@@ -263,7 +263,7 @@ static void repeat_penalty_divides_and_multiplies(void) {
     CHECK_INT_EQ(ids[3], 1);
     CHECK_NEAR(probs[3], exp(-1.0) / z, PROB_TOL);
 
-    /* Greedy sees the penalty too: token 0 (2 -> 1) falls below token 3
+    /* Greedy decoding applies the penalty too: token 0 (2 -> 1) falls below token 3
      * (1.5); reset forgets the history and token 0 wins again. */
     p.temperature = 0.0f;
     p.repeat_last_n = 64;

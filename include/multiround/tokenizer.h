@@ -154,6 +154,31 @@ mr_token_type mr_tokenizer_token_type(const mr_tokenizer *tok, int32_t id);
 /* Id of the token with exactly this stored text, or -1. */
 int32_t mr_tokenizer_find_token(const mr_tokenizer *tok, const char *text, size_t len);
 
+/*
+ * Create a tokenizer from a Hugging Face tokenizer.json file (path) or
+ * its text (json, len bytes; name labels error messages). Supported
+ * layouts of a "BPE" model:
+ *
+ *   - byte-level (GPT-2): pre_tokenizer ByteLevel with use_regex true and
+ *     add_prefix_space false, no normalizer; gives MR_TOKENIZER_BPE;
+ *   - SentencePiece-style (Llama 2): byte_fallback true and either the
+ *     normalizer Prepend "\u2581" + Replace " " -> "\u2581" or a
+ *     Metaspace pre-tokenizer; gives MR_TOKENIZER_SPM with the merges'
+ *     ranks as scores.
+ *
+ * added_tokens become control tokens (special true) or user-defined
+ * ones. BOS comes from a TemplateProcessing post-processor that starts
+ * with a special token (which also sets add_bos), and EOS is the first
+ * of </s>, <|end_of_text|>, <|endoftext|>, <|im_end|> in the vocabulary.
+ * Ids missing from vocab and added_tokens become empty control tokens.
+ * Other model types, and other pre-tokenizer patterns such as Llama 3's
+ * and Qwen2's Split regexes, give MR_ERR_UNSUPPORTED naming the setting;
+ * a malformed file gives MR_ERR_FORMAT.
+ */
+mr_status mr_tokenizer_from_hf_json(const char *path, mr_tokenizer **out, mr_error *err);
+mr_status mr_tokenizer_from_hf_json_text(const char *json, size_t len, const char *name,
+                                         mr_tokenizer **out, mr_error *err);
+
 #ifdef __cplusplus
 }
 #endif

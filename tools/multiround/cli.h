@@ -17,6 +17,21 @@ int cli_demo(int argc, char **argv);
 int cli_rec(int argc, char **argv);
 int cli_rec_bench(int argc, char **argv);
 int cli_version(int argc, char **argv);
+int cli_generate(int argc, char **argv);
+
+/* `lm score` (argv[0] is "score"): the `lm` dispatcher calls it. */
+int cli_lm_score(int argc, char **argv);
+
+typedef struct mr_llama mr_llama;
+typedef struct mr_tokenizer mr_tokenizer;
+typedef struct mr_gguf mr_gguf;
+
+/*
+ * Opens a GGUF language model: its tokenizer, its weights and the file's
+ * metadata (for the chat template). Returns 0, or 1 with an error printed
+ * and nothing left open.
+ */
+int cli_lm_open(const char *path, mr_llama **model, mr_tokenizer **tok, mr_gguf **gguf);
 
 /* Prints "multiround: " and the message to stderr with a newline. */
 void cli_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));

@@ -1,0 +1,377 @@
+/*
+ * `multiround generate`: text from a GGUF language model, either one
+ * continuation of a prompt (-p) or an interactive chat over stdin (--chat)
+ * in the model's chat template. Text goes to stdout as it is generated;
+ * a statistics line per generation goes to stderr.
+ */
+#include <errno.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+#include "multiround/generate.h"
+#include "multiround/gguf.h"
+
+#define GENERATE_MAX_STOPS 16
+
+typedef struct generate_options {
+    const char *model_path;
+    const char *prompt;
+    bool chat;
+    const char *chat_template; /* NULL: from the GGUF file */
+    const char *system;        /* chat: optional system message */
+    int64_t max_tokens;
+    mr_sampler_params sampler;
+    const char *stops[GENERATE_MAX_STOPS];
+    int n_stop;
+} generate_options;
+
+static void print_help(void) {
+    mr_sampler_params d;
+    mr_sampler_params_default(&d);
+    printf("usage: multiround generate -m MODEL (-p PROMPT | --chat) [OPTIONS]\n\n"
+           "Generates text with a Llama-family GGUF model and prints it as it comes.\n"
+           "A statistics line (tokens, tokens/s of the prompt and of generation) goes\n"
+           "to stderr. Sampling applies repetition penalty, temperature, top-k, top-p\n"
+           "and min-p in that order (see docs/generate.md).\n\n"
+           "options:\n"
+           "  -m, --model PATH        GGUF model file (required)\n"
+           "  -p, --prompt TEXT       text to continue (BOS added as the model says)\n"
+           "  --chat                  chat over stdin, one user message per line,\n"
+           "                          until end of input\n"
+           "  --chat-template NAME    chatml, llama3 or llama2 (default: recognised\n"
+           "                          from the file's tokenizer.chat_template)\n"
+           "  --system TEXT           chat: system message (default: none)\n"
+           "  -n, --max-tokens N      output tokens per answer at most (default: 128)\n"
+           "  --temp T                temperature; 0 is greedy (default: %g)\n"
+           "  --top-k K               keep the K most likely tokens; 0 is off (default: %d)\n"
+           "  --top-p P               keep the smallest set with probability P; 1 is off\n"
+           "                          (default: %g)\n"
+           "  --min-p P               drop tokens below P times the top probability;\n"
+           "                          0 is off (default: %g)\n"
+           "  --repeat-penalty X      penalty on repeated tokens; 1 is off (default: %g)\n"
+           "  --repeat-last-n N       tokens the penalty looks back; -1 is all\n"
+           "                          (default: %d)\n"
+           "  --stop TEXT             end the output before TEXT; repeatable, up to %d\n"
+           "  --seed S                seed of the sampler (default: %llu)\n",
+           (double)d.temperature, d.top_k, (double)d.top_p, (double)d.min_p,
+           (double)d.repeat_penalty, d.repeat_last_n, GENERATE_MAX_STOPS,
+           (unsigned long long)d.seed);
+    cli_print_shared_options(stdout);
+}
+
+/* Parses text as a finite float in [min, max] for option; prints an error
+ * and returns false otherwise. */
+static bool parse_float(const char *option, const char *text, double min, double max,
+                        float *value) {
+    if (text == NULL) {
+        cli_error("%s needs a number", option);
+        return false;
+    }
+    char *end = NULL;
+    errno = 0;
+    double parsed = strtod(text, &end);
+    if (end == text || *end != '\0' || errno != 0 || !isfinite(parsed) || parsed < min ||
+        parsed > max) {
+        cli_error("%s must be a number in [%g, %g], got '%s'", option, min, max, text);
+        return false;
+    }
+    *value = (float)parsed;
+    return true;
+}
+
+/* Parses one option at argv[*i] that takes a value; returns false (error
+ * printed) on a bad or unknown option. */
+static bool parse_valued_option(const char *option, const char *value, generate_options *o) {
+    int64_t number = 0;
+    bool ok = true;
+    if (value == NULL) {
+        cli_error("%s needs a value", option);
+        return false;
+    }
+    if (strcmp(option, "-m") == 0 || strcmp(option, "--model") == 0) {
+        o->model_path = value;
+    } else if (strcmp(option, "-p") == 0 || strcmp(option, "--prompt") == 0) {
+        o->prompt = value;
+    } else if (strcmp(option, "--chat-template") == 0) {
+        o->chat_template = value;
+    } else if (strcmp(option, "--system") == 0) {
+        o->system = value;
+    } else if (strcmp(option, "-n") == 0 || strcmp(option, "--max-tokens") == 0) {
+        ok = cli_parse_int64(option, value, 1, 1000000, &o->max_tokens);
+    } else if (strcmp(option, "--temp") == 0) {
+        ok = parse_float(option, value, 0.0, 100.0, &o->sampler.temperature);
+    } else if (strcmp(option, "--top-k") == 0) {
+        ok = cli_parse_int64(option, value, 0, INT32_MAX, &number);
+        o->sampler.top_k = (int)number;
+    } else if (strcmp(option, "--top-p") == 0) {
+        ok = parse_float(option, value, 1e-6, 1.0, &o->sampler.top_p);
+    } else if (strcmp(option, "--min-p") == 0) {
+        ok = parse_float(option, value, 0.0, 1.0, &o->sampler.min_p);
+    } else if (strcmp(option, "--repeat-penalty") == 0) {
+        ok = parse_float(option, value, 1e-3, 100.0, &o->sampler.repeat_penalty);
+    } else if (strcmp(option, "--repeat-last-n") == 0) {
+        ok = cli_parse_int64(option, value, -1, INT32_MAX, &number);
+        o->sampler.repeat_last_n = (int)number;
+    } else if (strcmp(option, "--seed") == 0) {
+        ok = cli_parse_int64(option, value, 0, INT64_MAX, &number);
+        o->sampler.seed = (uint64_t)number;
+    } else if (strcmp(option, "--stop") == 0) {
+        if (o->n_stop == GENERATE_MAX_STOPS || value[0] == '\0') {
+            cli_error("--stop takes a non-empty text, at most %d times", GENERATE_MAX_STOPS);
+            return false;
+        }
+        o->stops[o->n_stop++] = value;
+    } else {
+        cli_error("unknown option '%s' for generate; run 'multiround generate --help'", option);
+        return false;
+    }
+    return ok;
+}
+
+/* Parses generate's options; returns -1 to continue, otherwise the exit
+ * code (0 after --help, 2 on a usage error). */
+static int parse_options(int argc, char **argv, generate_options *o) {
+    memset(o, 0, sizeof *o);
+    o->max_tokens = 128;
+    mr_sampler_params_default(&o->sampler);
+    for (int i = 1; i < argc; i++) {
+        const char *option = argv[i];
+        if (strcmp(option, "--help") == 0 || strcmp(option, "-h") == 0) {
+            print_help();
+            return 0;
+        }
+        int shared = cli_parse_shared_option(argc, argv, &i);
+        if (shared < 0) {
+            return 2;
+        }
+        if (shared > 0) {
+            continue;
+        }
+        if (strcmp(option, "--chat") == 0) {
+            o->chat = true;
+            continue;
+        }
+        if (!parse_valued_option(option, i + 1 < argc ? argv[i + 1] : NULL, o)) {
+            return 2;
+        }
+        i++;
+    }
+
+    if (o->model_path == NULL) {
+        cli_error("generate needs a model: -m MODEL.gguf");
+        return 2;
+    }
+    if ((o->prompt == NULL) == !o->chat) {
+        cli_error("generate needs exactly one of -p PROMPT and --chat");
+        return 2;
+    }
+    return -1;
+}
+
+int cli_lm_open(const char *path, mr_llama **model, mr_tokenizer **tok, mr_gguf **gguf) {
+    mr_error err;
+    mr_error_clear(&err);
+    *model = NULL;
+    *tok = NULL;
+    *gguf = NULL;
+    if (mr_gguf_open(path, gguf, &err) != MR_OK ||
+        mr_tokenizer_from_gguf(*gguf, tok, &err) != MR_OK) {
+        cli_error("cannot read the tokenizer of %s: %s", path, err.message);
+        mr_gguf_close(*gguf);
+        *gguf = NULL;
+        return 1;
+    }
+    *model = mr_llama_load_gguf(path, &err);
+    if (*model == NULL) {
+        cli_error("cannot load the model %s: %s", path, err.message);
+        mr_tokenizer_free(*tok);
+        mr_gguf_close(*gguf);
+        *tok = NULL;
+        *gguf = NULL;
+        return 1;
+    }
+    return 0;
+}
+
+/* Writes each streamed piece to stdout at once. */
+static bool print_piece(const char *piece, size_t len, void *user_data) {
+    (void)user_data;
+    fwrite(piece, 1, len, stdout);
+    fflush(stdout);
+    return true;
+}
+
+/* Prints the statistics line of one generation to stderr. */
+static void print_stats(const mr_generation *g) {
+    double prompt_rate = g->prompt_seconds > 0 ? g->prompt_tokens / g->prompt_seconds : 0.0;
+    double output_rate = g->generate_seconds > 0 ? g->completion_tokens / g->generate_seconds
+                                                 : 0.0;
+    fprintf(stderr,
+            "generate: prompt %d tokens in %.3f s (%.1f tokens/s), output %d tokens in "
+            "%.3f s (%.1f tokens/s), finish %s\n",
+            g->prompt_tokens, g->prompt_seconds, prompt_rate, g->completion_tokens,
+            g->generate_seconds, output_rate, mr_finish_reason_name(g->finish_reason));
+}
+
+/* Fills generation params from the options. */
+static mr_generate_params make_params(const generate_options *o) {
+    mr_generate_params p;
+    mr_generate_params_default(&p);
+    p.max_tokens = (int)o->max_tokens;
+    p.sampler = o->sampler;
+    p.stop = o->stops;
+    p.n_stop = o->n_stop;
+    p.stream = print_piece;
+    return p;
+}
+
+/* The conversation of a chat session; contents are owned copies. */
+typedef struct chat_history {
+    mr_chat_message *messages;
+    int count;
+    int capacity;
+} chat_history;
+
+static bool history_add(chat_history *h, const char *role, const char *content, size_t len) {
+    if (h->count == h->capacity) {
+        int capacity = h->capacity == 0 ? 16 : 2 * h->capacity;
+        mr_chat_message *bigger = realloc(h->messages, (size_t)capacity * sizeof *bigger);
+        if (bigger == NULL) {
+            return false;
+        }
+        h->messages = bigger;
+        h->capacity = capacity;
+    }
+    char *copy = malloc(len + 1);
+    if (copy == NULL) {
+        return false;
+    }
+    memcpy(copy, content, len);
+    copy[len] = '\0';
+    h->messages[h->count++] = (mr_chat_message){role, copy};
+    return true;
+}
+
+static void history_free(chat_history *h) {
+    for (int i = 0; i < h->count; i++) {
+        free((char *)h->messages[i].content);
+    }
+    free(h->messages);
+}
+
+/* Runs the interactive chat; returns the exit code. */
+static int run_chat(const generate_options *o, mr_llama *model, mr_tokenizer *tok,
+                    mr_gguf *gguf) {
+    mr_error err;
+    mr_error_clear(&err);
+    mr_chat_template kind;
+    mr_status status = o->chat_template != NULL
+                           ? mr_chat_template_parse(o->chat_template, &kind, &err)
+                           : mr_chat_template_from_gguf(gguf, &kind, &err);
+    if (status != MR_OK) {
+        cli_error("%s (option --chat-template)", err.message);
+        return 2;
+    }
+    fprintf(stderr, "generate: chat template %s; one message per line, end of input quits\n",
+            mr_chat_template_name(kind));
+
+    chat_history history = {0};
+    int code = 0;
+    if (o->system != NULL && !history_add(&history, "system", o->system, strlen(o->system))) {
+        cli_error("out of memory");
+        return 1;
+    }
+
+    mr_generate_params params = make_params(o);
+    params.parse_special = true;
+    char *line = NULL;
+    size_t line_capacity = 0;
+    for (;;) {
+        fprintf(stderr, "> ");
+        ssize_t got = getline(&line, &line_capacity, stdin);
+        if (got < 0) {
+            break;
+        }
+        while (got > 0 && (line[got - 1] == '\n' || line[got - 1] == '\r')) {
+            line[--got] = '\0';
+        }
+        if (got == 0) {
+            continue;
+        }
+        if (!history_add(&history, "user", line, (size_t)got)) {
+            cli_error("out of memory");
+            code = 1;
+            break;
+        }
+
+        char *prompt = NULL;
+        size_t prompt_len = 0;
+        mr_generation g;
+        status = mr_chat_render(kind, history.messages, history.count, true, &prompt, &prompt_len,
+                                &err);
+        if (status == MR_OK) {
+            status = mr_generate(model, tok, prompt, &params, &g, &err);
+        }
+        free(prompt);
+        if (status != MR_OK) {
+            /* The turn is dropped so that the session can go on. */
+            cli_error("generation failed: %s", err.message);
+            free((char *)history.messages[--history.count].content);
+            continue;
+        }
+        printf("\n");
+        fflush(stdout);
+        print_stats(&g);
+        bool added = history_add(&history, "assistant", g.text, g.text_len);
+        mr_generation_free(&g);
+        if (!added) {
+            cli_error("out of memory");
+            code = 1;
+            break;
+        }
+    }
+    free(line);
+    history_free(&history);
+    return code;
+}
+
+int cli_generate(int argc, char **argv) {
+    generate_options o;
+    int code = parse_options(argc, argv, &o);
+    if (code >= 0) {
+        return code;
+    }
+
+    mr_llama *model;
+    mr_tokenizer *tok;
+    mr_gguf *gguf;
+    if (cli_lm_open(o.model_path, &model, &tok, &gguf) != 0) {
+        return 1;
+    }
+
+    if (o.chat) {
+        code = run_chat(&o, model, tok, gguf);
+    } else {
+        mr_generate_params params = make_params(&o);
+        mr_generation g;
+        mr_error err;
+        mr_error_clear(&err);
+        if (mr_generate(model, tok, o.prompt, &params, &g, &err) != MR_OK) {
+            cli_error("generation failed: %s", err.message);
+            code = 1;
+        } else {
+            printf("\n");
+            fflush(stdout);
+            print_stats(&g);
+            mr_generation_free(&g);
+            code = 0;
+        }
+    }
+
+    mr_llama_free(model);
+    mr_tokenizer_free(tok);
+    mr_gguf_close(gguf);
+    return code;
+}

@@ -1,0 +1,212 @@
+/*
+ * `multiround lm score`: log-probabilities of completions. Reads a JSON
+ * Lines file of {"prompt": ..., "completion": ...} objects and prints one
+ * JSON line per input: {"line": N, "logprob": SUM, "tokens": COUNT}.
+ */
+#include <cJSON.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+#include "multiround/generate.h"
+#include "multiround/gguf.h"
+
+/* Requests scored per call, which bounds the memory for logits. */
+#define SCORE_BATCH 16
+
+typedef struct score_options {
+    const char *model_path;
+    const char *data_path;
+    bool per_token;
+    int add_bos; /* -1: the model's metadata */
+} score_options;
+
+static void print_help(void) {
+    printf("usage: multiround lm score -m MODEL --data FILE.jsonl [OPTIONS]\n\n"
+           "Prints, for each line {\"prompt\": ..., \"completion\": ...} of FILE, one JSON\n"
+           "line {\"line\": N, \"logprob\": L, \"tokens\": T}: L is the natural log of\n"
+           "p(completion | prompt) under the model, summed over the T completion tokens.\n"
+           "Lines that are empty are skipped; a malformed line stops the run with its\n"
+           "line number.\n\n"
+           "options:\n"
+           "  -m, --model PATH   GGUF model file (required)\n"
+           "  --data PATH        JSON Lines input (required)\n"
+           "  --per-token        also print \"token_logprobs\": one value per token\n"
+           "  --bos on|off       add BOS before each prompt (default: as the model's\n"
+           "                     metadata says)\n");
+    cli_print_shared_options(stdout);
+}
+
+/* Parses the options; returns -1 to continue, else the exit code. */
+static int parse_options(int argc, char **argv, score_options *o) {
+    memset(o, 0, sizeof *o);
+    o->add_bos = -1;
+    for (int i = 1; i < argc; i++) {
+        const char *option = argv[i];
+        const char *value = i + 1 < argc ? argv[i + 1] : NULL;
+        if (strcmp(option, "--help") == 0 || strcmp(option, "-h") == 0) {
+            print_help();
+            return 0;
+        }
+        int shared = cli_parse_shared_option(argc, argv, &i);
+        if (shared < 0) {
+            return 2;
+        }
+        if (shared > 0) {
+            continue;
+        }
+        if (strcmp(option, "--per-token") == 0) {
+            o->per_token = true;
+            continue;
+        }
+        if (value == NULL) {
+            cli_error("%s needs a value; run 'multiround lm score --help'", option);
+            return 2;
+        }
+        if (strcmp(option, "-m") == 0 || strcmp(option, "--model") == 0) {
+            o->model_path = value;
+        } else if (strcmp(option, "--data") == 0) {
+            o->data_path = value;
+        } else if (strcmp(option, "--bos") == 0 && strcmp(value, "on") == 0) {
+            o->add_bos = 1;
+        } else if (strcmp(option, "--bos") == 0 && strcmp(value, "off") == 0) {
+            o->add_bos = 0;
+        } else if (strcmp(option, "--bos") == 0) {
+            cli_error("--bos takes on or off, got '%s'", value);
+            return 2;
+        } else {
+            cli_error("unknown option '%s' for lm score; run 'multiround lm score --help'",
+                      option);
+            return 2;
+        }
+        i++;
+    }
+    if (o->model_path == NULL || o->data_path == NULL) {
+        cli_error("lm score needs -m MODEL and --data FILE.jsonl");
+        return 2;
+    }
+    return -1;
+}
+
+/* One parsed input line. */
+typedef struct score_item {
+    long line;
+    cJSON *json; /* owns the strings that request points into */
+    mr_logprob_request request;
+} score_item;
+
+/* Parses one line into item; prints an error naming the line on failure. */
+static bool parse_line(const char *path, long number, const char *text, score_item *item) {
+    item->line = number;
+    item->json = cJSON_Parse(text);
+    if (item->json == NULL || !cJSON_IsObject(item->json)) {
+        cli_error("%s:%ld: not a JSON object", path, number);
+        return false;
+    }
+    const cJSON *prompt = cJSON_GetObjectItemCaseSensitive(item->json, "prompt");
+    const cJSON *completion = cJSON_GetObjectItemCaseSensitive(item->json, "completion");
+    if (!cJSON_IsString(prompt) || !cJSON_IsString(completion)) {
+        cli_error("%s:%ld: needs string fields \"prompt\" and \"completion\"", path, number);
+        return false;
+    }
+    item->request.prompt = prompt->valuestring;
+    item->request.completion = completion->valuestring;
+    return true;
+}
+
+/* Scores a batch and prints its lines; returns false (error printed) on
+ * failure. */
+static bool score_batch(const score_options *o, mr_llama *model, mr_tokenizer *tok,
+                        score_item *items, int n) {
+    mr_logprob_request requests[SCORE_BATCH];
+    mr_logprob_result results[SCORE_BATCH];
+    for (int i = 0; i < n; i++) {
+        requests[i] = items[i].request;
+    }
+    mr_error err;
+    mr_error_clear(&err);
+    if (mr_llama_logprobs(model, tok, requests, n, o->add_bos, false, results, &err) != MR_OK) {
+        /* The library names the index in the batch; the line is clearer. */
+        cli_error("scoring failed in the batch of lines %ld to %ld: %s", items[0].line,
+                  items[n - 1].line, err.message);
+        return false;
+    }
+    for (int i = 0; i < n; i++) {
+        printf("{\"line\":%ld,\"logprob\":%.9g,\"tokens\":%d", items[i].line, results[i].sum,
+               results[i].n_tokens);
+        if (o->per_token) {
+            printf(",\"token_logprobs\":[");
+            for (int t = 0; t < results[i].n_tokens; t++) {
+                printf("%s%.9g", t > 0 ? "," : "", (double)results[i].token_logprobs[t]);
+            }
+            printf("]");
+        }
+        printf("}\n");
+        mr_logprob_result_free(&results[i]);
+    }
+    fflush(stdout);
+    return true;
+}
+
+int cli_lm_score(int argc, char **argv) {
+    score_options o;
+    int code = parse_options(argc, argv, &o);
+    if (code >= 0) {
+        return code;
+    }
+    FILE *data = fopen(o.data_path, "r");
+    if (data == NULL) {
+        cli_error("cannot open %s", o.data_path);
+        return 1;
+    }
+    mr_llama *model;
+    mr_tokenizer *tok;
+    mr_gguf *gguf;
+    if (cli_lm_open(o.model_path, &model, &tok, &gguf) != 0) {
+        fclose(data);
+        return 1;
+    }
+
+    score_item items[SCORE_BATCH];
+    int n = 0;
+    long number = 0;
+    char *line = NULL;
+    size_t capacity = 0;
+    code = 0;
+    while (code == 0) {
+        ssize_t got = getline(&line, &capacity, data);
+        if (got >= 0) {
+            number++;
+            bool blank = strspn(line, " \t\r\n") == (size_t)got;
+            if (blank) {
+                continue;
+            }
+            if (!parse_line(o.data_path, number, line, &items[n])) {
+                cJSON_Delete(items[n].json);
+                code = 1;
+                break;
+            }
+            n++;
+        }
+        if (n == SCORE_BATCH || (got < 0 && n > 0)) {
+            code = score_batch(&o, model, tok, items, n) ? 0 : 1;
+            for (int i = 0; i < n; i++) {
+                cJSON_Delete(items[i].json);
+            }
+            n = 0;
+        }
+        if (got < 0) {
+            break;
+        }
+    }
+    for (int i = 0; i < n; i++) {
+        cJSON_Delete(items[i].json);
+    }
+
+    free(line);
+    fclose(data);
+    mr_llama_free(model);
+    mr_tokenizer_free(tok);
+    mr_gguf_close(gguf);
+    return code;
+}

@@ -156,20 +156,23 @@ static mr_status parse_line(char *line, const char *path, int64_t line_number,
     }
 
     for (const cJSON *item = json->child; item != NULL; item = item->next) {
+        /* The message is set before the object it names is freed. */
         double value = 0;
         if (!member_value(item, &value)) {
+            mr_status status = mr_error_set(err, MR_ERR_FORMAT,
+                                            "runlog: %s line %lld: \"%s\" is not a number (or "
+                                            "\"NaN\", \"Infinity\", \"-Infinity\")",
+                                            path, (long long)line_number, item->string);
             cJSON_Delete(json);
-            return mr_error_set(err, MR_ERR_FORMAT,
-                                "runlog: %s line %lld: \"%s\" is not a number (or \"NaN\", "
-                                "\"Infinity\", \"-Infinity\")",
-                                path, (long long)line_number, item->string);
+            return status;
         }
         for (const cJSON *other = json->child; other != item; other = other->next) {
             if (strcmp(other->string, item->string) == 0) {
+                mr_status status = mr_error_set(err, MR_ERR_FORMAT,
+                                                "runlog: %s line %lld has \"%s\" twice", path,
+                                                (long long)line_number, item->string);
                 cJSON_Delete(json);
-                return mr_error_set(err, MR_ERR_FORMAT,
-                                    "runlog: %s line %lld has \"%s\" twice", path,
-                                    (long long)line_number, item->string);
+                return status;
             }
         }
     }

@@ -28,7 +28,8 @@
 #define Y_TICK_TARGET 5
 #define PIXELS_PER_X_TICK 100
 
-/* Tolerance, as a fraction of the step, for a value on a tick. */
+/* Tolerance, as a fraction of the step or mantissa, for a value on a tick
+ * or a threshold; it absorbs the rounding of decimal fractions in doubles. */
 #define TICK_EPSILON 1e-9
 
 /* Line colors (the Tableau 10 palette), reused after the tenth run. */
@@ -56,12 +57,14 @@ static double nice_step(double raw) {
         mantissa /= 10.0;
     }
 
+    /* A mantissa within rounding of a threshold counts as on it, so that
+     * (2.8 - 2.2) / 4, which is 0.14999999999999991 in doubles, gives 0.2. */
     double nice = 10.0;
-    if (mantissa < 1.5) {
+    if (mantissa < 1.5 - TICK_EPSILON) {
         nice = 1.0;
-    } else if (mantissa < 3.0) {
+    } else if (mantissa < 3.0 - TICK_EPSILON) {
         nice = 2.0;
-    } else if (mantissa < 7.0) {
+    } else if (mantissa < 7.0 - TICK_EPSILON) {
         nice = 5.0;
     }
     /* Dividing by an exact power of ten keeps steps such as 0.2 as close to

@@ -340,9 +340,10 @@ static void measure_panels(chart *c) {
 
             if (skipped > 0) {
                 mr_log(MR_LOG_WARN, "plot",
-                       "%s: left out %lld NaN or infinite values of %s, the first at step %lld",
-                       c->runs[run].label, (long long)skipped, p->metric,
-                       (long long)first_skipped_step);
+                       "%s: left out %lld NaN or infinite value%s of %s, the first at step "
+                       "%lld",
+                       c->runs[run].label, (long long)skipped, skipped == 1 ? "" : "s",
+                       p->metric, (long long)first_skipped_step);
             }
             p->skipped += skipped;
         }
@@ -478,9 +479,10 @@ static mr_status draw_panel(text_buffer *out, const chart *c, int i, mr_error *e
     append(out, "<text x=\"%.2f\" y=\"%.2f\" font-weight=\"bold\">", left, top - 7);
     append_escaped(out, p->metric);
     if (p->skipped > 0) {
-        append(out, "<tspan font-weight=\"normal\" fill=\"#b22222\"> (%lld NaN or infinite "
-                    "values left out)</tspan>",
-               (long long)p->skipped);
+        /* dx rather than a leading space, which renderers may collapse. */
+        append(out, "<tspan dx=\"6\" font-weight=\"normal\" fill=\"#b22222\">(%lld NaN or "
+                    "infinite value%s left out)</tspan>",
+               (long long)p->skipped, p->skipped == 1 ? "" : "s");
     }
     append(out, "</text>\n");
 

@@ -18,7 +18,7 @@
 extern "C" {
 #endif
 
-/* Most ticks mr_plot_ticks returns. */
+/* Maximum number of ticks mr_plot_ticks returns. */
 #define MR_PLOT_TICKS_MAX 32
 
 /* One run to draw: its metrics table and the name in the legend. */
@@ -46,11 +46,12 @@ typedef struct mr_plot_summary {
 } mr_plot_summary;
 
 /*
- * Chooses axis ticks for data from low to high: a step of 1, 2 or 5 times
- * a power of ten that gives about target ticks (at least 2), and the
- * multiples of the step that cover [low, high] with one tick at or below
- * low and one at or above high. Writes the first tick to *first, the step
- * to *step and the number of ticks to *count (at most MR_PLOT_TICKS_MAX).
+ * Chooses axis ticks for data from low to high. The step is 1, 2 or 5
+ * times a power of ten that gives about target ticks (at least 2). The
+ * ticks are the multiples of the step from the last one at or below low
+ * to the first one at or above high. Writes the first tick to *first, the
+ * step to *step and the number of ticks to *count (at most
+ * MR_PLOT_TICKS_MAX).
  * When low equals high the range is widened around the value. low and
  * high must be finite with low <= high (MR_ERR_INVALID_ARGUMENT otherwise).
  */
@@ -58,10 +59,10 @@ mr_status mr_plot_ticks(double low, double high, int target, double *first, doub
                         int *count, mr_error *err);
 
 /*
- * Writes a tick label for value on an axis whose ticks are step apart:
- * just enough digits to tell neighbouring ticks apart, "0" for a value
- * within rounding of zero, and exponent notation ("2.5e-5") when the step
- * is below 1e-4 or at least 1e5.
+ * Writes a tick label for value on an axis whose ticks are step apart. It
+ * has just enough digits to tell neighbouring ticks apart, reads "0" for
+ * a value within rounding of zero, and uses exponent notation ("2.5e-5")
+ * when the step is below 1e-4 or at least 1e5.
  */
 void mr_plot_format_tick(double value, double step, char *out, size_t size);
 

@@ -47,7 +47,7 @@ extern "C" {
 #define MR_ROUNDS_MAX 1000
 #define MR_ROUNDS_STAGES_MAX 32
 
-/* Longest stage name and output name in bytes. */
+/* Maximum length of a stage name or output name, in bytes. */
 #define MR_ROUNDS_NAME_MAX 64
 
 typedef enum mr_round_state {
@@ -59,7 +59,7 @@ typedef enum mr_round_state {
 /* An open run; see mr_rounds_open. */
 typedef struct mr_rounds mr_rounds;
 
-/* What a stage function is told about the stage it runs. */
+/* The round, folders and models of the stage a stage function runs. */
 typedef struct mr_stage_context {
     const char *run_dir;
     const char *round_dir;          /* run_dir/round-NNN; it exists */
@@ -71,7 +71,7 @@ typedef struct mr_stage_context {
      * latest earlier round that wrote one, else the configured initial
      * model (which may be NULL). */
     const char *start_model;
-    /* True when start_model holds a LoRA adapter trained by an earlier
+    /* True when start_model contains a LoRA adapter trained by an earlier
      * round: the trainer merges it into its base model and trains a fresh
      * adapter. Set only when the run's config has lora and start_model is
      * an earlier round's model. */

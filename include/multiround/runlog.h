@@ -43,7 +43,7 @@ extern "C" {
 #define MR_RUNLOG_STEP "step"
 #define MR_RUNLOG_ELAPSED "elapsed_s"
 
-/* Longest metric name in bytes. Names use only letters, digits and the
+/* Maximum length of a metric name, in bytes. Names use only letters, digits and the
  * characters _ - . / @ so that they need no escaping in JSON, SVG or a
  * comma-separated option. */
 #define MR_METRIC_NAME_MAX 64
@@ -102,9 +102,9 @@ mr_status mr_runlog_close(mr_runlog *log, mr_error *err);
  * ------------------------------------------------------------------------ */
 
 /*
- * A metrics log read into a table: one row per line, one column per
- * metric name seen in any line (in the order first seen; "step" is the
- * steps array, and "elapsed_s" is a column like the others).
+ * A metrics log read into a table: one row per line, and one column per
+ * metric name seen in any line, in the order first seen. "step" goes to
+ * the steps array, while "elapsed_s" is a column like the others.
  */
 typedef struct mr_runlog_data {
     int64_t n_rows;

@@ -29,7 +29,7 @@
 #define PIXELS_PER_X_TICK 100
 
 /* Tolerance, as a fraction of the step or mantissa, for a value on a tick
- * or a threshold; it absorbs the rounding of decimal fractions in doubles. */
+ * or a threshold. It absorbs the rounding of decimal fractions in doubles. */
 #define TICK_EPSILON 1e-9
 
 /* Line colors (the Tableau 10 palette), reused after the tenth run. */

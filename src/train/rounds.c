@@ -163,8 +163,8 @@ static mr_status verify_files(const mr_rounds *rounds, const rounds_file_list *l
     return MR_OK;
 }
 
-/* Verifies the files of finished stages and forgets those of unfinished
- * ones, which run again from their start. */
+/* Verifies the files of finished stages and clears the records of
+ * unfinished ones, which run again from their start. */
 static mr_status check_recorded_files(mr_rounds *rounds, mr_error *err) {
     rounds_manifest *m = &rounds->manifest;
     for (int r = 0; r < m->n_rounds; r++) {
@@ -627,8 +627,8 @@ mr_status mr_stage_output_commit(const mr_stage_context *context, const char *na
 
     /* rename() replaces a file but not a non-empty folder, so what an
      * interrupted attempt left at the final name goes first. The stage is
-     * not done until the manifest says so, so a kill in between only runs
-     * the stage again. */
+     * not done until the manifest records it as done, so a kill in between
+     * only runs the stage again. */
     struct stat info;
     if (lstat(temp, &info) != 0) {
         status = mr_error_set(err, MR_ERR_NOT_FOUND,

@@ -144,7 +144,7 @@ static mr_status sync_entry(const char *path, bool is_folder, void *state, mr_er
     int result = fsync(fd);
     int saved = errno;
     close(fd);
-    /* Some filesystems cannot flush a folder and answer EINVAL. */
+    /* Some filesystems cannot flush a folder and return EINVAL. */
     if (result != 0 && !(is_folder && saved == EINVAL)) {
         return mr_error_set(err, MR_ERR_IO, "rounds: flushing '%s' to disk failed: %s", path,
                             strerror(saved));

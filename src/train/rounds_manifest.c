@@ -487,7 +487,12 @@ mr_status rounds_manifest_read(const char *path, rounds_manifest *m, mr_error *e
 /* Writes a stage's cell: "done", "started" (not finished) or "-", with
  * the attempt count when it is above one. */
 static void stage_cell(const rounds_stage_record *stage, char *out, size_t size) {
-    const char *word = stage->done ? "done" : stage->attempts > 0 ? "started" : "-";
+    const char *word = "-";
+    if (stage->done) {
+        word = "done";
+    } else if (stage->attempts > 0) {
+        word = "started";
+    }
     if (stage->attempts > 1) {
         snprintf(out, size, "%s (%d)", word, stage->attempts);
     } else {

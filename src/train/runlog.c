@@ -24,7 +24,7 @@
 /* Largest metrics log read back: about 5 million lines of 200 bytes. */
 #define RUNLOG_MAX_BYTES ((size_t)1 << 30)
 
-/* Steps must be integers that a JSON double holds exactly. */
+/* Steps must be integers that a JSON double represents exactly. */
 #define MAX_EXACT_STEP 9007199254740992.0 /* 2^53 */
 
 /* Room for one formatted number: sign, 17 digits, point, exponent. */

@@ -1,8 +1,9 @@
 #!/bin/sh
-# Smoke test of `multiround plot` and `multiround rounds status`: draws a
-# hand-written metrics.jsonl (with a NaN and a partial last line), checks
-# the SVG with xmllint when it is installed, checks the errors for an
-# empty log and an unknown metric, and prints a hand-written manifest.
+# Smoke test of `multiround plot` and `multiround rounds status`. It draws
+# a hand-written metrics.jsonl with a NaN and a partial last line, and
+# checks the SVG with xmllint when that is installed. It checks the errors
+# for an empty log and an unknown metric, and prints a hand-written
+# manifest.
 #
 # usage: cli_smoke.sh PATH_TO_MULTIROUND
 set -eu

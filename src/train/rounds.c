@@ -362,6 +362,8 @@ static mr_status choose_start_model(mr_rounds *rounds, int r, bool *from_round,
         }
     }
 
+    /* NOTE: the start model is recorded by path only. A stage that needs
+     * it verified on resume records it with mr_stage_add_input. */
     free(round->start_model);
     round->start_model = NULL;
     if (start != NULL) {

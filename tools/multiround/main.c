@@ -16,6 +16,7 @@ typedef struct cli_command {
 
 static const cli_command commands[] = {
     {"demo", cli_demo, "train a small character-level GPT on a short text and sample it"},
+    {"lm", cli_lm, "convert, inspect and create Llama and Qwen2 models (GGUF, Hugging Face)"},
     {"rec", cli_rec, "train, evaluate and query sequential recommenders (Ada-Retrieval)"},
     {"version", cli_version, "print the version, the BLAS library and the thread count"},
 };

@@ -210,7 +210,7 @@ mr_status mr_llama_eval(const mr_llama *model, mr_llama_cache *cache, const int3
 /* ------------------------------------------------------------------------
  * Hugging Face folders and conversion (src/lm/llama_hf.c)
  *
- * A Hugging Face folder holds config.json (LlamaForCausalLM or
+ * A Hugging Face folder contains config.json (LlamaForCausalLM or
  * Qwen2ForCausalLM) and model.safetensors, or shards listed in
  * model.safetensors.index.json. Tensor names map to the GGUF names:
  *

@@ -11,11 +11,11 @@
  * the logits unchanged. Dropout acts in training mode only (see
  * mr_ctx_set_training).
  *
- * The base weights enter the network as constants: they get no gradient
- * buffers and no gradient computation, so the model need not be trainable
- * (a GGUF model loaded with mr_llama_load_gguf works as it is, and
- * quantised weights are decoded to F32 in the step's context). Only A and
- * B, in the adapter's own mr_paramset, are trained.
+ * The base weights enter the network as constants that get no gradient
+ * buffers and no gradient computation. So the model need not be
+ * trainable: a GGUF model loaded with mr_llama_load_gguf works as it is,
+ * and quantised weights are decoded to F32 in the step's context. Only A
+ * and B, in the adapter's own mr_paramset, are trained.
  *
  *     mr_lora_config config = {.rank = 8, .alpha = 16, .dropout = 0.05f,
  *                              .targets = MR_LORA_Q | MR_LORA_V};
@@ -112,7 +112,7 @@ mr_tensor *mr_lora_loss(mr_lora *lora, mr_ctx *ctx, mr_tensor *tokens, mr_tensor
  * Adds s * B A to each targeted base weight and switches the adapter off,
  * so that the model alone gives the adapted logits. Weights stored in
  * another type than F32, or in a file mapping, become F32 memory that the
- * model owns; a trainable model's parameters change in place. Fills err
+ * model owns. A trainable model's parameters change in place. Fills err
  * when memory runs out (the weights merged before that keep the update).
  */
 mr_status mr_lora_merge(mr_lora *lora, mr_error *err);

@@ -3,11 +3,13 @@
  * names of their checkpoints, and the file helpers of the folder reader
  * and writer.
  *
- * Defaults follow transformers' LlamaConfig and Qwen2Config (version 4.40
- * documentation): rms_norm_eps 1e-6, rope_theta 10000,
+ * Absent keys take these defaults: rms_norm_eps 1e-6, rope_theta 10000,
  * tie_word_embeddings false, max_position_embeddings 2048 (Llama) or
  * 32768 (Qwen2), num_key_value_heads = num_attention_heads and head_dim =
  * hidden_size / num_attention_heads.
+ * NOTE: these are meant to be the defaults of transformers' LlamaConfig and
+ * Qwen2Config but were not checked against a pinned transformers release.
+ * Released checkpoints set every one of these keys.
  */
 #include <errno.h>
 #include <math.h>
@@ -295,6 +297,7 @@ static const char *torch_dtype_name(mr_qtype type) {
 cJSON *hf_config_to_json(const mr_llama_config *c, hf_arch arch, mr_qtype type) {
     cJSON *root = cJSON_CreateObject();
     cJSON *list = cJSON_AddArrayToObject(root, "architectures");
+
     if (list == NULL) {
         cJSON_Delete(root);
         return NULL;
@@ -303,6 +306,7 @@ cJSON *hf_config_to_json(const mr_llama_config *c, hf_arch arch, mr_qtype type) 
     cJSON_AddItemToArray(list, cJSON_CreateString(qwen2 ? "Qwen2ForCausalLM"
                                                         : "LlamaForCausalLM"));
     cJSON_AddStringToObject(root, "model_type", qwen2 ? "qwen2" : "llama");
+
     cJSON_AddNumberToObject(root, "vocab_size", c->vocab_size);
     cJSON_AddNumberToObject(root, "hidden_size", c->dim);
     cJSON_AddNumberToObject(root, "intermediate_size", c->ffn_dim);
@@ -313,6 +317,7 @@ cJSON *hf_config_to_json(const mr_llama_config *c, hf_arch arch, mr_qtype type) 
     cJSON_AddNumberToObject(root, "max_position_embeddings", c->context_length);
     cJSON_AddItemToObject(root, "rms_norm_eps", hf_float_number(c->rms_eps));
     cJSON_AddItemToObject(root, "rope_theta", hf_float_number(c->rope_base));
+
     cJSON_AddNullToObject(root, "rope_scaling");
     cJSON_AddBoolToObject(root, "tie_word_embeddings", c->tied_output);
     cJSON_AddStringToObject(root, "hidden_act", "silu");

@@ -28,8 +28,8 @@ bool hf_tensor_name(const char *gguf_name, char *out, size_t size);
 
 /*
  * Returns the number of heads whose rows a weight permutes between the
- * Hugging Face layout and the model's: heads for q, kv_heads for k, when
- * the model rotates adjacent pairs; 0 when the rows stay as they are.
+ * Hugging Face layout and the model's: heads for q and kv_heads for k when
+ * the model rotates adjacent pairs, else 0 (the rows stay as they are).
  */
 int hf_permuted_heads(const mr_llama_config *config, const char *gguf_name);
 
@@ -44,7 +44,7 @@ static inline int64_t hf_source_row(int64_t row, int head_dim) {
     return head * head_dim + (j % 2) * (head_dim / 2) + j / 2;
 }
 
-/* Parses a config.json object into config and the family; name is used in
+/* Parses a config.json object into config and the family. name is used in
  * messages. */
 mr_status hf_config_from_json(const cJSON *json, const char *name, mr_llama_config *config,
                               hf_arch *arch, mr_error *err);
@@ -58,7 +58,7 @@ static inline hf_arch hf_arch_of(const mr_llama_config *config) {
     return config->qkv_bias ? HF_ARCH_QWEN2 : HF_ARCH_LLAMA;
 }
 
-/* Joins dir and name into out; fails with MR_ERR_INVALID_ARGUMENT when
+/* Joins dir and name into out, or fails with MR_ERR_INVALID_ARGUMENT when
  * the path does not fit. */
 mr_status hf_path_join(char *out, size_t size, const char *dir, const char *name,
                        mr_error *err);

@@ -3,9 +3,9 @@
  * model.safetensors or its shards, writing folders back, and conversion
  * between folders and GGUF files.
  *
- * Rows of q_proj and k_proj (and their biases) of models that rotate
- * adjacent pairs are permuted on the way in and back on the way out; see
- * hf_source_row() and the overview in llama.h.
+ * Models that rotate adjacent pairs have the rows of q_proj and k_proj
+ * (and of their biases) permuted on the way in and back on the way out.
+ * hf_source_row() and the overview in llama.h give the mapping.
  */
 #include <inttypes.h>
 #include <stdio.h>
@@ -146,8 +146,8 @@ static mr_status checkpoint_open(hf_checkpoint *ckpt, const char *dir, mr_error 
     return MR_OK;
 }
 
-/* Finds tensor name in the checkpoint; NULL when absent (err untouched)
- * or when its shard cannot be opened (err filled, *failed set). */
+/* Finds tensor name in the checkpoint. Returns NULL when it is absent (err
+ * untouched) or when its shard cannot be opened (err filled, *failed set). */
 static const mr_safetensors_tensor *checkpoint_find(hf_checkpoint *ckpt, const char *name,
                                                     mr_safetensors **file, bool *failed,
                                                     mr_error *err) {

@@ -45,7 +45,7 @@ struct mr_lora {
     float scaling;          /* alpha / r */
     mr_llama *model;        /* borrowed */
     mr_paramset *params;
-    mr_tensor **a, **b;     /* [layers][LORA_KINDS]; NULL where not targeted */
+    mr_tensor **a, **b;     /* [layers][LORA_KINDS], NULL where not targeted */
     mr_rng rng;             /* dropout masks */
     bool enabled;
 };
@@ -380,7 +380,7 @@ mr_tensor *mr_lora_loss(mr_lora *lora, mr_ctx *ctx, mr_tensor *tokens, mr_tensor
  * ------------------------------------------------------------------------ */
 
 /* Returns writable F32 values of weight index, converting its storage to
- * F32 memory the model owns when needed; NULL when memory runs out. */
+ * F32 memory the model owns when needed. Returns NULL when memory runs out. */
 static float *writable_weight(mr_llama *model, int index) {
     mr_llama_weight *w = &model->weights[index];
     if (w->param != NULL) {

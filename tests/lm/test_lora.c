@@ -61,7 +61,8 @@ static void copy_from_fixture(mr_fixture *fixture, mr_ctx *data, const char *nam
     for (int i = 0; i < mr_paramset_count(params); i++) {
         mr_tensor *param = mr_paramset_get(params, i);
         mr_tensor *values = mr_fixture_tensor(fixture, data, name, param->name);
-        CHECK(values != NULL && mr_tensor_same_shape(values, param));
+        CHECK(values != NULL);
+        CHECK(values == NULL || mr_tensor_same_shape(values, param));
         if (values != NULL && mr_tensor_same_shape(values, param)) {
             mr_tensor_copy(param, values);
         }
@@ -261,7 +262,8 @@ static void lora_fresh_adapter_keeps_logits(void) {
     CHECK_INT_EQ(mr_paramset_count(params), 2 * 7 * 2);
     mr_tensor *a = mr_paramset_find(params, "blk.1.ffn_down.lora_a");
     mr_tensor *b = mr_paramset_find(params, "blk.1.ffn_down.lora_b");
-    CHECK(a != NULL && b != NULL);
+    CHECK(a != NULL);
+    CHECK(b != NULL);
     if (a != NULL && b != NULL) {
         CHECK_INT_EQ(a->shape[0], 4);
         CHECK_INT_EQ(a->shape[1], 28);
@@ -378,7 +380,7 @@ static void lora_training_freezes_base(void) {
         mr_optim_zero_grad(opt);
         mr_ctx_reset(ctx);
     }
-    /* Measured: 5.19 before the first step, 0.45 after 30. */
+    /* Measured: 5.19 at step 0, 0.45 at step 29. */
     CHECK(last < 0.5f * first);
 
     CHECK(mr_llama_params(model) == NULL);
@@ -411,8 +413,8 @@ static void lora_merge_matches_adapter(void) {
         CHECK_STATUS(mr_lora_merge(lora, &err), MR_OK);
         CHECK(!mr_lora_enabled(lora));
         float *merged = logits_of(model, NULL, tokens, 2, 6);
-        /* W + s B A against W x + s B (A x): float rounding of O(1)
-         * logits, measured below 1e-5. */
+        /* (W + s B A) x against W x + s B (A x): float rounding of
+         * logits of order 1. */
         CHECK_INT_EQ(CHECK_ARRAY_NEAR(merged, adapted, 12 * 29, 5e-5, 1e-5), 0);
         free(adapted);
         free(merged);
@@ -500,8 +502,16 @@ static void lora_peft_round_trip(void) {
             file, "base_model.model.model.layers.1.self_attn.q_proj.lora_A.weight");
         const mr_safetensors_tensor *b = mr_safetensors_tensor_find(
             file, "base_model.model.model.layers.0.mlp.down_proj.lora_B.weight");
-        CHECK(a != NULL && a->ndim == 2 && a->shape[0] == 3 && a->shape[1] == 16);
-        CHECK(b != NULL && b->ndim == 2 && b->shape[0] == 16 && b->shape[1] == 3);
+        CHECK(a != NULL);
+        CHECK(b != NULL);
+        if (a != NULL && b != NULL) {
+            CHECK_INT_EQ(a->ndim, 2);
+            CHECK_INT_EQ(a->shape[0], 3);
+            CHECK_INT_EQ(a->shape[1], 16);
+            CHECK_INT_EQ(b->ndim, 2);
+            CHECK_INT_EQ(b->shape[0], 16);
+            CHECK_INT_EQ(b->shape[1], 3);
+        }
         mr_safetensors_close(file);
     }
 

@@ -161,7 +161,7 @@ static void print_tokenizer_keys(const char *path) {
     if (mr_gguf_open(path, &gguf, NULL) != MR_OK) {
         return;
     }
-    int shown = 0;
+    int listed = 0;
     for (int64_t i = 0; i < mr_gguf_kv_count(gguf); i++) {
         const char *key = mr_gguf_kv_key(gguf, i);
         if (strncmp(key, "tokenizer.", 10) != 0) {
@@ -177,9 +177,9 @@ static void print_tokenizer_keys(const char *path) {
         } else {
             printf("  %s: %s\n", key, mr_gguf_type_name(type));
         }
-        shown++;
+        listed++;
     }
-    if (shown == 0) {
+    if (listed == 0) {
         printf("  (no tokenizer.* keys in %s)\n", path);
     }
     mr_gguf_close(gguf);
@@ -190,20 +190,20 @@ static void print_tokenizer_files(const char *dir) {
     static const char *const files[] = {"tokenizer.json", "tokenizer_config.json",
                                         "special_tokens_map.json", "tokenizer.model",
                                         "tokenizer.gguf"};
-    int shown = 0;
+    int listed = 0;
     for (size_t i = 0; i < sizeof files / sizeof files[0]; i++) {
         char path[4096];
         snprintf(path, sizeof path, "%s/%s", dir, files[i]);
         struct stat info;
         if (stat(path, &info) == 0) {
             printf("  %s (%lld bytes)\n", files[i], (long long)info.st_size);
-            shown++;
+            listed++;
             if (strcmp(files[i], "tokenizer.gguf") == 0) {
                 print_tokenizer_keys(path);
             }
         }
     }
-    if (shown == 0) {
+    if (listed == 0) {
         printf("  (no tokenizer files)\n");
     }
 }
@@ -226,6 +226,7 @@ static int run_info(const lm_options *options) {
      * the biases, llama_gguf.c the GGUF architecture by the rope layout. */
     const char *arch = folder ? (c->qkv_bias ? "Qwen2ForCausalLM" : "LlamaForCausalLM")
                               : (c->rope_layout == MR_ROPE_ADJACENT ? "llama" : "qwen2");
+
     printf("model: %s (%s)\n", path, folder ? "Hugging Face folder" : "GGUF file");
     printf("architecture: %s, %s rope in memory\n", arch,
            c->rope_layout == MR_ROPE_ADJACENT ? "adjacent-pair" : "split-half");
@@ -235,6 +236,7 @@ static int run_info(const lm_options *options) {
            c->ffn_dim, c->context_length, (double)c->rope_base, (double)c->rms_eps);
     printf("q/k/v biases: %s\ntied output: %s\n", c->qkv_bias ? "yes" : "no",
            c->tied_output ? "yes" : "no");
+
     int64_t params = mr_llama_param_count(model);
     printf("parameters: %" PRId64 " (%.3f M)\n", params, (double)params / 1e6);
     printf("storage:\n");

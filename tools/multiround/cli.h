@@ -14,6 +14,7 @@
 typedef int (*cli_command_fn)(int argc, char **argv);
 
 int cli_demo(int argc, char **argv);
+int cli_lm(int argc, char **argv);
 int cli_plot(int argc, char **argv);
 int cli_rec(int argc, char **argv);
 int cli_rec_bench(int argc, char **argv);

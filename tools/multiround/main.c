@@ -17,6 +17,7 @@ typedef struct cli_command {
 static const cli_command commands[] = {
     {"demo", cli_demo, "train a small character-level GPT on a short text and sample it"},
     {"generate", cli_generate, "generate text or chat with a GGUF language model"},
+    {"lm", cli_lm, "convert, inspect, create and score Llama and Qwen2 models (GGUF, Hugging Face)"},
     {"plot", cli_plot, "draw the metrics.jsonl of one or more runs as an SVG line chart"},
     {"rec", cli_rec, "train, evaluate and query sequential recommenders (Ada-Retrieval)"},
     {"rounds", cli_rounds, "print the state of a multi-round run (rounds status RUN_DIR)"},

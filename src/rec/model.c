@@ -340,7 +340,7 @@ static mr_status pick_round(const mr_rec_model *model, const mr_tensor *users, i
     for (int64_t first = 0; first < batch; first += SCORE_ROWS) {
         int64_t count = batch - first < SCORE_ROWS ? batch - first : SCORE_ROWS;
 
-        /* scores = users @ E^T + b, with the user rows gathered from any
+        /* scores = users @ E^T, with the user rows gathered from any
          * layout the backbone returned. */
         for (int64_t r = 0; r < count; r++) {
             for (int64_t d = 0; d < dim; d++) {
@@ -358,23 +358,26 @@ static mr_status pick_round(const mr_rec_model *model, const mr_tensor *users, i
                 }
                 rows[r * dim + d] = value;
             }
-            memcpy(scores + r * n_items, model->item_bias->data,
-                   (size_t)n_items * sizeof *scores);
         }
         mr_sgemm(false, true, count, n_items, dim, 1.0f, rows, dim,
-                 model->item_embedding->data, dim, 1.0f, scores, n_items);
+                 model->item_embedding->data, dim, 0.0f, scores, n_items);
 
-        /* Each row blocks its earlier picks in its thread's mask, selects,
-         * and clears the mask again. */
+        /* Each row adds the biases, blocks its earlier picks in its
+         * thread's mask, selects, and clears the mask again. */
+        const float *bias = model->item_bias->data;
 #pragma omp parallel for schedule(static)
         for (int64_t r = 0; r < count; r++) {
+            float *row_scores = scores + r * n_items;
+            for (int32_t i = 0; i < n_items; i++) {
+                row_scores[i] += bias[i];
+            }
             uint8_t *mask = blocked + (size_t)omp_get_thread_num() * (size_t)n_items;
             int32_t *row_picks = picks + (first + r) * row_stride;
             for (int64_t j = 0; j < (int64_t)round * k; j++) {
                 mask[row_picks[j]] = 1;
             }
             /* Creation checked that k items remain, so all k are written. */
-            mr_rec_topk(scores + r * n_items, n_items, mask, k, row_picks + (int64_t)round * k);
+            mr_rec_topk(row_scores, n_items, mask, k, row_picks + (int64_t)round * k);
             for (int64_t j = 0; j < (int64_t)round * k; j++) {
                 mask[row_picks[j]] = 0;
             }

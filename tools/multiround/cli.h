@@ -14,8 +14,10 @@
 typedef int (*cli_command_fn)(int argc, char **argv);
 
 int cli_demo(int argc, char **argv);
+int cli_index(int argc, char **argv);
 int cli_rec(int argc, char **argv);
 int cli_rec_bench(int argc, char **argv);
+int cli_search(int argc, char **argv);
 int cli_version(int argc, char **argv);
 
 /* Prints "multiround: " and the message to stderr with a newline. */

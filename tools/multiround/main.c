@@ -16,7 +16,9 @@ typedef struct cli_command {
 
 static const cli_command commands[] = {
     {"demo", cli_demo, "train a small character-level GPT on a short text and sample it"},
+    {"index", cli_index, "build an SQLite FTS5 index of a JSONL passage corpus"},
     {"rec", cli_rec, "train, evaluate and query sequential recommenders (Ada-Retrieval)"},
+    {"search", cli_search, "rank indexed passages for a query with BM25, or evaluate recall"},
     {"version", cli_version, "print the version, the BLAS library and the thread count"},
 };
 

@@ -148,9 +148,9 @@ static mr_status builder_open(index_builder *builder, const char *path, mr_error
 
     /* Batched transactions make a crash lose at most the open batch; the
      * rollback journal keeps the file consistent either way. */
-    mr_status status = exec_sql(builder, "PRAGMA synchronous = NORMAL", "setting pragmas", err);
+    mr_status status = prepare_schema(builder, err);
     if (status == MR_OK) {
-        status = prepare_schema(builder, err);
+        status = exec_sql(builder, "PRAGMA synchronous = NORMAL", "setting pragmas", err);
     }
     if (status != MR_OK) {
         return status;

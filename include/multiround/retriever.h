@@ -76,7 +76,7 @@ mr_status mr_jsonl_reader_open_memory(const void *data, size_t size, const char 
  *
  * A line longer than the limit, one that contains a NUL byte and one that
  * is not valid UTF-8 give MR_ERR_FORMAT naming the file and line. The
- * reader then stands after that line, so a caller may skip it and go on.
+ * reader is then past that line, so a caller may skip it and go on.
  * A read error gives MR_ERR_IO and ends the input.
  */
 mr_status mr_jsonl_reader_next(mr_jsonl_reader *reader, const char **line, size_t *length,
@@ -209,14 +209,13 @@ mr_status mr_retriever_get(mr_retriever *retriever, const char *id, mr_passage_h
 
 /*
  * Turns a natural-language query into an FTS5 MATCH expression that
- * cannot be a syntax error: the query is split at every ASCII character
- * that is not a letter or digit (bytes of multi-byte UTF-8 characters
- * stay inside terms), terms that are English stopwords are dropped unless
- * every term is one, repeated terms are dropped (ASCII case-insensitive),
- * at most MR_RETRIEVER_MAX_TERMS are kept, and each term is put in double
- * quotes and joined with " OR ". Stores the new string (free it with
- * free()) in *expression and the number of terms in *n_terms; with no
- * terms the expression is "".
+ * cannot be a syntax error. The query is split into terms at every ASCII
+ * character that is not a letter or digit, so multi-byte UTF-8 characters
+ * stay inside terms. English stopwords are dropped unless every term is
+ * one. Repeated terms are dropped, ignoring ASCII case. The first
+ * MR_RETRIEVER_MAX_TERMS terms are kept, each in double quotes, joined
+ * with " OR ". Stores the new string (free it with free()) in *expression
+ * and the number of terms in *n_terms. With no terms the expression is "".
  */
 mr_status mr_retriever_match_expression(const char *query, char **expression, int *n_terms,
                                         mr_error *err);

@@ -369,8 +369,8 @@ mr_status mr_passage_index_build(const char *jsonl_path, const char *db_path,
     index_builder builder;
     status = builder_open(&builder, db_path, err);
 
-    /* On a bad line the passages before it are committed, so that the
-     * index holds every line up to the error and a rerun skips them. */
+    /* On a bad line the passages before it are committed, so the index
+     * contains every line up to the error and a rerun skips them. */
     if (status == MR_OK) {
         status = index_lines(&builder, reader, jsonl_path, options, stats, start, err);
         mr_error commit_error;

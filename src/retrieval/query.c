@@ -8,7 +8,7 @@
 
 #include "multiround/retriever.h"
 
-/* Longest term compared against the stopword list, in bytes. */
+/* Maximum length in bytes of a term compared against the stopword list. */
 #define MAX_STOPWORD_LENGTH 16
 
 /*

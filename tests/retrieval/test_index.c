@@ -22,6 +22,16 @@
         }                                                                          \
     } while (0)
 
+#define CHECK_STR_EQ(actual, expected)                                          \
+    do {                                                                        \
+        const char *actual_ = (actual);                                         \
+        if (actual_ == NULL || strcmp(actual_, (expected)) != 0) {              \
+            mr_test_fail(__FILE__, __LINE__, "%s is '%s', expected '%s'",       \
+                         #actual, actual_ != NULL ? actual_ : "(null)",         \
+                         (expected));                                           \
+        }                                                                       \
+    } while (0)
+
 static char folder[256];
 
 /* Writes text to folder/name and stores the path in path. */
@@ -70,14 +80,14 @@ static void build_counts_passages(void) {
 
     mr_passage_hit hit;
     CHECK_STATUS(mr_retriever_get(retriever, "two", &hit, &err), MR_OK);
-    CHECK(strcmp(hit.title, "Two") == 0);
-    CHECK(strcmp(hit.text, "second passage") == 0);
+    CHECK_STR_EQ(hit.title, "Two");
+    CHECK_STR_EQ(hit.text, "second passage");
     CHECK(!hit.id_is_integer);
     mr_passage_hits_free(&hit, 1);
 
     CHECK_STATUS(mr_retriever_get(retriever, "3", &hit, &err), MR_OK);
     CHECK(hit.id_is_integer);
-    CHECK(strcmp(hit.title, "") == 0);
+    CHECK_STR_EQ(hit.title, "");
     mr_passage_hits_free(&hit, 1);
 
     CHECK_STATUS(mr_retriever_get(retriever, "4", &hit, &err), MR_ERR_NOT_FOUND);
@@ -92,7 +102,7 @@ static void build_counts_passages(void) {
                              NULL) == SQLITE_OK);
     CHECK(sqlite3_step(stmt) == SQLITE_ROW);
     const char *metadata = (const char *)sqlite3_column_text(stmt, 0);
-    CHECK(metadata != NULL && strcmp(metadata, "{\"source\":\"a\"}") == 0);
+    CHECK_STR_EQ(metadata, "{\"source\":\"a\"}");
     sqlite3_finalize(stmt);
     sqlite3_close(sql);
 }
@@ -122,10 +132,10 @@ static void rebuild_skips_existing_ids(void) {
     CHECK_STATUS(mr_retriever_open(db, &retriever, &err), MR_OK);
     mr_passage_hit hit;
     CHECK_STATUS(mr_retriever_get(retriever, "1", &hit, &err), MR_OK);
-    CHECK(strcmp(hit.text, "first passage") == 0);
+    CHECK_STR_EQ(hit.text, "first passage");
     mr_passage_hits_free(&hit, 1);
     CHECK_STATUS(mr_retriever_get(retriever, "4", &hit, &err), MR_OK);
-    CHECK(strcmp(hit.text, "fourth passage") == 0);
+    CHECK_STR_EQ(hit.text, "fourth passage");
     mr_passage_hits_free(&hit, 1);
 
     /* The skipped duplicates did not enter the full-text index either. */

@@ -18,6 +18,16 @@
         }                                                                          \
     } while (0)
 
+#define CHECK_STR_EQ(actual, expected)                                          \
+    do {                                                                        \
+        const char *actual_ = (actual);                                         \
+        if (actual_ == NULL || strcmp(actual_, (expected)) != 0) {              \
+            mr_test_fail(__FILE__, __LINE__, "%s is '%s', expected '%s'",       \
+                         #actual, actual_ != NULL ? actual_ : "(null)",         \
+                         (expected));                                           \
+        }                                                                       \
+    } while (0)
+
 static void reader_numbers_lines(void) {
     const char data[] = "{\"a\":1}\n\n   \n{\"b\":2}\r\n{\"c\":3}";
     mr_jsonl_reader *reader = NULL;
@@ -30,18 +40,18 @@ static void reader_numbers_lines(void) {
     size_t length = 0;
     int64_t number = 0;
     CHECK_STATUS(mr_jsonl_reader_next(reader, &line, &length, &number, &err), MR_OK);
-    CHECK(line != NULL && strcmp(line, "{\"a\":1}") == 0);
+    CHECK_STR_EQ(line, "{\"a\":1}");
     CHECK_INT_EQ(number, 1);
 
     /* Blank lines 2 and 3 are skipped but counted; "\r\n" is stripped. */
     CHECK_STATUS(mr_jsonl_reader_next(reader, &line, &length, &number, &err), MR_OK);
-    CHECK(line != NULL && strcmp(line, "{\"b\":2}") == 0);
+    CHECK_STR_EQ(line, "{\"b\":2}");
     CHECK_INT_EQ(length, 7);
     CHECK_INT_EQ(number, 4);
 
     /* The last line has no newline. */
     CHECK_STATUS(mr_jsonl_reader_next(reader, &line, &length, &number, &err), MR_OK);
-    CHECK(line != NULL && strcmp(line, "{\"c\":3}") == 0);
+    CHECK_STR_EQ(line, "{\"c\":3}");
     CHECK_INT_EQ(number, 5);
 
     CHECK_STATUS(mr_jsonl_reader_next(reader, &line, &length, &number, &err), MR_OK);
@@ -85,7 +95,7 @@ static void reader_rejects_long_line(void) {
 
     /* The reader goes on after the long line. */
     CHECK_STATUS(mr_jsonl_reader_next(reader, &line, &length, &number, &err), MR_OK);
-    CHECK(line != NULL && strcmp(line, "87654321") == 0);
+    CHECK_STR_EQ(line, "87654321");
     CHECK_INT_EQ(number, 3);
     mr_jsonl_reader_close(reader);
 }
@@ -157,12 +167,11 @@ static void parse_keeps_metadata(void) {
     mr_passage passage;
     mr_error err;
     CHECK_STATUS(mr_passage_parse(line, strlen(line), "c.jsonl", 1, &passage, &err), MR_OK);
-    CHECK(strcmp(passage.id, "42") == 0);
+    CHECK_STR_EQ(passage.id, "42");
     CHECK(passage.id_is_integer);
-    CHECK(strcmp(passage.title, "T") == 0);
-    CHECK(strcmp(passage.text, "body") == 0);
-    CHECK(passage.metadata != NULL &&
-          strcmp(passage.metadata, "{\"url\":\"http://x\",\"tags\":[1,2]}") == 0);
+    CHECK_STR_EQ(passage.title, "T");
+    CHECK_STR_EQ(passage.text, "body");
+    CHECK_STR_EQ(passage.metadata, "{\"url\":\"http://x\",\"tags\":[1,2]}");
     mr_passage_free(&passage);
     CHECK(passage.id == NULL);
 }
@@ -172,15 +181,15 @@ static void parse_optional_title(void) {
     mr_passage passage;
     mr_error err;
     CHECK_STATUS(mr_passage_parse(line, strlen(line), "c.jsonl", 1, &passage, &err), MR_OK);
-    CHECK(strcmp(passage.id, "doc-7") == 0);
+    CHECK_STR_EQ(passage.id, "doc-7");
     CHECK(!passage.id_is_integer);
-    CHECK(strcmp(passage.title, "") == 0);
+    CHECK_STR_EQ(passage.title, "");
     CHECK(passage.metadata == NULL);
     mr_passage_free(&passage);
 
     line = "{\"id\": -9007199254740992, \"text\": \"t\"}";
     CHECK_STATUS(mr_passage_parse(line, strlen(line), "c.jsonl", 1, &passage, &err), MR_OK);
-    CHECK(strcmp(passage.id, "-9007199254740992") == 0);
+    CHECK_STR_EQ(passage.id, "-9007199254740992");
     mr_passage_free(&passage);
 }
 
@@ -215,7 +224,9 @@ static void parse_reports_each_error(void) {
                      MR_ERR_FORMAT);
         CHECK_CONTAINS(err.message, cases[i].fragment);
         CHECK_CONTAINS(err.message, "c.jsonl:7:");
-        CHECK(passage.id == NULL && passage.text == NULL && passage.metadata == NULL);
+        CHECK(passage.id == NULL);
+        CHECK(passage.text == NULL);
+        CHECK(passage.metadata == NULL);
     }
 }
 

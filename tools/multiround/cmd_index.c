@@ -140,9 +140,9 @@ static int index_build(int argc, char **argv) {
     if (status != MR_OK) {
         cli_error("%s", err.message);
         if (stats.added > 0 || stats.skipped_existing > 0) {
-            cli_error("the %lld passages before the error were added to %s; fix the line "
-                      "and run again to add the rest (existing ids are skipped)",
-                      (long long)stats.added, output);
+            cli_error("passages added to %s before the error: %lld; fix the line and run "
+                      "again to add the rest (existing ids are skipped)",
+                      output, (long long)stats.added);
         }
         return 1;
     }

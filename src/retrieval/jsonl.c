@@ -130,15 +130,23 @@ static size_t utf8_invalid_offset(const uint8_t *text, size_t length) {
             continue;
         }
 
+        /* The lead byte gives the number of continuation bytes, its own
+         * payload bits and the smallest code point of that length. */
         size_t count = 0;
         uint32_t code = 0;
         uint32_t minimum = 0;
         if (lead >= 0xC2 && lead <= 0xDF) {
-            count = 1, code = lead & 0x1F, minimum = 0x80;
+            count = 1;
+            code = lead & 0x1F;
+            minimum = 0x80;
         } else if (lead >= 0xE0 && lead <= 0xEF) {
-            count = 2, code = lead & 0x0F, minimum = 0x800;
+            count = 2;
+            code = lead & 0x0F;
+            minimum = 0x800;
         } else if (lead >= 0xF0 && lead <= 0xF4) {
-            count = 3, code = lead & 0x07, minimum = 0x10000;
+            count = 3;
+            code = lead & 0x07;
+            minimum = 0x10000;
         } else {
             return i;
         }
@@ -392,6 +400,9 @@ mr_status mr_passage_parse(const char *line, size_t length, const char *source,
     const char *end = NULL;
     cJSON *root = cJSON_ParseWithLengthOpts(line, length, &end, false);
     if (root == NULL) {
+        /* NOTE: cJSON keeps the error position in a global, so with parses
+         * on several threads the reported byte may belong to another line.
+         * It is used only when it points into this line. */
         const char *at = cJSON_GetErrorPtr();
         size_t offset = at != NULL && at >= line && at <= line + length
                             ? (size_t)(at - line) : 0;

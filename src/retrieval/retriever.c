@@ -17,13 +17,21 @@
 /*
  * FTS5's bm25() is lower-is-better (it returns minus the BM25 sum), so
  * the score is negated to print higher-is-better. Both columns weigh 1.
- * The NOT IN list is a JSON array of ids bound as one parameter.
+ * The excluded ids are a JSON array bound as one parameter.
+ *
+ * The inner query ranks rowids on the FTS5 table alone, and only the k
+ * best are joined with passages. Joining before the LIMIT would copy the
+ * title and text of every matching passage into the sorter, which made
+ * queries on one million passages about 30% slower.
  */
 static const char search_sql[] =
-    "SELECT p.id, p.id_is_integer, p.title, p.text, -bm25(passages_fts) AS score"
-    " FROM passages_fts JOIN passages AS p ON p.rowid = passages_fts.rowid"
-    " WHERE passages_fts MATCH ?1 AND p.id NOT IN (SELECT value FROM json_each(?2))"
-    " ORDER BY bm25(passages_fts), p.rowid LIMIT ?3";
+    "SELECT p.id, p.id_is_integer, p.title, p.text, best.score FROM"
+    " (SELECT rowid, -bm25(passages_fts) AS score FROM passages_fts"
+    "  WHERE passages_fts MATCH ?1 AND rowid NOT IN"
+    "   (SELECT rowid FROM passages WHERE id IN (SELECT value FROM json_each(?2)))"
+    "  ORDER BY bm25(passages_fts), rowid LIMIT ?3) AS best"
+    " JOIN passages AS p ON p.rowid = best.rowid"
+    " ORDER BY best.score DESC, best.rowid";
 
 static const char get_sql[] =
     "SELECT id, id_is_integer, title, text FROM passages WHERE id = ?1";

@@ -15,7 +15,7 @@
 #                           (default /tmp/mr-retrieval-bench)
 #   MR_SYNTHETIC_PASSAGES   passages in the synthetic corpus (default 1000000)
 #   MR_SYNTHETIC_QUESTIONS  the first N questions are run on the synthetic
-#                           index (default 200), because a query there
+#                           index (default 100), because a query there
 #                           scores far more passages
 #
 # Prints one JSON line per measurement, then the medians per corpus, and
@@ -30,7 +30,7 @@ synthetic_runs=${2:-3}
 build=${MR_BUILD:-$root/build}
 scratch=${MR_BENCH_DIR:-/tmp/mr-retrieval-bench}
 synthetic_passages=${MR_SYNTHETIC_PASSAGES:-1000000}
-synthetic_questions=${MR_SYNTHETIC_QUESTIONS:-200}
+synthetic_questions=${MR_SYNTHETIC_QUESTIONS:-100}
 tool="$build/multiround"
 questions="$root/data/qa/2wikimultihopqa_dev_closedcorpus.jsonl"
 

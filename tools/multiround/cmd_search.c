@@ -35,7 +35,8 @@ static void print_help(FILE *out) {
             "  --exclude ID,...   never return these passage ids (comma-separated; the\n"
             "                     option may be repeated)\n"
             "  --json             print JSON Lines (one hit, or one summary, per line)\n"
-            "  --questions FILE   evaluate recall and latency on the questions of FILE\n",
+            "  --questions FILE   evaluate recall and latency on the questions of FILE\n"
+            "                     (each searched with k = 10; -k and --exclude are ignored)\n",
             DEFAULT_K, MR_RETRIEVER_MAX_K);
     cli_print_shared_options(out);
 }

@@ -1,7 +1,8 @@
-"""Writes the seed corpora for fuzz_safetensors and fuzz_gguf into
-corpus/safetensors/ and corpus/gguf/.
+"""Writes the seed corpora for fuzz_safetensors, fuzz_gguf and fuzz_jsonl
+into corpus/safetensors/, corpus/gguf/ and corpus/jsonl/.
 
-Files named valid_* must open; files named invalid_* must be rejected.
+Files named valid_* must be accepted; files named invalid_* must be
+rejected (for JSONL: at least one line is).
 tests/fuzz/test_corpus_replay.c checks both, so keep the prefixes honest.
 Plain Python 3, no third-party packages: python3 tests/fuzz/make_corpus.py
 """
@@ -12,6 +13,7 @@ import struct
 HERE = os.path.dirname(os.path.abspath(__file__))
 OUT = os.path.join(HERE, "corpus", "safetensors")
 GGUF_OUT = os.path.join(HERE, "corpus", "gguf")
+JSONL_OUT = os.path.join(HERE, "corpus", "jsonl")
 
 SIZES = {"BOOL": 1, "U8": 1, "I8": 1, "F8_E5M2": 1, "F8_E4M3": 1, "I16": 2, "U16": 2,
          "F16": 2, "BF16": 2, "I32": 4, "U32": 4, "F32": 4, "F64": 8, "I64": 8, "U64": 8}
@@ -172,5 +174,33 @@ def main():
             f.write(content)
 
 
+def jsonl_corpus():
+    """Writes JSONL passage files; fuzz_jsonl reads lines of at most 256 bytes."""
+    os.makedirs(JSONL_OUT, exist_ok=True)
+    line = lambda obj: json.dumps(obj, ensure_ascii=False).encode("utf-8") + b"\n"
+    files = {
+        "valid_basic": line({"id": 0, "title": "Teutberga", "text": "Teutberga was a queen."})
+        + line({"id": "p-1", "text": "No title here."}),
+        "valid_metadata": line({"id": 7, "title": "T", "text": "x", "url": "http://a",
+                                "tags": [1, {"k": None}], "score": 0.5}),
+        "valid_unicode_crlf": line({"id": "ș", "title": "Ștefan I. Nenițescu",
+                                    "text": "Born in Galați \u2019s \U0001F600"}).replace(
+            b"\n", b"\r\n") + b"\n   \n",
+        "valid_query_syntax": line({"id": 1, "text": 'title:"a" AND (b* OR ^c) NEAR(d e, 2) -f'}),
+        "invalid_malformed": line({"id": 1, "text": "ok"}) + b'{"id": 2, "text": "x"\n',
+        "invalid_missing_text": line({"id": 1, "title": "no text"}),
+        "invalid_id_type": line({"id": [1], "text": "x"}) + line({"id": 1.5, "text": "y"}),
+        "invalid_long_line": line({"id": 1, "text": "w " * 200}),
+        "invalid_utf8": b'{"id": 1, "text": "caf\xe9"}\n',
+        "invalid_nul": b'{"id": 1, "text": "a\x00b"}\n',
+        "invalid_not_object": b'[1, 2, 3]\n"text"\n',
+        "invalid_duplicate_key": b'{"id": 1, "text": "a", "text": "b"}\n',
+    }
+    for name, content in files.items():
+        with open(os.path.join(JSONL_OUT, name + ".jsonl"), "wb") as f:
+            f.write(content)
+
+
 if __name__ == "__main__":
     main()
+    jsonl_corpus()

@@ -16,6 +16,9 @@
 #define LLVMFuzzerTestOneInput fuzz_gguf_input
 #include "fuzz_gguf.c"
 #undef LLVMFuzzerTestOneInput
+#define LLVMFuzzerTestOneInput fuzz_jsonl_input
+#include "fuzz_jsonl.c"
+#undef LLVMFuzzerTestOneInput
 
 #include "multiround/fileio.h"
 #include "test.h"
@@ -35,6 +38,17 @@ static mr_status open_gguf(const void *data, size_t size, const char *name, mr_e
     mr_status status = mr_gguf_open_memory(data, size, name, &file, err);
     mr_gguf_close(file);
     return status;
+}
+
+/* A JSONL seed opens when it holds passages and no rejected line. */
+static mr_status open_jsonl(const void *data, size_t size, const char *name, mr_error *err) {
+    int passages = 0;
+    int rejected = jsonl_read_all(data, size, &passages);
+    if (rejected != 0 || passages == 0) {
+        return mr_error_set(err, MR_ERR_FORMAT, "%s: %d passages, %d rejected lines", name,
+                            passages, rejected);
+    }
+    return MR_OK;
 }
 
 static int starts_with(const char *text, const char *prefix) {
@@ -98,8 +112,13 @@ static void gguf_corpus_replays(void) {
     replay("fuzz/corpus/gguf", fuzz_gguf_input, open_gguf, 5, 10);
 }
 
+static void jsonl_corpus_replays(void) {
+    replay("fuzz/corpus/jsonl", fuzz_jsonl_input, open_jsonl, 3, 5);
+}
+
 int main(void) {
     MR_RUN(safetensors_corpus_replays);
     MR_RUN(gguf_corpus_replays);
+    MR_RUN(jsonl_corpus_replays);
     return mr_test_finish();
 }

@@ -14,11 +14,13 @@
 typedef int (*cli_command_fn)(int argc, char **argv);
 
 int cli_demo(int argc, char **argv);
+int cli_index(int argc, char **argv);
 int cli_lm(int argc, char **argv);
 int cli_plot(int argc, char **argv);
 int cli_rec(int argc, char **argv);
 int cli_rec_bench(int argc, char **argv);
 int cli_rounds(int argc, char **argv);
+int cli_search(int argc, char **argv);
 int cli_version(int argc, char **argv);
 int cli_generate(int argc, char **argv);
 

@@ -17,10 +17,12 @@ typedef struct cli_command {
 static const cli_command commands[] = {
     {"demo", cli_demo, "train a small character-level GPT on a short text and sample it"},
     {"generate", cli_generate, "generate text or chat with a GGUF language model"},
+    {"index", cli_index, "build an SQLite FTS5 index of a JSONL passage corpus"},
     {"lm", cli_lm, "convert, inspect, create and score Llama and Qwen2 models (GGUF, Hugging Face)"},
     {"plot", cli_plot, "draw the metrics.jsonl of one or more runs as an SVG line chart"},
     {"rec", cli_rec, "train, evaluate and query sequential recommenders (Ada-Retrieval)"},
     {"rounds", cli_rounds, "print the state of a multi-round run (rounds status RUN_DIR)"},
+    {"search", cli_search, "rank indexed passages for a query with BM25, or evaluate recall"},
     {"version", cli_version, "print the version, the BLAS library and the thread count"},
 };
 

@@ -348,17 +348,15 @@ mr_status mr_llama_save_gguf(const mr_llama *model, const char *path, mr_qtype t
      * buffers that must outlive the write. */
     for (int i = 0; status == MR_OK && i < model->weight_count; i++) {
         const mr_llama_weight *weight = &model->weights[i];
-        mr_qtype target = weight->n_dims == 2 ? type : MR_QTYPE_F32;
+        mr_qtype target = llama_storage_type(weight, type);
         const void *data = weight->data;
+        if (weight->n_dims == 2 && target != type) {
+            mr_log(MR_LOG_WARN, "llama",
+                   "writing '%s' as f16, not %s: its rows of %lld elements are not a "
+                   "multiple of the block size %d",
+                   weight->name, mr_qtype_name(type), (long long)weight->ne[0], block);
+        }
         if (target != weight->type) {
-            if (weight->ne[0] % block != 0) {
-                status = mr_error_set(err, MR_ERR_UNSUPPORTED,
-                                      "llama: cannot store '%s' as %s: its rows of %lld "
-                                      "elements are not a multiple of the block size %d",
-                                      weight->name, mr_qtype_name(type),
-                                      (long long)weight->ne[0], block);
-                break;
-            }
             size_t row_bytes = mr_qtype_row_bytes(target, weight->ne[0]);
             char *buffer = malloc(row_bytes * (size_t)weight->ne[1]);
             if (buffer == NULL) {

@@ -78,6 +78,14 @@ void llama_set_weight_data(mr_llama *model, int index, mr_qtype type, const void
 /* The largest ne[0] of any weight: room for one decoded row. */
 size_t llama_widest_row(const mr_llama *model);
 
+/*
+ * Returns the storage type of weight w when `requested` is asked for:
+ * F32 for 1-D weights, F16 for a matrix whose rows do not split into
+ * requested's blocks (llama.cpp's converter also falls back for such
+ * tensors), and requested otherwise.
+ */
+mr_qtype llama_storage_type(const mr_llama_weight *w, mr_qtype requested);
+
 /* Decodes row r of a weight into dst (ne[0] floats). */
 void llama_weight_row(const mr_llama_weight *w, int64_t r, float *dst);
 

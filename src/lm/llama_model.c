@@ -388,6 +388,14 @@ mr_status mr_llama_make_trainable(mr_llama *model, mr_error *err) {
     return MR_OK;
 }
 
+mr_qtype llama_storage_type(const mr_llama_weight *w, mr_qtype requested) {
+    if (w->n_dims != 2) {
+        return MR_QTYPE_F32;
+    }
+    int block = mr_qtype_block_size(requested);
+    return block > 1 && w->ne[0] % block != 0 ? MR_QTYPE_F16 : requested;
+}
+
 mr_status mr_llama_quantize(mr_llama *model, mr_qtype type, mr_error *err) {
     int block = mr_qtype_block_size(type);
     if (block < 1) {
@@ -396,11 +404,11 @@ mr_status mr_llama_quantize(mr_llama *model, mr_qtype type, mr_error *err) {
     }
     for (int i = 0; i < model->weight_count; i++) {
         const mr_llama_weight *w = &model->weights[i];
-        if (w->n_dims == 2 && w->ne[0] % block != 0) {
-            return mr_error_set(err, MR_ERR_UNSUPPORTED,
-                                "llama: cannot store '%s' as %s: its rows of %lld elements "
-                                "are not a multiple of the block size %d",
-                                w->name, mr_qtype_name(type), (long long)w->ne[0], block);
+        if (w->n_dims == 2 && llama_storage_type(w, type) != type) {
+            mr_log(MR_LOG_WARN, "llama",
+                   "storing '%s' as f16, not %s: its rows of %lld elements are not a "
+                   "multiple of the block size %d",
+                   w->name, mr_qtype_name(type), (long long)w->ne[0], block);
         }
     }
 
@@ -412,7 +420,7 @@ mr_status mr_llama_quantize(mr_llama *model, mr_qtype type, mr_error *err) {
     bool ok = fresh != NULL && row != NULL;
     for (int i = 0; ok && i < model->weight_count; i++) {
         const mr_llama_weight *w = &model->weights[i];
-        mr_qtype target = w->n_dims == 2 ? type : MR_QTYPE_F32;
+        mr_qtype target = llama_storage_type(w, type);
         size_t row_bytes = mr_qtype_row_bytes(target, w->ne[0]);
         char *data = malloc(row_bytes * (size_t)w->ne[1]);
         if (data == NULL) {
@@ -437,7 +445,7 @@ mr_status mr_llama_quantize(mr_llama *model, mr_qtype type, mr_error *err) {
 
     /* Swap in the new storage; parameters and the mapping are unused now. */
     for (int i = 0; i < model->weight_count; i++) {
-        mr_qtype target = model->weights[i].n_dims == 2 ? type : MR_QTYPE_F32;
+        mr_qtype target = llama_storage_type(&model->weights[i], type);
         llama_set_weight_data(model, i, target, fresh[i], true);
         model->weights[i].param = NULL;
     }

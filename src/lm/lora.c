@@ -16,6 +16,7 @@
 
 #include "hf_internal.h"
 #include "llama_internal.h"
+#include "multiround/fileio.h"
 #include "multiround/lora.h"
 #include "multiround/safetensors.h"
 
@@ -387,7 +388,7 @@ static cJSON *peft_config_json(const mr_lora *lora, const char *base_model) {
 
 mr_status mr_lora_save_peft(const mr_lora *lora, const char *dir, const char *base_model,
                             mr_error *err) {
-    mr_status status = hf_make_dirs(dir, err);
+    mr_status status = mr_make_dirs(dir, err);
     if (status != MR_OK) {
         return status;
     }
@@ -405,7 +406,7 @@ mr_status mr_lora_save_peft(const mr_lora *lora, const char *dir, const char *ba
     }
     char path[LORA_PATH_MAX];
     if (status == MR_OK) {
-        status = hf_path_join(path, sizeof path, dir, "adapter_model.safetensors", err);
+        status = mr_path_join(path, sizeof path, dir, "adapter_model.safetensors", err);
     }
     if (status == MR_OK) {
         status = mr_safetensors_writer_write(writer, path, err);
@@ -413,7 +414,7 @@ mr_status mr_lora_save_peft(const mr_lora *lora, const char *dir, const char *ba
     mr_safetensors_writer_free(writer);
 
     if (status == MR_OK) {
-        status = hf_path_join(path, sizeof path, dir, "adapter_config.json", err);
+        status = mr_path_join(path, sizeof path, dir, "adapter_config.json", err);
     }
     if (status == MR_OK) {
         cJSON *json = peft_config_json(lora, base_model);
@@ -491,7 +492,7 @@ static mr_status reject_peft_settings(const cJSON *json, const char *path, mr_er
 static mr_status read_peft_config(const char *dir, mr_lora_config *config, mr_error *err) {
     char path[LORA_PATH_MAX];
     cJSON *json = NULL;
-    mr_status status = hf_path_join(path, sizeof path, dir, "adapter_config.json", err);
+    mr_status status = mr_path_join(path, sizeof path, dir, "adapter_config.json", err);
     if (status == MR_OK) {
         status = hf_json_read(path, LORA_CONFIG_MAX_BYTES, &json, err);
     }
@@ -563,7 +564,7 @@ mr_lora *mr_lora_load_peft(mr_llama *model, const char *dir, mr_error *err) {
     }
     char path[LORA_PATH_MAX];
     mr_safetensors *file = NULL;
-    mr_status status = hf_path_join(path, sizeof path, dir, "adapter_model.safetensors", err);
+    mr_status status = mr_path_join(path, sizeof path, dir, "adapter_model.safetensors", err);
     if (status == MR_OK) {
         status = mr_safetensors_open(path, &file, err);
     }

@@ -1,5 +1,5 @@
 /*
- * multiround: atomic file writes and bounded file reads.
+ * multiround: atomic file writes, bounded file reads and path helpers.
  *
  * Checkpoints and outputs are replaced atomically. The bytes go to a
  * temporary file in the target's folder, which is flushed with fsync and
@@ -13,6 +13,7 @@
 #ifndef MULTIROUND_FILEIO_H
 #define MULTIROUND_FILEIO_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 #include "multiround/common.h"
@@ -72,6 +73,29 @@ size_t mr_file_writer_size(const mr_file_writer *writer);
  */
 mr_status mr_file_read_all(const char *path, size_t max_size, void **data,
                            size_t *size, mr_error *err);
+
+/*
+ * Writes "dir/name" into out, a buffer of size bytes. Returns
+ * MR_ERR_INVALID_ARGUMENT naming the path and the limit when it does not
+ * fit (out then contains the path cut to size - 1 bytes), and for a NULL
+ * argument.
+ */
+mr_status mr_path_join(char *out, size_t size, const char *dir, const char *name,
+                       mr_error *err);
+
+/* Returns true when path names an existing entry (file, folder or other),
+ * following symbolic links. A NULL path gives false. */
+bool mr_path_exists(const char *path);
+
+/*
+ * Creates folder dir and its missing parents, as mkdir -p does, each with
+ * mode 0777 minus the process umask. A dir that is already a folder is
+ * fine. Returns MR_ERR_INVALID_ARGUMENT for a NULL or empty dir and
+ * MR_ERR_NO_MEMORY when memory runs out. Returns MR_ERR_IO, naming the
+ * folder and the system's error text, when one cannot be created or dir
+ * exists but is not a folder. Folders created before a failure stay.
+ */
+mr_status mr_make_dirs(const char *dir, mr_error *err);
 
 #ifdef __cplusplus
 }

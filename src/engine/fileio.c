@@ -1,6 +1,7 @@
 /*
- * Atomic file writes (temporary file, fsync, rename, folder fsync) and
- * whole-file reads with a size limit. POSIX only.
+ * Atomic file writes (temporary file, fsync, rename, folder fsync),
+ * whole-file reads with a size limit, and path joining and folder
+ * creation. POSIX only.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -347,5 +348,66 @@ mr_status mr_file_read_all(const char *path, size_t max_size, void **data, size_
     buffer[length] = '\0';
     *data = buffer;
     *size = length;
+    return MR_OK;
+}
+
+mr_status mr_path_join(char *out, size_t size, const char *dir, const char *name,
+                       mr_error *err) {
+    if (out == NULL || dir == NULL || name == NULL) {
+        return mr_error_set(err, MR_ERR_INVALID_ARGUMENT,
+                            "fileio: path_join needs an output buffer, a folder and a name");
+    }
+    int length = snprintf(out, size, "%s/%s", dir, name);
+    if (length < 0 || (size_t)length >= size) {
+        return mr_error_set(err, MR_ERR_INVALID_ARGUMENT,
+                            "fileio: path '%s/%s' is longer than %zu bytes; use a shorter "
+                            "folder or name",
+                            dir, name, size > 0 ? size - 1 : 0);
+    }
+    return MR_OK;
+}
+
+bool mr_path_exists(const char *path) {
+    struct stat info;
+    return path != NULL && stat(path, &info) == 0;
+}
+
+mr_status mr_make_dirs(const char *dir, mr_error *err) {
+    if (dir == NULL || dir[0] == '\0') {
+        return mr_error_set(err, MR_ERR_INVALID_ARGUMENT, "fileio: the folder to create is empty");
+    }
+    size_t length = strlen(dir);
+    char *path = copy_prefix(dir, length);
+    if (path == NULL) {
+        return mr_error_set(err, MR_ERR_NO_MEMORY, "fileio: out of memory creating '%s'", dir);
+    }
+
+    /* Create each prefix that ends at a slash, then the whole path. A
+     * prefix that exists gives EEXIST, which is fine for a folder, and the
+     * check after the loop rejects a dir that is a file. */
+    for (size_t i = 1; i <= length; i++) {
+        if (path[i] != '/' && path[i] != '\0') {
+            continue;
+        }
+        char saved = path[i];
+        path[i] = '\0';
+        if (mkdir(path, 0777) != 0 && errno != EEXIST) {
+            mr_status status = mr_error_set(err, MR_ERR_IO, "fileio: cannot create folder '%s': %s",
+                                            path, strerror(errno));
+            free(path);
+            return status;
+        }
+        path[i] = saved;
+    }
+    free(path);
+
+    struct stat info;
+    if (stat(dir, &info) != 0) {
+        return mr_error_set(err, MR_ERR_IO, "fileio: cannot read folder '%s': %s", dir,
+                            strerror(errno));
+    }
+    if (!S_ISDIR(info.st_mode)) {
+        return mr_error_set(err, MR_ERR_IO, "fileio: '%s' exists but is not a folder", dir);
+    }
     return MR_OK;
 }

@@ -11,12 +11,10 @@
  * Qwen2Config but were not checked against a pinned transformers release.
  * Released checkpoints set every one of these keys.
  */
-#include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 
 #include "hf_internal.h"
 #include "multiround/fileio.h"
@@ -334,45 +332,6 @@ cJSON *hf_config_to_json(const mr_llama_config *c, hf_arch arch, mr_qtype type) 
 /* ------------------------------------------------------------------------
  * Files
  * ------------------------------------------------------------------------ */
-
-mr_status hf_path_join(char *out, size_t size, const char *dir, const char *name,
-                       mr_error *err) {
-    int length = snprintf(out, size, "%s/%s", dir, name);
-    if (length < 0 || (size_t)length >= size) {
-        return mr_error_set(err, MR_ERR_INVALID_ARGUMENT, "hf: path %s/%s is too long", dir,
-                            name);
-    }
-    return MR_OK;
-}
-
-mr_status hf_make_dirs(const char *dir, mr_error *err) {
-    char path[4096];
-    int length = snprintf(path, sizeof path, "%s", dir);
-    if (length <= 0 || (size_t)length >= sizeof path) {
-        return mr_error_set(err, MR_ERR_INVALID_ARGUMENT, "hf: folder '%s' is empty or too long",
-                            dir);
-    }
-
-    /* Create each prefix that ends at a slash, then the whole path. */
-    for (int i = 1; i <= length; i++) {
-        if (path[i] != '/' && path[i] != '\0') {
-            continue;
-        }
-        char saved = path[i];
-        path[i] = '\0';
-        if (mkdir(path, 0777) != 0 && errno != EEXIST) {
-            return mr_error_set(err, MR_ERR_IO, "hf: cannot create folder %s: %s", path,
-                                strerror(errno));
-        }
-        path[i] = saved;
-    }
-
-    struct stat info;
-    if (stat(dir, &info) != 0 || !S_ISDIR(info.st_mode)) {
-        return mr_error_set(err, MR_ERR_IO, "hf: %s exists but is not a folder", dir);
-    }
-    return MR_OK;
-}
 
 mr_status hf_json_read(const char *path, size_t max_bytes, cJSON **out, mr_error *err) {
     *out = NULL;

@@ -58,14 +58,6 @@ static inline hf_arch hf_arch_of(const mr_llama_config *config) {
     return config->qkv_bias ? HF_ARCH_QWEN2 : HF_ARCH_LLAMA;
 }
 
-/* Joins dir and name into out, or fails with MR_ERR_INVALID_ARGUMENT when
- * the path does not fit. */
-mr_status hf_path_join(char *out, size_t size, const char *dir, const char *name,
-                       mr_error *err);
-
-/* Creates dir and its missing parents. */
-mr_status hf_make_dirs(const char *dir, mr_error *err);
-
 /* Reads a JSON file of at most max_bytes into *out (free with cJSON_Delete). */
 mr_status hf_json_read(const char *path, size_t max_bytes, cJSON **out, mr_error *err);
 

@@ -103,7 +103,7 @@ static mr_safetensors *checkpoint_file(hf_checkpoint *ckpt, const char *file_nam
 
     char path[HF_PATH_MAX];
     mr_safetensors *file = NULL;
-    if (hf_path_join(path, sizeof path, ckpt->dir, file_name, err) != MR_OK ||
+    if (mr_path_join(path, sizeof path, ckpt->dir, file_name, err) != MR_OK ||
         mr_safetensors_open(path, &file, err) != MR_OK) {
         return NULL;
     }
@@ -117,7 +117,7 @@ static mr_status checkpoint_open(hf_checkpoint *ckpt, const char *dir, mr_error 
     memset(ckpt, 0, sizeof *ckpt);
     ckpt->dir = dir;
     char path[HF_PATH_MAX];
-    mr_status status = hf_path_join(path, sizeof path, dir, "model.safetensors", err);
+    mr_status status = mr_path_join(path, sizeof path, dir, "model.safetensors", err);
     if (status != MR_OK) {
         return status;
     }
@@ -125,7 +125,7 @@ static mr_status checkpoint_open(hf_checkpoint *ckpt, const char *dir, mr_error 
         return checkpoint_file(ckpt, "model.safetensors", err) != NULL ? MR_OK : err->status;
     }
 
-    status = hf_path_join(path, sizeof path, dir, "model.safetensors.index.json", err);
+    status = mr_path_join(path, sizeof path, dir, "model.safetensors.index.json", err);
     if (status != MR_OK) {
         return status;
     }
@@ -343,7 +343,7 @@ mr_llama *mr_llama_load_hf(const char *dir, mr_error *err) {
         err = &local;
     }
     char path[HF_PATH_MAX];
-    if (hf_path_join(path, sizeof path, dir, "config.json", err) != MR_OK) {
+    if (mr_path_join(path, sizeof path, dir, "config.json", err) != MR_OK) {
         return NULL;
     }
     if (!is_file(path)) {
@@ -452,9 +452,9 @@ static mr_status add_weight(mr_safetensors_writer *writer, const mr_llama *model
 static mr_status copy_tokenizer_files(const char *source_dir, const char *dir, mr_error *err) {
     for (size_t i = 0; i < sizeof tokenizer_files / sizeof tokenizer_files[0]; i++) {
         char from[HF_PATH_MAX], to[HF_PATH_MAX];
-        mr_status status = hf_path_join(from, sizeof from, source_dir, tokenizer_files[i], err);
+        mr_status status = mr_path_join(from, sizeof from, source_dir, tokenizer_files[i], err);
         if (status == MR_OK) {
-            status = hf_path_join(to, sizeof to, dir, tokenizer_files[i], err);
+            status = mr_path_join(to, sizeof to, dir, tokenizer_files[i], err);
         }
         if (status != MR_OK) {
             return status;
@@ -480,7 +480,7 @@ static mr_status copy_tokenizer_files(const char *source_dir, const char *dir, m
  * tensors. */
 static mr_status write_tokenizer_gguf(const mr_gguf *metadata, const char *dir, mr_error *err) {
     char path[HF_PATH_MAX];
-    mr_status status = hf_path_join(path, sizeof path, dir, "tokenizer.gguf", err);
+    mr_status status = mr_path_join(path, sizeof path, dir, "tokenizer.gguf", err);
     if (status != MR_OK) {
         return status;
     }
@@ -504,7 +504,7 @@ mr_status mr_llama_save_hf(const mr_llama *model, const char *dir, mr_qtype type
                             "for quantised weights",
                             mr_qtype_name(type) != NULL ? mr_qtype_name(type) : "this type");
     }
-    mr_status status = hf_make_dirs(dir, err);
+    mr_status status = mr_make_dirs(dir, err);
     if (status != MR_OK) {
         return status;
     }
@@ -520,7 +520,7 @@ mr_status mr_llama_save_hf(const mr_llama *model, const char *dir, mr_qtype type
     }
     char path[HF_PATH_MAX];
     if (status == MR_OK) {
-        status = hf_path_join(path, sizeof path, dir, "model.safetensors", err);
+        status = mr_path_join(path, sizeof path, dir, "model.safetensors", err);
     }
     if (status == MR_OK) {
         status = mr_safetensors_writer_write(writer, path, err);
@@ -529,7 +529,7 @@ mr_status mr_llama_save_hf(const mr_llama *model, const char *dir, mr_qtype type
 
     /* config.json */
     if (status == MR_OK) {
-        status = hf_path_join(path, sizeof path, dir, "config.json", err);
+        status = mr_path_join(path, sizeof path, dir, "config.json", err);
     }
     if (status == MR_OK) {
         cJSON *json = hf_config_to_json(&model->config, hf_arch_of(&model->config), type);
@@ -585,7 +585,7 @@ mr_status mr_llama_convert(const char *input, const char *output, const mr_qtype
         status = mr_gguf_open(input, &metadata, err);
     } else if (to_gguf) {
         char path[HF_PATH_MAX];
-        status = hf_path_join(path, sizeof path, input, "tokenizer.gguf", err);
+        status = mr_path_join(path, sizeof path, input, "tokenizer.gguf", err);
         if (status == MR_OK && is_file(path)) {
             status = mr_gguf_open(path, &metadata, err);
         }

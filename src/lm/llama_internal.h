@@ -89,4 +89,41 @@ mr_qtype llama_storage_type(const mr_llama_weight *w, mr_qtype requested);
 /* Decodes row r of a weight into dst (ne[0] floats). */
 void llama_weight_row(const mr_llama_weight *w, int64_t r, float *dst);
 
+/*
+ * Adds an adapter's term to one block projection. y = x W^T (+ b) is the
+ * base output for weight kind of block layer, and x its input. Returns y
+ * plus the adapter's term, or y itself where the adapter has none for that
+ * weight. y may be NULL after an earlier error, and is then returned.
+ */
+typedef mr_tensor *(*llama_adapter_fn)(void *adapter, mr_ctx *ctx, mr_tensor *x, mr_tensor *y,
+                                       int layer, enum llama_block_kind kind);
+
+/* How llama_forward_logits() takes the weights and adapts projections. */
+typedef struct llama_forward_options {
+    const char *subsystem;    /* prefix of error messages, such as "llama" */
+    bool constant_weights;    /* weights as constants without gradients (F32
+                               * storage shared, other types decoded into the
+                               * ctx), instead of the model's F32 parameters */
+    llama_adapter_fn adapter; /* added to every block projection, or NULL */
+    void *adapter_data;       /* first argument of adapter */
+} llama_forward_options;
+
+/*
+ * Builds the logits [B, T, V] of I32 tokens [B, T] on engine operations,
+ * the one forward pass behind mr_llama_logits() and mr_lora_logits().
+ * Without constant_weights the model must be trainable. Returns NULL with
+ * the error stored in ctx on bad input.
+ */
+mr_tensor *llama_forward_logits(const mr_llama *model, mr_ctx *ctx, mr_tensor *tokens,
+                                const llama_forward_options *options);
+
+/*
+ * Builds the mean next-token cross-entropy of llama_forward_logits() for
+ * I32 targets of the tokens' shape. Positions where the F32 mask (NULL for
+ * none) is 0, and targets of -1, are ignored.
+ */
+mr_tensor *llama_forward_loss(const mr_llama *model, mr_ctx *ctx, mr_tensor *tokens,
+                              mr_tensor *targets, mr_tensor *mask,
+                              const llama_forward_options *options);
+
 #endif /* MR_LM_LLAMA_INTERNAL_H */

@@ -2,11 +2,12 @@
  * LoRA adapters on a Llama model: creation, the adapted forward pass on
  * engine operations, merging into the base weights, and PEFT folders.
  *
- * The forward pass repeats the steps of llama_train.c operation for
- * operation, so that with the adapter off its logits are bit for bit those
- * of mr_llama_logits(). The base weights enter as constant tensors that
- * share the model's memory (or, for types other than F32, hold a decoded
- * copy), so backward computes no gradient for them.
+ * The forward pass is llama_forward_logits() of llama_train.c, which adds
+ * the adapter's term to each projection through a hook, so that with the
+ * adapter off its logits are bit for bit those of mr_llama_logits(). The
+ * base weights enter as constant tensors that share the model's memory
+ * (or, for types other than F32, hold a decoded copy), so backward
+ * computes no gradient for them, even when the model is trainable.
  */
 #include <math.h>
 #include <stdio.h>
@@ -15,6 +16,7 @@
 
 #include "hf_internal.h"
 #include "llama_internal.h"
+#include "multiround/fileio.h"
 #include "multiround/lora.h"
 #include "multiround/safetensors.h"
 
@@ -188,65 +190,18 @@ bool mr_lora_enabled(const mr_lora *lora) {
  * Forward pass
  * ------------------------------------------------------------------------ */
 
-/*
- * Returns weight w as a constant F32 tensor in ctx: [ne[1], ne[0]], or
- * [ne[0]] for a vector. F32 storage is shared, other types are decoded.
- */
-static mr_tensor *frozen_weight(mr_ctx *ctx, const mr_llama_weight *w) {
-    if (w == NULL) {
-        return NULL;
-    }
-    int64_t shape[2] = {w->ne[1], w->ne[0]};
-    int64_t vector_shape[1] = {w->ne[0]};
-    int ndim = w->n_dims;
-    const int64_t *dims = ndim == 1 ? vector_shape : shape;
-    if (w->type != MR_QTYPE_F32) {
-        mr_tensor *t = mr_tensor_new(ctx, MR_F32, ndim, dims);
-        for (int64_t r = 0; t != NULL && r < w->ne[1]; r++) {
-            llama_weight_row(w, r, t->data + r * w->ne[0]);
-        }
-        return t;
-    }
-
-    /* NOTE: tensor.h has no constructor for a tensor over borrowed memory,
-     * so this fills a leaf header the way mr_tensor_new() does. Operations
-     * only read it, and without flags it never requires a gradient. */
-    mr_tensor *t = mr_ctx_alloc(ctx, sizeof *t);
-    if (t == NULL) {
-        return NULL;
-    }
-    memset(t, 0, sizeof *t);
-    t->dtype = MR_F32;
-    t->ndim = ndim;
-    for (int i = 0; i < MR_MAX_DIMS; i++) {
-        t->shape[i] = i < ndim ? dims[i] : 1;
-        t->stride[i] = 1;
-    }
-    if (ndim == 2) {
-        t->stride[0] = w->ne[0];
-    }
-    t->data = (float *)w->data;
-    t->op = "leaf";
-    t->owner = ctx;
-    return t;
-}
-
-/* The constant tensor of a block weight (NULL when the config has none). */
-static mr_tensor *block_tensor(const mr_lora *lora, mr_ctx *ctx, int layer,
-                               enum llama_block_kind kind) {
-    return frozen_weight(ctx, llama_block_weight(lora->model, layer, kind));
-}
-
-/* x W^T + bias, plus s * (dropout(x) A^T) B^T when the layer is adapted
- * and the adapter is on. */
-static mr_tensor *adapted_linear(mr_lora *lora, mr_ctx *ctx, mr_tensor *x, int layer,
-                                 enum llama_block_kind kind, enum llama_block_kind bias_kind) {
-    mr_tensor *bias = bias_kind == LLAMA_BLOCK_KINDS ? NULL
-                                                     : block_tensor(lora, ctx, layer, bias_kind);
-    mr_tensor *y = mr_tensor_linear(ctx, x, block_tensor(lora, ctx, layer, kind), bias);
+/* The llama_adapter_fn of an adapter (data is the mr_lora): adds
+ * s * (dropout(x) A^T) B^T to y when the layer is adapted and the adapter
+ * is on. */
+static mr_tensor *add_adapter_term(void *data, mr_ctx *ctx, mr_tensor *x, mr_tensor *y,
+                                   int layer, enum llama_block_kind kind) {
+    mr_lora *lora = data;
     int k = 0;
     while (k < LORA_KINDS && lora_kinds[k].kind != kind) {
         k++;
+    }
+    if (k == LORA_KINDS) {
+        return y;
     }
     mr_tensor *a = lora->a[layer * LORA_KINDS + k], *b = lora->b[layer * LORA_KINDS + k];
     if (!lora->enabled || a == NULL || y == NULL) {
@@ -261,118 +216,24 @@ static mr_tensor *adapted_linear(mr_lora *lora, mr_ctx *ctx, mr_tensor *x, int l
     return mr_tensor_add(ctx, y, mr_tensor_scale(ctx, delta, lora->scaling));
 }
 
-/* Splits y [B, T, H * D] into heads, [B, H, T, D] as a strided view. */
-static mr_tensor *split_heads(mr_ctx *ctx, mr_tensor *y, int64_t batch, int64_t t_len,
-                              int heads, int head_dim) {
-    int64_t shape[4] = {batch, t_len, heads, head_dim};
-    return mr_tensor_transpose(ctx, mr_tensor_reshape(ctx, y, 4, shape), 1, 2);
-}
-
-/* One block as in llama_train.c, with adapted linear layers. */
-static mr_tensor *block_forward(mr_lora *lora, mr_ctx *ctx, int layer, mr_tensor *x) {
-    const mr_llama_config *c = &lora->model->config;
-    int64_t batch = x->shape[0], t_len = x->shape[1];
-    enum llama_block_kind none = LLAMA_BLOCK_KINDS;
-
-    /* Attention with rotary positions on q and k. */
-    mr_tensor *h = mr_tensor_rms_norm(ctx, x, block_tensor(lora, ctx, layer, LLAMA_ATTN_NORM),
-                                      c->rms_eps);
-    mr_tensor *q = adapted_linear(lora, ctx, h, layer, LLAMA_ATTN_Q,
-                                  c->qkv_bias ? LLAMA_ATTN_Q_BIAS : none);
-    mr_tensor *k = adapted_linear(lora, ctx, h, layer, LLAMA_ATTN_K,
-                                  c->qkv_bias ? LLAMA_ATTN_K_BIAS : none);
-    mr_tensor *v = adapted_linear(lora, ctx, h, layer, LLAMA_ATTN_V,
-                                  c->qkv_bias ? LLAMA_ATTN_V_BIAS : none);
-    if (q == NULL || k == NULL || v == NULL) {
-        return NULL;
-    }
-    q = mr_tensor_rope(ctx, split_heads(ctx, q, batch, t_len, c->heads, c->head_dim), NULL,
-                       c->rope_base, c->rope_layout);
-    k = mr_tensor_rope(ctx, split_heads(ctx, k, batch, t_len, c->kv_heads, c->head_dim), NULL,
-                       c->rope_base, c->rope_layout);
-    v = split_heads(ctx, v, batch, t_len, c->kv_heads, c->head_dim);
-    mr_tensor *att = mr_tensor_attention(ctx, q, k, v, NULL, 0.0f, MR_SOFTMAX_CAUSAL);
-    int64_t merged[3] = {batch, t_len, llama_q_width(c)};
-    att = mr_tensor_reshape(ctx, mr_tensor_transpose(ctx, att, 1, 2), 3, merged);
-    x = mr_tensor_add(ctx, x, adapted_linear(lora, ctx, att, layer, LLAMA_ATTN_OUTPUT, none));
-
-    /* SwiGLU feed-forward. */
-    h = mr_tensor_rms_norm(ctx, x, block_tensor(lora, ctx, layer, LLAMA_FFN_NORM), c->rms_eps);
-    mr_tensor *gate = adapted_linear(lora, ctx, h, layer, LLAMA_FFN_GATE, none);
-    mr_tensor *up = adapted_linear(lora, ctx, h, layer, LLAMA_FFN_UP, none);
-    mr_tensor *ffn = adapted_linear(lora, ctx, mr_tensor_mul(ctx, mr_tensor_silu(ctx, gate), up),
-                                    layer, LLAMA_FFN_DOWN, none);
-    return mr_tensor_add(ctx, x, ffn);
+/* The forward options of an adapter: constant base weights plus its term. */
+static llama_forward_options forward_options(mr_lora *lora) {
+    llama_forward_options options = {.subsystem = "lora",
+                                     .constant_weights = true,
+                                     .adapter = add_adapter_term,
+                                     .adapter_data = lora};
+    return options;
 }
 
 mr_tensor *mr_lora_logits(mr_lora *lora, mr_ctx *ctx, mr_tensor *tokens) {
-    if (tokens == NULL) {
-        return NULL;
-    }
-    const mr_llama *model = lora->model;
-    const mr_llama_config *c = &model->config;
-    if (tokens->dtype != MR_I32 || tokens->ndim != 2) {
-        char shape[96];
-        mr_ctx_fail(ctx, MR_ERR_SHAPE, "lora: tokens must be I32 [B, T], got %s %s",
-                    tokens->dtype == MR_I32 ? "I32" : "F32",
-                    mr_tensor_shape_string(tokens, shape, sizeof shape));
-        return NULL;
-    }
-    if (tokens->shape[1] > c->context_length) {
-        mr_ctx_fail(ctx, MR_ERR_SHAPE,
-                    "lora: %lld tokens per sequence exceed the context length %d",
-                    (long long)tokens->shape[1], c->context_length);
-        return NULL;
-    }
-
-    mr_tensor *x = mr_tensor_embedding(
-        ctx, frozen_weight(ctx, &model->weights[model->token_embd]), tokens, -1);
-    for (int layer = 0; layer < c->layers && x != NULL; layer++) {
-        x = block_forward(lora, ctx, layer, x);
-    }
-    x = mr_tensor_rms_norm(ctx, x, frozen_weight(ctx, &model->weights[model->output_norm]),
-                           c->rms_eps);
-    return mr_tensor_linear(ctx, x, frozen_weight(ctx, &model->weights[model->output]), NULL);
+    llama_forward_options options = forward_options(lora);
+    return llama_forward_logits(lora->model, ctx, tokens, &options);
 }
 
 mr_tensor *mr_lora_loss(mr_lora *lora, mr_ctx *ctx, mr_tensor *tokens, mr_tensor *targets,
                         mr_tensor *mask) {
-    if (tokens == NULL || targets == NULL) {
-        return NULL;
-    }
-    char ts[96], gs[96];
-    if (targets->dtype != MR_I32 || !mr_tensor_same_shape(targets, tokens)) {
-        mr_ctx_fail(ctx, MR_ERR_SHAPE, "lora: targets must be I32 of the tokens' shape %s, got %s",
-                    mr_tensor_shape_string(tokens, ts, sizeof ts),
-                    mr_tensor_shape_string(targets, gs, sizeof gs));
-        return NULL;
-    }
-
-    /* Masked positions become ignored targets (-1). */
-    if (mask != NULL) {
-        if (mask->dtype != MR_F32 || !mr_tensor_same_shape(mask, targets)) {
-            mr_ctx_fail(ctx, MR_ERR_SHAPE, "lora: mask must be F32 of the targets' shape %s, got %s",
-                        mr_tensor_shape_string(targets, ts, sizeof ts),
-                        mr_tensor_shape_string(mask, gs, sizeof gs));
-            return NULL;
-        }
-        mr_tensor *masked = mr_tensor_new(ctx, MR_I32, targets->ndim, targets->shape);
-        if (masked == NULL) {
-            return NULL;
-        }
-        int64_t batch = targets->shape[0], t_len = targets->shape[1];
-        for (int64_t b = 0; b < batch; b++) {
-            for (int64_t t = 0; t < t_len; t++) {
-                int32_t target = targets->idata[b * targets->stride[0] + t * targets->stride[1]];
-                float keep = mask->data[b * mask->stride[0] + t * mask->stride[1]];
-                masked->idata[b * t_len + t] = keep != 0.0f ? target : -1;
-            }
-        }
-        targets = masked;
-    }
-
-    mr_tensor *logits = mr_lora_logits(lora, ctx, tokens);
-    return mr_tensor_cross_entropy(ctx, logits, targets, -1, MR_REDUCE_MEAN);
+    llama_forward_options options = forward_options(lora);
+    return llama_forward_loss(lora->model, ctx, tokens, targets, mask, &options);
 }
 
 /* ------------------------------------------------------------------------
@@ -527,7 +388,7 @@ static cJSON *peft_config_json(const mr_lora *lora, const char *base_model) {
 
 mr_status mr_lora_save_peft(const mr_lora *lora, const char *dir, const char *base_model,
                             mr_error *err) {
-    mr_status status = hf_make_dirs(dir, err);
+    mr_status status = mr_make_dirs(dir, err);
     if (status != MR_OK) {
         return status;
     }
@@ -545,7 +406,7 @@ mr_status mr_lora_save_peft(const mr_lora *lora, const char *dir, const char *ba
     }
     char path[LORA_PATH_MAX];
     if (status == MR_OK) {
-        status = hf_path_join(path, sizeof path, dir, "adapter_model.safetensors", err);
+        status = mr_path_join(path, sizeof path, dir, "adapter_model.safetensors", err);
     }
     if (status == MR_OK) {
         status = mr_safetensors_writer_write(writer, path, err);
@@ -553,7 +414,7 @@ mr_status mr_lora_save_peft(const mr_lora *lora, const char *dir, const char *ba
     mr_safetensors_writer_free(writer);
 
     if (status == MR_OK) {
-        status = hf_path_join(path, sizeof path, dir, "adapter_config.json", err);
+        status = mr_path_join(path, sizeof path, dir, "adapter_config.json", err);
     }
     if (status == MR_OK) {
         cJSON *json = peft_config_json(lora, base_model);
@@ -631,7 +492,7 @@ static mr_status reject_peft_settings(const cJSON *json, const char *path, mr_er
 static mr_status read_peft_config(const char *dir, mr_lora_config *config, mr_error *err) {
     char path[LORA_PATH_MAX];
     cJSON *json = NULL;
-    mr_status status = hf_path_join(path, sizeof path, dir, "adapter_config.json", err);
+    mr_status status = mr_path_join(path, sizeof path, dir, "adapter_config.json", err);
     if (status == MR_OK) {
         status = hf_json_read(path, LORA_CONFIG_MAX_BYTES, &json, err);
     }
@@ -703,7 +564,7 @@ mr_lora *mr_lora_load_peft(mr_llama *model, const char *dir, mr_error *err) {
     }
     char path[LORA_PATH_MAX];
     mr_safetensors *file = NULL;
-    mr_status status = hf_path_join(path, sizeof path, dir, "adapter_model.safetensors", err);
+    mr_status status = mr_path_join(path, sizeof path, dir, "adapter_model.safetensors", err);
     if (status == MR_OK) {
         status = mr_safetensors_open(path, &file, err);
     }

@@ -2,63 +2,16 @@
  * Run folder files: config.json and metrics.json as JSON, the comparison
  * that decides whether a rerun may resume, and loading a trained model.
  */
-#include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 
 #include "multiround/fileio.h"
 #include "run_folder.h"
 
 /* Largest JSON file read; config and metrics files are a few kilobytes. */
 #define REC_JSON_MAX_BYTES ((size_t)64 << 20)
-
-mr_status rec_path_join(char *out, size_t size, const char *dir, const char *name,
-                        mr_error *err) {
-    int length = snprintf(out, size, "%s/%s", dir, name);
-    if (length < 0 || (size_t)length >= size) {
-        return mr_error_set(err, MR_ERR_INVALID_ARGUMENT,
-                            "rec: path '%s/%s' is longer than %zu bytes; use a shorter folder",
-                            dir, name, size - 1);
-    }
-    return MR_OK;
-}
-
-mr_status rec_make_dirs(const char *dir, mr_error *err) {
-    char path[4096];
-    int length = snprintf(path, sizeof path, "%s", dir);
-    if (length <= 0 || (size_t)length >= sizeof path) {
-        return mr_error_set(err, MR_ERR_INVALID_ARGUMENT,
-                            "rec: run folder '%s' is empty or too long", dir);
-    }
-
-    /* Create each prefix that ends at a slash, then the whole path. */
-    for (int i = 1; i <= length; i++) {
-        if (path[i] != '/' && path[i] != '\0') {
-            continue;
-        }
-        char saved = path[i];
-        path[i] = '\0';
-        if (mkdir(path, 0777) != 0 && errno != EEXIST) {
-            return mr_error_set(err, MR_ERR_IO, "rec: cannot create folder %s: %s", path,
-                                strerror(errno));
-        }
-        path[i] = saved;
-    }
-
-    struct stat info;
-    if (stat(dir, &info) != 0 || !S_ISDIR(info.st_mode)) {
-        return mr_error_set(err, MR_ERR_IO, "rec: %s exists but is not a folder", dir);
-    }
-    return MR_OK;
-}
-
-bool rec_path_exists(const char *path) {
-    struct stat info;
-    return stat(path, &info) == 0;
-}
 
 mr_status rec_json_read(const char *path, cJSON **out, mr_error *err) {
     *out = NULL;
@@ -346,9 +299,9 @@ mr_status mr_rec_model_load(const char *dir, int32_t n_items, mr_rec_model **out
                             mr_error *err) {
     *out = NULL;
     char config_path[4096], model_path[4096];
-    mr_status status = rec_path_join(config_path, sizeof config_path, dir, REC_CONFIG_FILE, err);
+    mr_status status = mr_path_join(config_path, sizeof config_path, dir, REC_CONFIG_FILE, err);
     if (status == MR_OK) {
-        status = rec_path_join(model_path, sizeof model_path, dir, REC_MODEL_FILE, err);
+        status = mr_path_join(model_path, sizeof model_path, dir, REC_MODEL_FILE, err);
     }
     if (status != MR_OK) {
         return status;

@@ -24,16 +24,6 @@
 #define REC_CHECKPOINT_FILE "checkpoint.safetensors"
 #define REC_DONE_FILE "done"
 
-/* Writes "dir/name" into out (size bytes); fails when the path is too long. */
-mr_status rec_path_join(char *out, size_t size, const char *dir, const char *name,
-                        mr_error *err);
-
-/* Creates dir and any missing parents (mode 0777 minus the umask). */
-mr_status rec_make_dirs(const char *dir, mr_error *err);
-
-/* True when path names an existing file or folder. */
-bool rec_path_exists(const char *path);
-
 /* Reads and parses a JSON file of at most 64 MiB. */
 mr_status rec_json_read(const char *path, cJSON **out, mr_error *err);
 

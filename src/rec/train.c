@@ -18,6 +18,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "multiround/fileio.h"
 #include "multiround/safetensors.h"
 #include "trainer.h"
 
@@ -111,7 +112,7 @@ static void log_metrics(const char *what, const mr_rec_metrics *m, const char *s
  */
 static bool read_done(const rec_trainer *tr, bool *early_stop, int *epochs) {
     cJSON *json = NULL;
-    if (!rec_path_exists(tr->done_path) || rec_json_read(tr->done_path, &json, NULL) != MR_OK) {
+    if (!mr_path_exists(tr->done_path) || rec_json_read(tr->done_path, &json, NULL) != MR_OK) {
         return false;
     }
     const cJSON *reason = cJSON_GetObjectItemCaseSensitive(json, "stopped");
@@ -434,8 +435,8 @@ static mr_status set_paths(rec_trainer *tr, mr_error *err) {
                  {tr->checkpoint_path, REC_CHECKPOINT_FILE},
                  {tr->done_path, REC_DONE_FILE}};
     for (size_t i = 0; i < sizeof files / sizeof files[0]; i++) {
-        mr_status status = rec_path_join(files[i].out, sizeof tr->config_path, dir,
-                                         files[i].name, err);
+        mr_status status = mr_path_join(files[i].out, sizeof tr->config_path, dir,
+                                        files[i].name, err);
         if (status != MR_OK) {
             return status;
         }
@@ -451,7 +452,7 @@ static mr_status set_paths(rec_trainer *tr, mr_error *err) {
 static mr_status prepare_folder(rec_trainer *tr, const char *init_dir, bool *finished,
                                 mr_error *err) {
     *finished = false;
-    mr_status status = rec_make_dirs(tr->options->out_dir, err);
+    mr_status status = mr_make_dirs(tr->options->out_dir, err);
     if (status != MR_OK) {
         return status;
     }
@@ -464,8 +465,8 @@ static mr_status prepare_folder(rec_trainer *tr, const char *init_dir, bool *fin
     /* Settings matter once a checkpoint or a finished run exists; before
      * that nothing has been trained and a new config.json replaces the
      * old one. */
-    if (rec_path_exists(tr->config_path) &&
-        (rec_path_exists(tr->checkpoint_path) || rec_path_exists(tr->done_path))) {
+    if (mr_path_exists(tr->config_path) &&
+        (mr_path_exists(tr->checkpoint_path) || mr_path_exists(tr->done_path))) {
         cJSON *old_json = NULL;
         status = rec_json_read(tr->config_path, &old_json, err);
         if (status == MR_OK) {
@@ -623,7 +624,7 @@ mr_status mr_rec_train(const mr_rec_data *data, const mr_rec_config *config,
     }
 
     /* Resume from the checkpoint, or start from the seed or the base run. */
-    if (status == MR_OK && rec_path_exists(tr.checkpoint_path)) {
+    if (status == MR_OK && mr_path_exists(tr.checkpoint_path)) {
         status = load_checkpoint(&tr, err);
         if (status == MR_OK) {
             mr_log(MR_LOG_INFO, "rec", "resuming the run in %s at epoch %d (best hit@50 %.4f "

@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "multiround/fileio.h"
 #include "multiround/safetensors.h"
 #include "trainer.h"
 
@@ -27,15 +28,15 @@ void rec_trainer_seed(rec_trainer *tr) {
 
 mr_status rec_trainer_load_init(rec_trainer *tr, const char *init_dir, mr_error *err) {
     char config_path[4096], model_path[4096];
-    mr_status status = rec_path_join(config_path, sizeof config_path, init_dir,
-                                     REC_CONFIG_FILE, err);
+    mr_status status = mr_path_join(config_path, sizeof config_path, init_dir,
+                                    REC_CONFIG_FILE, err);
     if (status == MR_OK) {
-        status = rec_path_join(model_path, sizeof model_path, init_dir, REC_MODEL_FILE, err);
+        status = mr_path_join(model_path, sizeof model_path, init_dir, REC_MODEL_FILE, err);
     }
     if (status != MR_OK) {
         return status;
     }
-    if (!rec_path_exists(model_path)) {
+    if (!mr_path_exists(model_path)) {
         return mr_error_set(err, MR_ERR_NOT_FOUND,
                             "rec: --init folder %s has no %s; train the base model there "
                             "first",

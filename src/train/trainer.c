@@ -240,11 +240,13 @@ static mr_llama *open_model(const mr_train_options *o, bool trainable, mr_error 
 }
 
 /* Appends the tensors of ps to the decay list (matrices) or the plain
- * list (vectors). */
+ * list (vectors), marking each view of the set's buffer as a parameter so
+ * that the optimizer may take it. */
 static void split_params(mr_paramset *ps, mr_tensor **decay, int *n_decay, mr_tensor **plain,
                          int *n_plain) {
     for (int i = 0; i < mr_paramset_count(ps); i++) {
         mr_tensor *p = mr_paramset_get(ps, i);
+        mr_tensor_set_param(p);
         if (p->ndim >= 2) {
             decay[(*n_decay)++] = p;
         } else {

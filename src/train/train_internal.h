@@ -104,6 +104,12 @@ typedef struct train_metrics {
     double weight;         /* micro-batches or examples added */
 } train_metrics;
 
+/* Checks the options that the trainer relies on (options.c). */
+mr_status train_validate_options(const mr_train_options *o, mr_error *err);
+
+/* Writes every option, defaults included, to OUT/config.json (options.c). */
+mr_status train_write_config(const mr_train_options *o, mr_error *err);
+
 /* Adds value under name (a string literal) to m. */
 void train_metrics_add(train_metrics *m, const char *name, double value);
 

@@ -70,10 +70,11 @@ mr_status train_validate_options(const mr_train_options *o, mr_error *err) {
         return mr_error_set(err, MR_ERR_INVALID_ARGUMENT,
                             "train: a random model (no model_path) needs tokenizer_path");
     }
-    if (o->batch_size < 1 || o->grad_accum < 1 || o->max_steps < 1 || o->max_length < 2) {
+    if (o->batch_size < 1 || o->batch_size > TRAIN_MAX_BATCH || o->grad_accum < 1 ||
+        o->max_steps < 1 || o->max_length < 2) {
         return mr_error_set(err, MR_ERR_INVALID_ARGUMENT,
-                            "train: batch_size %d, grad_accum %d and max_steps %lld must be "
-                            ">= 1 and max_length %d >= 2",
+                            "train: batch_size %d must be in [1, " MR_STRINGIFY(TRAIN_MAX_BATCH)
+                            "], grad_accum %d and max_steps %lld >= 1 and max_length %d >= 2",
                             o->batch_size, o->grad_accum, (long long)o->max_steps,
                             o->max_length);
     }

@@ -52,6 +52,11 @@ void train_row_clear(train_row *r);
  * Tokenized examples and batches
  * ------------------------------------------------------------------------ */
 
+/* Examples per micro-batch at most. */
+#define TRAIN_MAX_BATCH 4096
+#define MR_STRINGIFY_VALUE(x) #x
+#define MR_STRINGIFY(x) MR_STRINGIFY_VALUE(x)
+
 /* Sequences per example at most: chosen, rejected and ground truth. */
 #define TRAIN_MAX_SEQUENCES 3
 

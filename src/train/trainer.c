@@ -333,8 +333,8 @@ static mr_status batch_build(mr_ctx *ctx, const train_example *const *examples, 
 static mr_status next_batch(trainer *t, mr_ctx *ctx, train_batch *b) {
     int64_t first = t->position;
     if (!t->o.pack) {
-        const train_example *examples[4096];
-        int n = t->o.batch_size < 4096 ? t->o.batch_size : 4096;
+        const train_example *examples[TRAIN_MAX_BATCH];
+        int n = t->o.batch_size;
         for (int i = 0; i < n; i++) {
             examples[i] = example_at(t, t->position++);
         }
@@ -416,7 +416,7 @@ static mr_status evaluate(trainer *t, train_metrics *out, mr_error *err) {
     mr_status status = MR_OK;
     for (int start = 0; start < t->n_eval && status == MR_OK; start += t->o.batch_size) {
         int n = t->n_eval - start < t->o.batch_size ? t->n_eval - start : t->o.batch_size;
-        const train_example *examples[4096];
+        const train_example *examples[TRAIN_MAX_BATCH];
         for (int i = 0; i < n; i++) {
             examples[i] = &t->eval[start + i];
         }

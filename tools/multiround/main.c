@@ -23,6 +23,7 @@ static const cli_command commands[] = {
     {"rec", cli_rec, "train, evaluate and query sequential recommenders (Ada-Retrieval)"},
     {"rounds", cli_rounds, "print the state of a multi-round run (rounds status RUN_DIR)"},
     {"search", cli_search, "rank indexed passages for a query with BM25, or evaluate recall"},
+    {"train", cli_train, "train with SFT, a reward model, a classifier or DPO (train KIND --config)"},
     {"version", cli_version, "print the version, the BLAS library and the thread count"},
 };
 

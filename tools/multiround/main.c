@@ -15,9 +15,11 @@ typedef struct cli_command {
 } cli_command;
 
 static const cli_command commands[] = {
+    {"chat", cli_chat, "chat with a model over HTTP or in-process, one line per turn"},
     {"demo", cli_demo, "train a small character-level GPT on a short text and sample it"},
     {"generate", cli_generate, "generate text or chat with a GGUF language model"},
     {"rec", cli_rec, "train, evaluate and query sequential recommenders (Ada-Retrieval)"},
+    {"serve", cli_serve, "serve a GGUF model over HTTP with OpenAI's API"},
     {"version", cli_version, "print the version, the BLAS library and the thread count"},
 };
 

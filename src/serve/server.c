@@ -402,9 +402,12 @@ static enum MHD_Result reply_when_done(mr_server *server, struct MHD_Connection 
     job_snapshot(server->queue, item, &outcome, &status, &error);
     enum MHD_Result queued;
     if (outcome == JOB_CANCELLED) {
-        /* The client has gone, so nothing can be sent. */
+        /* The client has gone, so this reply only lets libmicrohttpd
+         * finish the request; the log line shows no status. */
+        queued = reply_error(connection, request, MHD_HTTP_SERVICE_UNAVAILABLE, "server_error",
+                             NULL, "the request was cancelled because the client closed the "
+                                   "connection");
         request->status = 0;
-        queued = MHD_NO;
     } else if (outcome == JOB_SHUTDOWN) {
         queued = reply_error(connection, request, MHD_HTTP_SERVICE_UNAVAILABLE, "server_error",
                              NULL, "the server is shutting down; the request was cancelled");

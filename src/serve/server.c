@@ -71,6 +71,7 @@ typedef struct http_request {
     bool too_large;
     bool responded;
     bool streamed;    /* the stream's free callback writes the log line */
+    bool client_gone; /* the client closed the connection before the reply */
     unsigned int status;
     int64_t prompt_tokens;
     int64_t completion_tokens;
@@ -408,6 +409,7 @@ static enum MHD_Result reply_when_done(mr_server *server, struct MHD_Connection 
                              NULL, "the request was cancelled because the client closed the "
                                    "connection");
         request->status = 0;
+        request->client_gone = true;
     } else if (outcome == JOB_SHUTDOWN) {
         queued = reply_error(connection, request, MHD_HTTP_SERVICE_UNAVAILABLE, "server_error",
                              NULL, "the server is shutting down; the request was cancelled");
@@ -633,7 +635,7 @@ static void request_completed(void *cls, struct MHD_Connection *connection, void
     }
     if (!request->streamed) {
         const char *note = "";
-        if (code == MHD_REQUEST_TERMINATED_CLIENT_ABORT ||
+        if (request->client_gone || code == MHD_REQUEST_TERMINATED_CLIENT_ABORT ||
             code == MHD_REQUEST_TERMINATED_READ_ERROR) {
             note = " (the client closed the connection)";
         } else if (code == MHD_REQUEST_TERMINATED_TIMEOUT_REACHED) {

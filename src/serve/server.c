@@ -34,9 +34,8 @@
 /* How often a waiting connection checks whether its client went away. */
 #define CLIENT_CHECK_S 0.1
 
-/* An upload that goes on this many times past max_body is cut off by
- * closing the connection; a smaller excess is read and discarded so
- * that the client receives the 413 reply. */
+/* A body up to this many times max_body is read and dropped before the
+ * 413 reply, so that the client receives it; a larger one is cut off. */
 #define DISCARD_FACTOR 16
 
 struct mr_server {
@@ -543,12 +542,26 @@ static enum MHD_Result begin_request(mr_server *server, struct MHD_Connection *c
                            "invalid_request_error", NULL, message);
     }
 
+    /* A body announced as too large is answered at once when the client
+     * waits for "100 Continue" before sending it, or when it is too large
+     * to read and drop. Otherwise the body is read and dropped first:
+     * closing a connection with unread data resets it, and the client may
+     * then lose the 413 reply. */
     const char *length = MHD_lookup_connection_value(connection, MHD_HEADER_KIND,
                                                      MHD_HTTP_HEADER_CONTENT_LENGTH);
-    if (length != NULL && strtoull(length, NULL, 10) > server->config.max_body) {
+    const char *expect = MHD_lookup_connection_value(connection, MHD_HEADER_KIND,
+                                                     MHD_HTTP_HEADER_EXPECT);
+    unsigned long long announced = length != NULL ? strtoull(length, NULL, 10) : 0;
+    size_t limit = server->config.max_body;
+    if (announced > limit) {
+        bool waits = expect != NULL && strcasestr(expect, "100-continue") != NULL;
+        if (!waits && announced / DISCARD_FACTOR <= limit) {
+            request->too_large = true;
+            return MHD_YES;
+        }
         snprintf(message, sizeof message,
-                 "the request body has %s bytes, more than the server's limit of %zu", length,
-                 server->config.max_body);
+                 "the request body has %llu bytes, more than the server's limit of %zu",
+                 announced, limit);
         return reply_error(connection, request, MHD_HTTP_CONTENT_TOO_LARGE,
                            "invalid_request_error", NULL, message);
     }

@@ -63,6 +63,12 @@ static size_t receive_header(char *data, size_t size, size_t count, void *opaque
 
 void probe_request(const char *method, const char *url, const char *body, size_t size,
                    bool chunked, double timeout_s, probe_reply *reply) {
+    probe_request_with_header(method, url, body, size, chunked, NULL, timeout_s, reply);
+}
+
+void probe_request_with_header(const char *method, const char *url, const char *body,
+                               size_t size, bool chunked, const char *header,
+                               double timeout_s, probe_reply *reply) {
     memset(reply, 0, sizeof *reply);
     double start = now_s();
     CURL *curl = curl_easy_init();
@@ -71,7 +77,7 @@ void probe_request(const char *method, const char *url, const char *body, size_t
         return;
     }
     struct curl_slist *headers = curl_slist_append(NULL, "Content-Type: application/json");
-    headers = curl_slist_append(headers, "Expect:");
+    headers = curl_slist_append(headers, header != NULL ? header : "Expect:");
     if (chunked) {
         headers = curl_slist_append(headers, "Transfer-Encoding: chunked");
     }

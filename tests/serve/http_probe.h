@@ -29,6 +29,12 @@ typedef struct probe_reply {
 void probe_request(const char *method, const char *url, const char *body, size_t size,
                    bool chunked, double timeout_s, probe_reply *reply);
 
+/* The same with one more header line, such as "Expect: 100-continue"
+ * (NULL for none). */
+void probe_request_with_header(const char *method, const char *url, const char *body,
+                               size_t size, bool chunked, const char *header,
+                               double timeout_s, probe_reply *reply);
+
 void probe_reply_free(probe_reply *reply);
 
 /*

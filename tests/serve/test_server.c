@@ -502,6 +502,20 @@ static void oversized_body_gets_413(void) {
         mr_llm_free(http);
     }
     free(body);
+
+    /* A client that waits for "100 Continue" gets the 413 before it sends
+     * the body, however large the body would be. */
+    size = 64 * MAX_BODY;
+    body = malloc(size);
+    memset(body, 'a', size);
+    probe_reply reply;
+    probe_request_with_header("POST", url, body, size, false, "Expect: 100-continue", 10.0,
+                              &reply);
+    CHECK_INT_EQ(reply.status, 413);
+    CHECK(reply.body != NULL && strstr(reply.body, "has 4194304 bytes") != NULL);
+    CHECK(reply.seconds < 1.0);
+    probe_reply_free(&reply);
+    free(body);
 }
 
 static void malformed_requests_get_400(void) {

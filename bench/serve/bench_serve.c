@@ -217,7 +217,12 @@ static int compare_doubles(const void *a, const void *b) {
 /* Returns the nearest-rank percentile p (0..100) of sorted values. */
 static double percentile(const double *sorted, int n, double p) {
     int rank = (int)((p / 100.0) * n + 0.999999);
-    rank = rank < 1 ? 1 : rank > n ? n : rank;
+    if (rank < 1) {
+        rank = 1;
+    }
+    if (rank > n) {
+        rank = n;
+    }
     return sorted[rank - 1];
 }
 

@@ -24,7 +24,7 @@ cc -O2 -std=c11 -D_GNU_SOURCE -o "$work/bench_serve" "$root/bench/serve/bench_se
     $(pkg-config --cflags --libs libcurl libcjson) -lpthread
 
 # One kernel thread: stories260K is too small to gain from more, and the
-# clients need the other cores. The queue holds every client's request.
+# clients need the other cores. The queue has room for every client.
 "$cli" --threads "${MR_BENCH_THREADS:-1}" serve -m "$root/tests/data/lm/stories260K.gguf" \
     --port 0 --queue 64 --max-body 1048576 2> "$work/server.log" &
 server=$!

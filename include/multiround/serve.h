@@ -178,11 +178,11 @@ mr_server *mr_server_start(const mr_server_config *config, mr_local_model *model
 int mr_server_port(const mr_server *server);
 
 /*
- * Stops the server: closes the listening socket, answers waiting requests
- * with HTTP 503, lets the running request finish for up to
- * shutdown_timeout_s and then cancels it (503, or an error event on a
- * stream), closes every connection and frees the server. server may be
- * NULL.
+ * Stops the server. It closes the listening socket and replies HTTP 503
+ * to waiting requests. The running request may finish within
+ * shutdown_timeout_s, and is then cancelled (503, or an error event on a
+ * stream). Then every connection is closed and the server freed. server
+ * may be NULL.
  */
 void mr_server_stop(mr_server *server);
 

@@ -12,7 +12,8 @@
 
 #include "serve_internal.h"
 
-/* The largest integer a JSON number (a double in cJSON) holds exactly. */
+/* The largest integer that a JSON number (a double in cJSON) represents
+ * exactly. */
 #define EXACT_INTEGER_MAX 9007199254740992.0
 
 /* Largest max_tokens a request may ask for; the context caps it further. */
@@ -56,7 +57,7 @@ static const char *type_name(const cJSON *item) {
 }
 
 /* Returns whether item is a number with an integer value that a double
- * holds exactly. */
+ * represents exactly. */
 static bool is_integer(const cJSON *item) {
     return cJSON_IsNumber(item) && item->valuedouble == floor(item->valuedouble) &&
            fabs(item->valuedouble) <= EXACT_INTEGER_MAX;

@@ -123,9 +123,9 @@ job_queue *job_queue_create(mr_local_model *model, int capacity, double token_de
 
 /*
  * Creates a job that takes over prompt and adds it to the queue. Returns
- * NULL when the queue is full (*full set) or stopping (*stopping set),
- * or when out of memory (neither set); prompt is freed in those cases.
- * The returned job holds one reference for the caller.
+ * NULL, with prompt freed, when the queue is full (*full set), stopping
+ * (*stopping set) or out of memory (neither set). The returned job has
+ * one reference for the caller.
  */
 job *job_queue_submit(job_queue *queue, mr_local_prompt *prompt, bool streaming, bool *full,
                       bool *stopping);

@@ -9,6 +9,7 @@
  */
 #include <arpa/inet.h>
 #include <errno.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -31,11 +32,15 @@
  * frees its thread. */
 #define IDLE_TIMEOUT_S 60
 
+/* How long a shutdown waits for replies already being sent, such as the
+ * 503 replies of cancelled requests, before it closes the connections. */
+#define FLUSH_TIMEOUT_S 1.0
+
 /* How often a waiting connection checks whether its client went away. */
 #define CLIENT_CHECK_S 0.1
 
-/* A body up to this many times max_body is read and dropped before the
- * 413 reply, so that the client receives it; a larger one is cut off. */
+/* A body of up to this many times max_body is read and dropped before
+ * the 413 reply, so that the client receives it. A larger one is cut off. */
 #define DISCARD_FACTOR 16
 
 struct mr_server {
@@ -48,6 +53,11 @@ struct mr_server {
     int64_t started_unix;
     atomic_uint_fast64_t next_id;
     atomic_bool stopping;
+
+    pthread_mutex_t active_lock; /* guards active */
+    pthread_cond_t active_done;  /* signalled when active drops to 0 */
+    int active;                  /* requests between their headers and the
+                                    completion notice */
 };
 
 typedef enum route {
@@ -542,11 +552,11 @@ static enum MHD_Result begin_request(mr_server *server, struct MHD_Connection *c
                            "invalid_request_error", NULL, message);
     }
 
-    /* A body announced as too large is answered at once when the client
-     * waits for "100 Continue" before sending it, or when it is too large
-     * to read and drop. Otherwise the body is read and dropped first:
-     * closing a connection with unread data resets it, and the client may
-     * then lose the 413 reply. */
+    /* The 413 reply to a body announced as too large goes out at once when
+     * the client waits for "100 Continue", or when the body is too large
+     * to read and drop. Otherwise the body is read and dropped first,
+     * because closing a connection with unread data resets it and the
+     * client may then lose the reply. */
     const char *length = MHD_lookup_connection_value(connection, MHD_HEADER_KIND,
                                                      MHD_HTTP_HEADER_CONTENT_LENGTH);
     const char *expect = MHD_lookup_connection_value(connection, MHD_HEADER_KIND,
@@ -612,6 +622,9 @@ static enum MHD_Result handle_connection(void *cls, struct MHD_Connection *conne
             return MHD_NO;
         }
         request->start_s = serve_now_s();
+        pthread_mutex_lock(&server->active_lock);
+        server->active++;
+        pthread_mutex_unlock(&server->active_lock);
         snprintf(request->method, sizeof request->method, "%s", method);
         snprintf(request->path, sizeof request->path, "%s", url);
         *con_cls = request;
@@ -640,8 +653,8 @@ static enum MHD_Result handle_connection(void *cls, struct MHD_Connection *conne
  * stream_free) and frees its state. */
 static void request_completed(void *cls, struct MHD_Connection *connection, void **con_cls,
                               enum MHD_RequestTerminationCode code) {
-    (void)cls;
     (void)connection;
+    mr_server *server = cls;
     http_request *request = *con_cls;
     if (request == NULL) {
         return;
@@ -664,6 +677,13 @@ static void request_completed(void *cls, struct MHD_Connection *connection, void
     free(request->body);
     free(request);
     *con_cls = NULL;
+
+    pthread_mutex_lock(&server->active_lock);
+    server->active--;
+    if (server->active == 0) {
+        pthread_cond_broadcast(&server->active_done);
+    }
+    pthread_mutex_unlock(&server->active_lock);
 }
 
 /* Passes libmicrohttpd's own error messages to the log. */
@@ -727,6 +747,39 @@ static mr_status check_config(const mr_server_config *config, struct sockaddr_in
     return MR_OK;
 }
 
+/* Frees the server's own memory and locks. */
+static void free_server(mr_server *server) {
+    pthread_cond_destroy(&server->active_done);
+    pthread_mutex_destroy(&server->active_lock);
+    free(server);
+}
+
+/* Waits up to FLUSH_TIMEOUT_S for every request in progress to complete,
+ * so that replies already queued reach their clients. */
+static void wait_for_replies(mr_server *server) {
+    struct timespec deadline;
+    clock_gettime(CLOCK_MONOTONIC, &deadline);
+    deadline.tv_sec += (time_t)FLUSH_TIMEOUT_S;
+    deadline.tv_nsec += (long)((FLUSH_TIMEOUT_S - (double)(time_t)FLUSH_TIMEOUT_S) * 1e9);
+    if (deadline.tv_nsec >= 1000000000L) {
+        deadline.tv_sec++;
+        deadline.tv_nsec -= 1000000000L;
+    }
+
+    pthread_mutex_lock(&server->active_lock);
+    while (server->active > 0 &&
+           pthread_cond_timedwait(&server->active_done, &server->active_lock, &deadline) !=
+               ETIMEDOUT) {
+    }
+    int left = server->active;
+    pthread_mutex_unlock(&server->active_lock);
+    if (left > 0) {
+        mr_log(MR_LOG_WARN, "serve",
+               "%d request%s still in progress after %.1f s; closing their connections",
+               left, left == 1 ? "" : "s", FLUSH_TIMEOUT_S);
+    }
+}
+
 mr_server *mr_server_start(const mr_server_config *config, mr_local_model *model,
                            mr_error *err) {
     struct sockaddr_in address;
@@ -751,10 +804,16 @@ mr_server *mr_server_start(const mr_server_config *config, mr_local_model *model
     server->started_unix = (int64_t)time(NULL);
     atomic_init(&server->next_id, 1);
     atomic_init(&server->stopping, false);
+    pthread_mutex_init(&server->active_lock, NULL);
+    pthread_condattr_t attr;
+    pthread_condattr_init(&attr);
+    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+    pthread_cond_init(&server->active_done, &attr);
+    pthread_condattr_destroy(&attr);
 
     server->queue = job_queue_create(model, config->queue, config->token_delay_s, err);
     if (server->queue == NULL) {
-        free(server);
+        free_server(server);
         return NULL;
     }
 
@@ -772,7 +831,7 @@ mr_server *mr_server_start(const mr_server_config *config, mr_local_model *model
                      "address belongs to this machine (libmicrohttpd's message is in the log)",
                      server->host, config->port);
         job_queue_free(server->queue);
-        free(server);
+        free_server(server);
         return NULL;
     }
     const union MHD_DaemonInfo *info = MHD_get_daemon_info(server->daemon,
@@ -806,11 +865,12 @@ void mr_server_stop(mr_server *server) {
      * closed only after the daemon's threads have stopped. */
     MHD_socket listener = MHD_quiesce_daemon(server->daemon);
     job_queue_stop(server->queue, server->config.shutdown_timeout_s);
+    wait_for_replies(server);
     MHD_stop_daemon(server->daemon);
     if (listener != MHD_INVALID_SOCKET) {
         close(listener);
     }
     job_queue_free(server->queue);
     mr_log(MR_LOG_INFO, "serve", "stopped in %.2f s", serve_now_s() - start);
-    free(server);
+    free_server(server);
 }

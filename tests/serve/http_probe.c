@@ -110,6 +110,10 @@ void probe_reply_free(probe_reply *reply) {
     memset(reply, 0, sizeof *reply);
 }
 
+bool probe_body_contains(const probe_reply *reply, const char *text) {
+    return reply->body != NULL && strstr(reply->body, text) != NULL;
+}
+
 int probe_split_events(char *body, char **events, int cap) {
     int count = 0;
     char *cursor = body;

@@ -37,6 +37,9 @@ void probe_request_with_header(const char *method, const char *url, const char *
 
 void probe_reply_free(probe_reply *reply);
 
+/* Returns whether the reply has a body that contains text. */
+bool probe_body_contains(const probe_reply *reply, const char *text);
+
 /*
  * Splits an event stream into its "data: " payloads. Stores at most cap
  * pointers into body (which it modifies) and returns how many events the

@@ -1,10 +1,10 @@
 /*
  * `multiround chat`: a conversation with a model through mr_llm, either
  * an OpenAI-compatible server (--url, --model) or a GGUF model run
- * in-process (-m). Each stdin line is a user turn; the whole conversation
- * goes with every request. On a terminal it prompts and keeps going after
- * a failed turn; otherwise it reads every line as a turn and stops at the
- * first failure.
+ * in-process (-m). Each stdin line is a user turn, and the whole
+ * conversation goes with every request. On a terminal it prompts and keeps
+ * going after a failed turn. Otherwise it reads every line as a turn and
+ * stops at the first failure.
  */
 #include <errno.h>
 #include <math.h>
@@ -37,7 +37,7 @@ typedef struct chat_options {
 static void print_help(void) {
     printf("usage: multiround chat (--url URL --model NAME | -m MODEL) [OPTIONS]\n\n"
            "Chats with a language model. Each line of stdin is one user message; the\n"
-           "answer goes to stdout and its token counts to stderr. /reset starts a new\n"
+           "reply goes to stdout and its token counts to stderr. /reset starts a new\n"
            "conversation (keeping --system) and /quit ends the session. When stdin is\n"
            "not a terminal, every line is a turn and the first failed turn ends the\n"
            "run with exit code 1.\n\n"
@@ -210,7 +210,7 @@ static mr_llm *open_llm(const chat_options *o) {
     return llm;
 }
 
-/* Sends the conversation and adds the answer. Returns false (error
+/* Sends the conversation and adds the reply. Returns false (error
  * printed, turn removed) when the request fails. */
 static bool run_turn(mr_llm *llm, const chat_options *o, conversation *c) {
     mr_llm_request request;
@@ -265,14 +265,14 @@ int cli_chat(int argc, char **argv) {
 
     bool interactive = isatty(fileno(stdin)) != 0;
     conversation c = {0};
-    int kept = 0;
+    int n_system = 0;
     if (o.system != NULL) {
         if (!conversation_add(&c, "system", o.system)) {
             cli_error("out of memory");
             mr_llm_free(llm);
             return 1;
         }
-        kept = 1;
+        n_system = 1;
     }
     if (interactive) {
         fprintf(stderr, "chat with '%s': one message per line, /reset for a new "
@@ -300,7 +300,7 @@ int cli_chat(int argc, char **argv) {
             break;
         }
         if (strcmp(line, "/reset") == 0) {
-            conversation_truncate(&c, kept);
+            conversation_truncate(&c, n_system);
             fprintf(stderr, "[new conversation]\n");
             continue;
         }

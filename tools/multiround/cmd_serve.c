@@ -165,8 +165,9 @@ int cli_serve(int argc, char **argv) {
     }
 
     /* SIGINT and SIGTERM are blocked before any thread starts, so every
-     * server thread inherits the mask and only sigwait() below sees
-     * them. A closed client connection must not kill the process. */
+     * server thread inherits the mask and only sigwait() below receives
+     * them. SIGPIPE is ignored so that a closed client connection cannot
+     * kill the process. */
     sigset_t stop_signals;
     sigemptyset(&stop_signals);
     sigaddset(&stop_signals, SIGINT);

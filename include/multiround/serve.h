@@ -181,8 +181,9 @@ int mr_server_port(const mr_server *server);
  * Stops the server. It closes the listening socket and replies HTTP 503
  * to waiting requests. The running request may finish within
  * shutdown_timeout_s, and is then cancelled (503, or an error event on a
- * stream). Then every connection is closed and the server freed. server
- * may be NULL.
+ * stream). Replies already queued get up to 1 s to reach their clients,
+ * then every connection is closed and the server freed. server may be
+ * NULL.
  */
 void mr_server_stop(mr_server *server);
 

@@ -404,6 +404,9 @@ static char *print_and_free(cJSON *root) {
     return text;
 }
 
+/* NOTE: generated text goes into the JSON as raw bytes. A model that
+ * emits bytes which never form valid UTF-8 produces a reply that strict
+ * JSON parsers reject. */
 char *serve_reply_json(const reply_header *header, const mr_llm_result *result) {
     bool chat = header->kind == MR_LLM_CHAT;
     cJSON *root = reply_object(header, chat ? "chat.completion" : "text_completion");

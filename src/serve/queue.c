@@ -108,7 +108,10 @@ typedef struct piece_context {
 
 /* Receives each piece of generated text: hands it to a streaming
  * connection, pauses for token_delay_s, and ends generation once the job
- * is cancelled. */
+ * is cancelled.
+ * NOTE: generation calls this only when it has text to pass on, so a
+ * cancelled job runs on while tokens add no text (a held-back prefix of a
+ * stop string, or tokens that decode to nothing), at most to max_tokens. */
 static bool on_piece(const char *piece, size_t len, void *user_data) {
     piece_context *context = user_data;
     job_queue *queue = context->queue;

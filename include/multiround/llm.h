@@ -112,9 +112,8 @@ typedef struct mr_llm mr_llm;
  * complete() must be safe to call from several threads at once on one
  * state. free_state() releases state and may be NULL.
  *
- * NOTE: the HTTP back end (mr_llm_http_create) is the only one so far. The
- * in-process back end over src/lm/ will fill this same table and be
- * wrapped by mr_llm_create(); the pool's "local" back end waits on it.
+ * Two back ends fill this table: HTTP (mr_llm_http_create) and local, a
+ * GGUF model run in-process (mr_llm_local_open in serve.h).
  */
 typedef struct mr_llm_backend {
     const char *name;  /* "http", "local", ... */

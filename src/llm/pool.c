@@ -13,6 +13,7 @@
 #include <cJSON.h>
 
 #include "llm_internal.h"
+#include "multiround/serve.h"
 
 /* A pool file larger than this is rejected before it is read. */
 #define MAX_POOL_FILE_BYTES (16L << 20)
@@ -25,13 +26,13 @@ struct mr_llm_pool {
 static const char *const known_fields[] = {
     "name", "backend", "base_url", "model", "api_key_env", "price_input_per_mtok",
     "price_output_per_mtok", "description", "connect_timeout_s", "timeout_s", "max_retries",
-    "backoff_initial_s", "backoff_max_s",
+    "backoff_initial_s", "backoff_max_s", "model_path", "chat_template", "context_length",
 };
 
 #define KNOWN_FIELDS_TEXT                                                               \
     "name, backend, base_url, model, api_key_env, price_input_per_mtok, "              \
     "price_output_per_mtok, description, connect_timeout_s, timeout_s, max_retries, "  \
-    "backoff_initial_s, backoff_max_s"
+    "backoff_initial_s, backoff_max_s, model_path, chat_template, context_length"
 
 /* The place in the file that a message names: "path: models[i]". */
 typedef struct entry_place {
@@ -180,6 +181,71 @@ static mr_status read_http_fields(const cJSON *entry, entry_place place,
     return status;
 }
 
+/* Returns path_in_file resolved against the folder of the pool file: an
+ * absolute path stays as it is. The caller frees the copy. */
+static char *resolve_beside(const char *pool_path, const char *path_in_file) {
+    const char *slash = strrchr(pool_path, '/');
+    size_t folder_len = path_in_file[0] == '/' || slash == NULL
+                            ? 0
+                            : (size_t)(slash - pool_path) + 1;
+    size_t len = strlen(path_in_file);
+    char *resolved = malloc(folder_len + len + 1);
+    if (resolved != NULL) {
+        memcpy(resolved, pool_path, folder_len);
+        memcpy(resolved + folder_len, path_in_file, len + 1);
+    }
+    return resolved;
+}
+
+/* Creates an in-process model from the entry's model_path (relative to
+ * the pool file's folder), model (the id), chat_template and
+ * context_length. */
+static mr_llm *create_local_model(const cJSON *entry, entry_place place, const char *name,
+                                  mr_error *err) {
+    mr_local_model_config config;
+    mr_local_model_config_init(&config);
+    const char *model_path = NULL;
+    double context_length = 0;
+    mr_status status = read_string(entry, "model_path", true, place, &model_path, err);
+    if (status == MR_OK) {
+        status = read_string(entry, "model", false, place, &config.id, err);
+    }
+    if (status == MR_OK) {
+        status = read_string(entry, "chat_template", false, place, &config.chat_template, err);
+    }
+    if (status == MR_OK) {
+        status = read_number(entry, "context_length", false,
+                             "positions per request; 0 for the model's", place,
+                             &context_length, err);
+    }
+    if (status == MR_OK && (context_length != floor(context_length) || context_length > 1e9)) {
+        status = mr_error_set(err, MR_ERR_FORMAT,
+                              "llm pool: %s: models[%d].context_length is %g, expected an "
+                              "integer >= 0",
+                              place.path, place.index, context_length);
+    }
+    if (status != MR_OK) {
+        return NULL;
+    }
+    config.context_length = (int)context_length;
+
+    char *resolved = resolve_beside(place.path, model_path);
+    if (resolved == NULL) {
+        mr_error_set(err, MR_ERR_NO_MEMORY, "llm pool: out of memory loading %s", place.path);
+        return NULL;
+    }
+    config.path = resolved;
+    mr_error inner;
+    mr_error_clear(&inner);
+    mr_llm *llm = mr_llm_local_open(&config, name, &inner);
+    free(resolved);
+    if (llm == NULL) {
+        mr_error_set(err, inner.status, "llm pool: %s: models[%d] ('%s'): %s", place.path,
+                     place.index, name, inner.message);
+    }
+    return llm;
+}
+
 /* Creates the model that one entry of "models" describes. */
 static mr_llm *create_model(const cJSON *entry, entry_place place, mr_error *err) {
     if (!cJSON_IsObject(entry)) {
@@ -227,13 +293,10 @@ static mr_llm *create_model(const cJSON *entry, entry_place place, mr_error *err
             return NULL;
         }
     } else if (strcmp(backend, "local") == 0) {
-        /* NOTE: the in-process back end over src/lm/ is not written yet.
-         * Once it exists, create it here from the entry's fields. */
-        mr_error_set(err, MR_ERR_UNSUPPORTED,
-                     "llm pool: %s: models[%d] ('%s') uses backend \"local\", which this "
-                     "build does not have yet; serve the model over HTTP and use \"http\"",
-                     place.path, place.index, name);
-        return NULL;
+        llm = create_local_model(entry, place, name, err);
+        if (llm == NULL) {
+            return NULL;
+        }
     } else {
         mr_error_set(err, MR_ERR_FORMAT,
                      "llm pool: %s: models[%d].backend is \"%s\", expected \"http\" or "

@@ -106,7 +106,7 @@ static void pool_errors_name_field(void) {
          false, MR_ERR_FORMAT, "models[1].name 'm' repeats models[0]"},
         {"{\"models\": [{\"name\": \"m\", \"backend\": \"local\", "
          "\"price_input_per_mtok\": 0, \"price_output_per_mtok\": 0}]}",
-         true, MR_ERR_UNSUPPORTED, "models[0] ('m') uses backend \"local\""},
+         true, MR_ERR_FORMAT, "models[0].model_path is missing"},
         {"{\"models\": [{\"name\": \"m\", \"backend\": \"grpc\", "
          "\"price_input_per_mtok\": 0, \"price_output_per_mtok\": 0}]}",
          true, MR_ERR_FORMAT, "models[0].backend is \"grpc\", expected \"http\" or \"local\""},

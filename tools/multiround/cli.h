@@ -24,6 +24,8 @@ int cli_search(int argc, char **argv);
 int cli_train(int argc, char **argv);
 int cli_version(int argc, char **argv);
 int cli_generate(int argc, char **argv);
+int cli_serve(int argc, char **argv);
+int cli_chat(int argc, char **argv);
 
 /* `lm score` (argv[0] is "score"): the `lm` dispatcher calls it. */
 int cli_lm_score(int argc, char **argv);

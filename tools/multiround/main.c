@@ -15,6 +15,7 @@ typedef struct cli_command {
 } cli_command;
 
 static const cli_command commands[] = {
+    {"chat", cli_chat, "chat with a model over HTTP or in-process, one line per turn"},
     {"demo", cli_demo, "train a small character-level GPT on a short text and sample it"},
     {"generate", cli_generate, "generate text or chat with a GGUF language model"},
     {"index", cli_index, "build an SQLite FTS5 index of a JSONL passage corpus"},
@@ -23,6 +24,7 @@ static const cli_command commands[] = {
     {"rec", cli_rec, "train, evaluate and query sequential recommenders (Ada-Retrieval)"},
     {"rounds", cli_rounds, "print the state of a multi-round run (rounds status RUN_DIR)"},
     {"search", cli_search, "rank indexed passages for a query with BM25, or evaluate recall"},
+    {"serve", cli_serve, "serve a GGUF model over HTTP with OpenAI's API"},
     {"train", cli_train, "train with SFT, a reward model, a classifier or DPO (train KIND --config)"},
     {"version", cli_version, "print the version, the BLAS library and the thread count"},
 };

@@ -1,0 +1,326 @@
+/*
+ * `multiround chat`: a conversation with a model through mr_llm, either
+ * an OpenAI-compatible server (--url, --model) or a GGUF model run
+ * in-process (-m). Each stdin line is a user turn, and the whole
+ * conversation goes with every request. On a terminal it prompts and keeps
+ * going after a failed turn. Otherwise it reads every line as a turn and
+ * stops at the first failure.
+ */
+#include <errno.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "cli.h"
+#include "multiround/llm.h"
+#include "multiround/serve.h"
+
+#define CHAT_MAX_STOPS MR_LLM_STOP_MAX
+
+typedef struct chat_options {
+    const char *url;
+    const char *model_name;
+    const char *model_path;
+    const char *chat_template;
+    const char *system;
+    int64_t max_tokens;
+    double temperature;  /* < 0: the back end's default */
+    double top_p;        /* < 0: the back end's default */
+    bool use_seed;
+    int64_t seed;
+    double timeout_s;
+    const char *stops[CHAT_MAX_STOPS];
+    int n_stop;
+} chat_options;
+
+static void print_help(void) {
+    printf("usage: multiround chat (--url URL --model NAME | -m MODEL) [OPTIONS]\n\n"
+           "Chats with a language model. Each line of stdin is one user message; the\n"
+           "reply goes to stdout and its token counts to stderr. /reset starts a new\n"
+           "conversation (keeping --system) and /quit ends the session. When stdin is\n"
+           "not a terminal, every line is a turn and the first failed turn ends the\n"
+           "run with exit code 1.\n\n"
+           "options:\n"
+           "  --url URL               OpenAI-compatible API root, such as\n"
+           "                          http://127.0.0.1:8080/v1\n"
+           "  --model NAME            model id sent to the server (with --url)\n"
+           "  -m, --model-path PATH   GGUF model run in-process instead of a server\n"
+           "  --chat-template NAME    with -m: chatml, llama3 or llama2 (default:\n"
+           "                          recognised from the file)\n"
+           "  --system TEXT           system message before the first turn (default: none)\n"
+           "  -n, --max-tokens N      output tokens per answer at most (default: the back\n"
+           "                          end's; 256 for -m)\n"
+           "  --temp T                temperature in [0, 2]; 0 is greedy (default: the\n"
+           "                          back end's)\n"
+           "  --top-p P               nucleus mass in (0, 1] (default: the back end's)\n"
+           "  --seed S                sampling seed (default: none sent)\n"
+           "  --stop TEXT             end an answer before TEXT; repeatable, up to %d\n"
+           "  --timeout S             seconds per request with --url (default: 600)\n",
+           CHAT_MAX_STOPS);
+    cli_print_shared_options(stdout);
+}
+
+/* Parses text as a finite number in [min, max]. */
+static bool parse_number(const char *option, const char *text, double min, double max,
+                         double *value) {
+    char *end = NULL;
+    errno = 0;
+    double parsed = strtod(text, &end);
+    if (end == text || *end != '\0' || errno != 0 || !isfinite(parsed) || parsed < min ||
+        parsed > max) {
+        cli_error("%s must be a number in [%g, %g], got '%s'", option, min, max, text);
+        return false;
+    }
+    *value = parsed;
+    return true;
+}
+
+/* Parses one option that takes a value. */
+static bool parse_valued_option(const char *option, const char *value, chat_options *o) {
+    if (value == NULL) {
+        cli_error("%s needs a value", option);
+        return false;
+    }
+    if (strcmp(option, "--url") == 0) {
+        o->url = value;
+    } else if (strcmp(option, "--model") == 0) {
+        o->model_name = value;
+    } else if (strcmp(option, "-m") == 0 || strcmp(option, "--model-path") == 0) {
+        o->model_path = value;
+    } else if (strcmp(option, "--chat-template") == 0) {
+        o->chat_template = value;
+    } else if (strcmp(option, "--system") == 0) {
+        o->system = value;
+    } else if (strcmp(option, "-n") == 0 || strcmp(option, "--max-tokens") == 0) {
+        return cli_parse_int64(option, value, 1, 1000000, &o->max_tokens);
+    } else if (strcmp(option, "--temp") == 0) {
+        return parse_number(option, value, 0.0, 2.0, &o->temperature);
+    } else if (strcmp(option, "--top-p") == 0) {
+        return parse_number(option, value, 1e-6, 1.0, &o->top_p);
+    } else if (strcmp(option, "--seed") == 0) {
+        o->use_seed = true;
+        return cli_parse_int64(option, value, INT64_MIN, INT64_MAX, &o->seed);
+    } else if (strcmp(option, "--timeout") == 0) {
+        return parse_number(option, value, 0.001, 86400.0, &o->timeout_s);
+    } else if (strcmp(option, "--stop") == 0) {
+        if (o->n_stop == CHAT_MAX_STOPS || value[0] == '\0') {
+            cli_error("--stop takes a non-empty text, at most %d times", CHAT_MAX_STOPS);
+            return false;
+        }
+        o->stops[o->n_stop++] = value;
+    } else {
+        cli_error("unknown option '%s' for chat; run 'multiround chat --help'", option);
+        return false;
+    }
+    return true;
+}
+
+/* Parses chat's options; returns -1 to continue, otherwise the exit code. */
+static int parse_options(int argc, char **argv, chat_options *o) {
+    memset(o, 0, sizeof *o);
+    o->temperature = -1.0;
+    o->top_p = -1.0;
+    for (int i = 1; i < argc; i++) {
+        const char *option = argv[i];
+        if (strcmp(option, "--help") == 0 || strcmp(option, "-h") == 0) {
+            print_help();
+            return 0;
+        }
+        int shared = cli_parse_shared_option(argc, argv, &i);
+        if (shared < 0) {
+            return 2;
+        }
+        if (shared > 0) {
+            continue;
+        }
+        if (!parse_valued_option(option, i + 1 < argc ? argv[i + 1] : NULL, o)) {
+            return 2;
+        }
+        i++;
+    }
+    bool http = o->url != NULL || o->model_name != NULL;
+    if (http == (o->model_path != NULL)) {
+        cli_error("chat needs either --url URL --model NAME or -m MODEL.gguf");
+        return 2;
+    }
+    if (http && (o->url == NULL || o->model_name == NULL)) {
+        cli_error("chat over HTTP needs both --url URL and --model NAME");
+        return 2;
+    }
+    return -1;
+}
+
+/* The conversation; contents are owned copies. */
+typedef struct conversation {
+    mr_llm_message *messages;
+    int count;
+    int capacity;
+} conversation;
+
+static bool conversation_add(conversation *c, const char *role, const char *content) {
+    if (c->count == c->capacity) {
+        int capacity = c->capacity == 0 ? 16 : 2 * c->capacity;
+        mr_llm_message *bigger = realloc(c->messages, (size_t)capacity * sizeof *bigger);
+        if (bigger == NULL) {
+            return false;
+        }
+        c->messages = bigger;
+        c->capacity = capacity;
+    }
+    char *copy = strdup(content);
+    if (copy == NULL) {
+        return false;
+    }
+    c->messages[c->count++] = (mr_llm_message){role, copy};
+    return true;
+}
+
+/* Drops messages from index keep on. */
+static void conversation_truncate(conversation *c, int keep) {
+    while (c->count > keep) {
+        free((char *)c->messages[--c->count].content);
+    }
+}
+
+/* Opens the model handle the options select; NULL with an error printed. */
+static mr_llm *open_llm(const chat_options *o) {
+    mr_error err;
+    mr_error_clear(&err);
+    mr_llm *llm = NULL;
+    if (o->model_path != NULL) {
+        mr_local_model_config config;
+        mr_local_model_config_init(&config);
+        config.path = o->model_path;
+        config.chat_template = o->chat_template;
+        llm = mr_llm_local_open(&config, NULL, &err);
+    } else {
+        mr_llm_http_config config;
+        mr_llm_http_config_init(&config);
+        config.base_url = o->url;
+        config.model = o->model_name;
+        if (o->timeout_s > 0) {
+            config.timeout_s = o->timeout_s;
+        }
+        llm = mr_llm_http_create(&config, NULL, &err);
+    }
+    if (llm == NULL) {
+        cli_error("%s", err.message);
+    }
+    return llm;
+}
+
+/* Sends the conversation and adds the reply. Returns false (error
+ * printed, turn removed) when the request fails. */
+static bool run_turn(mr_llm *llm, const chat_options *o, conversation *c) {
+    mr_llm_request request;
+    mr_llm_request_init(&request);
+    request.kind = MR_LLM_CHAT;
+    request.messages = c->messages;
+    request.n_messages = c->count;
+    request.max_tokens = (int)o->max_tokens;
+    request.temperature = o->temperature;
+    request.top_p = o->top_p;
+    request.use_seed = o->use_seed;
+    request.seed = o->seed;
+    for (int i = 0; i < o->n_stop; i++) {
+        request.stop[i] = o->stops[i];
+    }
+    request.n_stop = o->n_stop;
+
+    mr_llm_result result;
+    mr_error err;
+    mr_error_clear(&err);
+    mr_status status = mr_llm_complete(llm, &request, &result, &err);
+    if (status != MR_OK) {
+        cli_error("the request failed: %s", err.message);
+        mr_llm_result_free(&result);
+        conversation_truncate(c, c->count - 1);
+        return false;
+    }
+    printf("%s\n", result.text);
+    fflush(stdout);
+    fprintf(stderr, "[%lld prompt + %lld completion tokens, finish %s, %.2f s]\n",
+            (long long)result.prompt_tokens, (long long)result.completion_tokens,
+            result.finish_reason[0] != '\0' ? result.finish_reason : "unknown",
+            result.latency_s);
+    bool added = conversation_add(c, "assistant", result.text);
+    mr_llm_result_free(&result);
+    if (!added) {
+        cli_error("out of memory");
+    }
+    return added;
+}
+
+int cli_chat(int argc, char **argv) {
+    chat_options o;
+    int code = parse_options(argc, argv, &o);
+    if (code >= 0) {
+        return code;
+    }
+    mr_llm *llm = open_llm(&o);
+    if (llm == NULL) {
+        return 1;
+    }
+
+    bool interactive = isatty(fileno(stdin)) != 0;
+    conversation c = {0};
+    int n_system = 0;
+    if (o.system != NULL) {
+        if (!conversation_add(&c, "system", o.system)) {
+            cli_error("out of memory");
+            mr_llm_free(llm);
+            return 1;
+        }
+        n_system = 1;
+    }
+    if (interactive) {
+        fprintf(stderr, "chat with '%s': one message per line, /reset for a new "
+                        "conversation, /quit to end\n",
+                mr_llm_name(llm));
+    }
+
+    char *line = NULL;
+    size_t line_capacity = 0;
+    for (;;) {
+        if (interactive) {
+            fprintf(stderr, "> ");
+        }
+        ssize_t got = getline(&line, &line_capacity, stdin);
+        if (got < 0) {
+            break;
+        }
+        while (got > 0 && (line[got - 1] == '\n' || line[got - 1] == '\r')) {
+            line[--got] = '\0';
+        }
+        if (got == 0) {
+            continue;
+        }
+        if (strcmp(line, "/quit") == 0) {
+            break;
+        }
+        if (strcmp(line, "/reset") == 0) {
+            conversation_truncate(&c, n_system);
+            fprintf(stderr, "[new conversation]\n");
+            continue;
+        }
+        if (!conversation_add(&c, "user", line)) {
+            cli_error("out of memory");
+            code = 1;
+            break;
+        }
+        if (!run_turn(llm, &o, &c) && !interactive) {
+            code = 1;
+            break;
+        }
+    }
+    if (code < 0) {
+        code = 0;
+    }
+
+    free(line);
+    conversation_truncate(&c, 0);
+    free(c.messages);
+    mr_llm_free(llm);
+    return code;
+}

@@ -12,6 +12,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "multiround/fileio.h"
 #include "rounds_internal.h"
 
 /* The file a process holds an exclusive flock() on while it has the run open. */
@@ -216,7 +217,7 @@ static mr_status take_lock(mr_rounds *rounds, mr_error *err) {
 /* Creates the folder, lock and manifest of a run, or loads and checks an
  * existing run's manifest. */
 static mr_status open_run(mr_rounds *rounds, const char *run_dir, mr_error *err) {
-    mr_status status = rounds_make_dirs(run_dir, err);
+    mr_status status = mr_make_dirs(run_dir, err);
     if (status != MR_OK) {
         return status;
     }
@@ -450,7 +451,7 @@ static mr_status run_round(mr_rounds *rounds, int r, mr_error *err) {
         status = mr_error_set(err, MR_ERR_NO_MEMORY, "rounds: out of memory");
     }
     if (status == MR_OK) {
-        status = rounds_make_dirs(round_dir, err);
+        status = mr_make_dirs(round_dir, err);
     }
     bool from_round = false;
     if (status == MR_OK) {

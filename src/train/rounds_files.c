@@ -23,39 +23,6 @@ char *rounds_path_join(const char *dir, const char *name) {
     return path;
 }
 
-mr_status rounds_make_dirs(const char *path, mr_error *err) {
-    size_t length = strlen(path);
-    char *copy = malloc(length + 1);
-    if (copy == NULL) {
-        return mr_error_set(err, MR_ERR_NO_MEMORY, "rounds: out of memory creating '%s'", path);
-    }
-    memcpy(copy, path, length + 1);
-
-    /* Create each prefix that ends at a slash, then the whole path. */
-    for (size_t i = 1; i <= length; i++) {
-        if (copy[i] != '/' && copy[i] != '\0') {
-            continue;
-        }
-        char saved = copy[i];
-        copy[i] = '\0';
-        if (mkdir(copy, 0777) != 0 && errno != EEXIST) {
-            mr_status status = mr_error_set(err, MR_ERR_IO,
-                                            "rounds: cannot create folder '%s': %s", copy,
-                                            strerror(errno));
-            free(copy);
-            return status;
-        }
-        copy[i] = saved;
-    }
-    free(copy);
-
-    struct stat info;
-    if (stat(path, &info) != 0 || !S_ISDIR(info.st_mode)) {
-        return mr_error_set(err, MR_ERR_IO, "rounds: '%s' exists but is not a folder", path);
-    }
-    return MR_OK;
-}
-
 /* Orders folder entries by the bytes of their names. */
 static int compare_names(const struct dirent **a, const struct dirent **b) {
     return strcmp((*a)->d_name, (*b)->d_name);

@@ -95,8 +95,6 @@ void rounds_file_list_clear(rounds_file_list *list);
 /* Returns a malloc'ed "dir/name", or NULL when out of memory. */
 char *rounds_path_join(const char *dir, const char *name);
 
-/* Creates path and its missing parents as folders. */
-mr_status rounds_make_dirs(const char *path, mr_error *err);
 
 /* Removes the file or folder tree at path; a missing path is fine. */
 mr_status rounds_remove_tree(const char *path, mr_error *err);

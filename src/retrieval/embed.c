@@ -158,7 +158,8 @@ static int64_t count_tokens(const mr_tokenizer *tokenizer, const embed_batch *ba
 static mr_status embed_missing(sqlite3 *db, const char *path, const mr_llama *llama,
                                const mr_tokenizer *tokenizer, const mr_embedding_model *model,
                                int64_t model_id, const mr_passage_embed_options *options,
-                               mr_passage_embed_stats *stats, double start, mr_error *err) {
+                               mr_passage_embed_stats *stats, double start,
+                               int64_t *reported, mr_error *err) {
     const char *sql = "SELECT rowid, id, title, text FROM passages WHERE rowid > ?1 AND rowid"
                       " NOT IN (SELECT passage_rowid FROM embeddings WHERE model_id = ?2)"
                       " ORDER BY rowid LIMIT ?3";
@@ -207,6 +208,7 @@ static mr_status embed_missing(sqlite3 *db, const char *path, const mr_llama *ll
         if (options->progress != NULL && now - last_progress >= options->progress_seconds) {
             options->progress(stats, options->progress_user_data);
             last_progress = now;
+            *reported = stats->embedded;
         }
     }
 
@@ -265,6 +267,7 @@ mr_status mr_passage_index_embed(const char *db_path, const char *model_path,
         status = retrieval_create_vector_tables(db, db_path, err);
     }
     int64_t model_id = 0;
+    int64_t reported = -1;
     if (status == MR_OK) {
         status = retrieval_register_model(db, db_path, &model, &model_id, err);
     }
@@ -277,11 +280,12 @@ mr_status mr_passage_index_embed(const char *db_path, const char *model_path,
                (long long)(stats->total - stats->existing), (long long)stats->total, db_path,
                model.name, model.dim, model.max_tokens);
         status = embed_missing(db, db_path, llama, tokenizer, &model, model_id, options, stats,
-                               start, err);
+                               start, &reported, err);
     }
 
+    /* A last progress call, unless the last batch was just reported. */
     stats->seconds = now_seconds() - start;
-    if (status == MR_OK && options->progress != NULL) {
+    if (status == MR_OK && options->progress != NULL && reported != stats->embedded) {
         options->progress(stats, options->progress_user_data);
     }
     sqlite3_close(db);

@@ -285,7 +285,8 @@ typedef struct evaluation {
     int64_t with_gold;      /* questions that have supporting titles */
     double recall[N_CUTOFFS];
     double all_found[N_CUTOFFS];
-    double *latencies;      /* seconds per query */
+    double *latencies;      /* seconds per query: the time of its batch */
+    double seconds;         /* time of all batches */
     int64_t latency_capacity;
 } evaluation;
 
@@ -351,6 +352,7 @@ static int evaluate_batch(mr_retriever *retriever, const pending_question *batch
     mr_status status = mr_retriever_search_batch(retriever, queries, n, k, NULL, 0, hits,
                                                  counts, &err);
     double seconds = cli_seconds() - start;
+    eval->seconds += seconds;
     if (status != MR_OK) {
         cli_error("after %lld questions: %s", (long long)eval->questions, err.message);
         return 1;
@@ -394,19 +396,16 @@ static int evaluate_batch(mr_retriever *retriever, const pending_question *batch
 
 /* Prints the evaluation summary as text or as one JSON line. */
 static void print_evaluation(evaluation *eval, const search_options *options) {
-    double seconds = 0.0;
-    for (int64_t i = 0; i < eval->questions; i++) {
-        seconds += eval->latencies[i];
-    }
+    double seconds = eval->seconds;
     qsort(eval->latencies, (size_t)eval->questions, sizeof *eval->latencies, compare_doubles);
     double p50 = 1e3 * quantile(eval->latencies, eval->questions, 0.50);
     double p99 = 1e3 * quantile(eval->latencies, eval->questions, 0.99);
     double divisor = eval->with_gold > 0 ? (double)eval->with_gold : 1.0;
+    const char *mode_names[] = {"bm25", "dense", "hybrid"};
 
     cJSON *json = cJSON_CreateObject();
     cJSON_AddStringToObject(json, "index", options->database);
     cJSON_AddStringToObject(json, "questions_file", options->questions);
-    const char *mode_names[] = {"bm25", "dense", "hybrid"};
     cJSON_AddStringToObject(json, "mode", mode_names[options->mode]);
     cJSON_AddNumberToObject(json, "query_batch", options->query_batch);
     cJSON_AddNumberToObject(json, "questions", (double)eval->questions);
@@ -432,8 +431,9 @@ static void print_evaluation(evaluation *eval, const search_options *options) {
         }
         cJSON_free(text);
     } else {
-        printf("questions: %lld (%lld with gold titles)\n", (long long)eval->questions,
-               (long long)eval->with_gold);
+        printf("questions: %lld (%lld with gold titles), mode %s, %d per batch\n",
+               (long long)eval->questions, (long long)eval->with_gold, mode_names[options->mode],
+               options->query_batch);
         for (int c = 0; c < N_CUTOFFS; c++) {
             printf("recall@%-2d %.4f   all gold in top %-2d %.4f\n", recall_cutoffs[c],
                    eval->recall[c] / divisor, recall_cutoffs[c], eval->all_found[c] / divisor);

@@ -326,7 +326,7 @@ typedef struct mr_llama_embed_options {
     bool normalize;           /* scale each vector to L2 norm 1 (default false) */
     int max_tokens;           /* tokens kept per text, BOS included; later tokens are
                                  dropped (default 0: the model's context length) */
-    int batch_tokens;         /* most token rows of one forward pass (default 4096);
+    int batch_tokens;         /* maximum token rows of one forward pass (default 4096);
                                  a longer text still runs alone */
 } mr_llama_embed_options;
 

@@ -267,8 +267,8 @@ typedef struct mr_embedding_model {
  * index at db_path, replacing any that this model already has for them.
  * The model is registered on first use. A model already registered with
  * another dim, max_tokens or normalized gives MR_ERR_INVALID_ARGUMENT
- * naming both values; an id not in the index gives MR_ERR_NOT_FOUND; a
- * non-finite value gives MR_ERR_NUMERIC. Nothing is stored on error.
+ * naming both values. An id not in the index gives MR_ERR_NOT_FOUND, and
+ * a non-finite value MR_ERR_NUMERIC. Nothing is stored on error.
  */
 mr_status mr_passage_vectors_store(const char *db_path, const mr_embedding_model *model,
                                    const char *const *ids, const float *vectors, int n,
@@ -373,9 +373,8 @@ mr_status mr_retriever_set_rrf(mr_retriever *retriever, double k, int depth, mr_
 
 /*
  * Ranks the passages by the inner product of their vectors with each of
- * the query vectors queries [n_queries, dim], as mr_retriever_search()
- * does for one text: query q's hits go to out[q * k ..], best first, and
- * their number to counts[q]. Ties are broken by insertion order. Excluded
+ * the query vectors queries [n_queries, dim]. Query q's hits go to
+ * out[q * k ..], best first, and their number to counts[q]. Ties are broken by insertion order. Excluded
  * ids are never returned. Needs loaded vectors (MR_ERR_STATE otherwise);
  * a non-finite query value gives MR_ERR_NUMERIC.
  */

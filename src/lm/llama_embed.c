@@ -26,7 +26,7 @@
 /* Weight rows decoded at once for a product on a non-F32 type. */
 #define EMBED_DECODE_ROWS 256
 
-/* Default most token rows of one forward pass. */
+/* Default maximum token rows of one forward pass. */
 #define EMBED_DEFAULT_BATCH_TOKENS 4096
 
 void mr_llama_embed_options_default(mr_llama_embed_options *options) {

@@ -13,7 +13,7 @@
 #include "engine/blas.h"
 #include "retriever_internal.h"
 
-/* Most scores of one product [queries, N]: 16 Mi floats, 64 MiB. */
+/* Maximum scores of one product [queries, N]: 16 Mi floats, 64 MiB. */
 #define DENSE_MAX_SCORES ((int64_t)1 << 24)
 
 /* Models named in the error for a model the index has no vectors of. */

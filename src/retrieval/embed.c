@@ -1,8 +1,8 @@
 /*
  * Embedding the passages of an index with a GGUF language model
- * (`multiround index embed`): batches of passages without a vector of the
- * model are read in rowid order, embedded with mr_llama_embed() and
- * committed batch by batch, so that a rerun resumes where a run stopped.
+ * (`multiround index embed`). Batches of passages without a vector of the
+ * model are read in rowid order and embedded with mr_llama_embed(). Each
+ * batch is committed on its own, so a rerun resumes where a run stopped.
  */
 #include <stdio.h>
 #include <stdlib.h>

@@ -335,7 +335,9 @@ mr_status retrieval_open_encoder(const char *model_path, mr_llama **llama,
     mr_gguf_close(gguf);
     if (status == MR_OK) {
         *llama = mr_llama_load_gguf(model_path, err);
-        status = *llama != NULL ? MR_OK : err != NULL ? err->status : MR_ERR_FORMAT;
+        if (*llama == NULL) {
+            status = err != NULL ? err->status : MR_ERR_FORMAT;
+        }
     }
     if (status != MR_OK) {
         mr_tokenizer_free(*tokenizer);

@@ -19,7 +19,7 @@ static const int recall_cutoffs[] = {2, 5, 10};
 #define N_CUTOFFS 3
 /* Maximum number of supporting titles read per question. */
 #define MAX_GOLD_TITLES 64
-/* Most questions searched in one batch. */
+/* Maximum questions searched in one batch. */
 #define MAX_QUERY_BATCH 1024
 
 static void print_help(FILE *out) {

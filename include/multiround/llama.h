@@ -308,6 +308,55 @@ struct mr_lora;
 mr_tensor *mr_llama_hidden(mr_llama *model, struct mr_lora *lora, mr_ctx *ctx,
                            mr_tensor *tokens);
 
+/* ------------------------------------------------------------------------
+ * Text embeddings on the inference path (src/lm/llama_embed.c)
+ * ------------------------------------------------------------------------ */
+
+struct mr_tokenizer;
+
+/* How mr_llama_embed() turns a text's final hidden states into one vector. */
+typedef enum mr_llama_pooling {
+    MR_LLAMA_POOLING_MEAN = 0, /* the mean over every token of the text */
+    MR_LLAMA_POOLING_LAST = 1  /* the state of the text's last token */
+} mr_llama_pooling;
+
+/* Settings of mr_llama_embed(). */
+typedef struct mr_llama_embed_options {
+    mr_llama_pooling pooling; /* default MR_LLAMA_POOLING_MEAN */
+    bool normalize;           /* scale each vector to L2 norm 1 (default false) */
+    int max_tokens;           /* tokens kept per text, BOS included; later tokens are
+                                 dropped (default 0: the model's context length) */
+    int batch_tokens;         /* maximum token rows of one forward pass (default 4096);
+                                 a longer text still runs alone */
+} mr_llama_embed_options;
+
+/* Fills options with the defaults above. */
+void mr_llama_embed_options_default(mr_llama_embed_options *options);
+
+/*
+ * Embeds n texts (NUL-terminated UTF-8) into out [n, C], C the model's
+ * dim. Each text is encoded with the tokenizer (BOS as the tokenizer's
+ * default, special-token texts not parsed), cut to max_tokens, and run
+ * through the model without the output projection. Its vector pools the
+ * final hidden states (the output of the last RMSNorm, as
+ * mr_llama_hidden() returns them), then is L2-normalised if asked.
+ *
+ * Texts are packed into forward passes of up to batch_tokens rows, in
+ * which each text attends only to its own tokens. Products go through
+ * BLAS and the other kernels through OpenMP. Results match
+ * mr_llama_hidden() to rounding, not bit for bit. They do not depend on
+ * how texts are packed or on the thread count as far as the BLAS library
+ * keeps each product's summation order when the row count changes, which
+ * tests/retrieval/test_dense_embed.c checks for the build's BLAS.
+ *
+ * Fills err on a NULL text, a text with no tokens, a tokenizer whose
+ * vocabulary is larger than the model's, or when memory runs out.
+ * options may be NULL for the defaults.
+ */
+mr_status mr_llama_embed(const mr_llama *model, const struct mr_tokenizer *tokenizer,
+                         const char *const *texts, int n, const mr_llama_embed_options *options,
+                         float *out, mr_error *err);
+
 #ifdef __cplusplus
 }
 #endif

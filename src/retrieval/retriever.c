@@ -1,5 +1,6 @@
 /*
- * Searching a passage index: BM25 ranking with SQLite FTS5.
+ * Searching a passage index: the handle, its modes, and BM25 ranking with
+ * SQLite FTS5. Dense and hybrid ranking are in dense.c.
  */
 #include <errno.h>
 #include <pthread.h>
@@ -12,6 +13,7 @@
 #include <sqlite3.h>
 
 #include "multiround/retriever.h"
+#include "retriever_internal.h"
 #include "schema.h"
 
 /*
@@ -36,14 +38,17 @@ static const char search_sql[] =
 static const char get_sql[] =
     "SELECT id, id_is_integer, title, text FROM passages WHERE id = ?1";
 
-struct mr_retriever {
-    sqlite3 *db;
-    char *path;
-    sqlite3_stmt *search;
-    sqlite3_stmt *get;
-    mr_retriever_mode mode;
-    pthread_mutex_t lock; /* serialises every use of db and the statements */
-};
+static const char get_rowid_sql[] =
+    "SELECT id, id_is_integer, title, text FROM passages WHERE rowid = ?1";
+
+/* The BM25 ranking of search_sql as rowids only, for hybrid search. */
+static const char bm25_rowids_sql[] =
+    "SELECT rowid FROM passages_fts WHERE passages_fts MATCH ?1 AND rowid NOT IN"
+    " (SELECT rowid FROM passages WHERE id IN (SELECT value FROM json_each(?2)))"
+    " ORDER BY bm25(passages_fts), rowid LIMIT ?3";
+
+static const char excluded_sql[] =
+    "SELECT rowid FROM passages WHERE id IN (SELECT value FROM json_each(?1)) ORDER BY rowid";
 
 /* Copies a column's text into a new heap string ("" for NULL). */
 static char *copy_column(sqlite3_stmt *stmt, int column) {
@@ -59,8 +64,7 @@ static char *copy_column(sqlite3_stmt *stmt, int column) {
     return copy;
 }
 
-/* Fills hit from the current row (id, id_is_integer, title, text). */
-static bool read_hit(sqlite3_stmt *stmt, mr_passage_hit *hit) {
+bool retrieval_read_hit(sqlite3_stmt *stmt, mr_passage_hit *hit) {
     memset(hit, 0, sizeof *hit);
     hit->id = copy_column(stmt, 0);
     hit->id_is_integer = sqlite3_column_int(stmt, 1) != 0;
@@ -85,16 +89,15 @@ void mr_passage_hits_free(mr_passage_hit *hits, int n) {
     }
 }
 
-/* Checks meta.format and meta.version of an opened database. */
-static mr_status check_format(mr_retriever *retriever, mr_error *err) {
+mr_status retrieval_check_format(sqlite3 *db, const char *path, mr_error *err) {
     sqlite3_stmt *stmt = NULL;
     const char *sql = "SELECT (SELECT value FROM meta WHERE key = 'format'),"
                       " (SELECT value FROM meta WHERE key = 'version')";
-    if (sqlite3_prepare_v2(retriever->db, sql, -1, &stmt, NULL) != SQLITE_OK) {
+    if (sqlite3_prepare_v2(db, sql, -1, &stmt, NULL) != SQLITE_OK) {
         return mr_error_set(err, MR_ERR_FORMAT,
                             "retriever: %s is not a multiround passage index (%s); build one "
                             "with 'multiround index build CORPUS.jsonl -o %s'",
-                            retriever->path, sqlite3_errmsg(retriever->db), retriever->path);
+                            path, sqlite3_errmsg(db), path);
     }
 
     mr_status status = MR_OK;
@@ -103,14 +106,14 @@ static mr_status check_format(mr_retriever *retriever, mr_error *err) {
         status = mr_error_set(err, MR_ERR_FORMAT,
                               "retriever: %s is not a multiround passage index; build one "
                               "with 'multiround index build CORPUS.jsonl -o FILE'",
-                              retriever->path);
+                              path);
     } else if (sqlite3_column_text(stmt, 1) == NULL ||
                strcmp((const char *)sqlite3_column_text(stmt, 1), MR_INDEX_VERSION) != 0) {
         const unsigned char *version = sqlite3_column_text(stmt, 1);
         status = mr_error_set(err, MR_ERR_FORMAT,
                               "retriever: %s has index layout version %s but this build "
                               "reads version %s; rebuild the index",
-                              retriever->path, version != NULL ? (const char *)version : "?",
+                              path, version != NULL ? (const char *)version : "?",
                               MR_INDEX_VERSION);
     }
     sqlite3_finalize(stmt);
@@ -137,6 +140,8 @@ mr_status mr_retriever_open(const char *path, mr_retriever **out, mr_error *err)
     strcpy(path_copy, path);
     retriever->path = path_copy;
     retriever->mode = MR_RETRIEVER_BM25;
+    retriever->rrf_k = MR_RETRIEVER_DEFAULT_RRF_K;
+    retriever->rrf_depth = MR_RETRIEVER_DEFAULT_RRF_DEPTH;
     pthread_mutex_init(&retriever->lock, NULL);
 
     mr_status status = MR_OK;
@@ -146,13 +151,19 @@ mr_status mr_retriever_open(const char *path, mr_retriever **out, mr_error *err)
                                                     : "out of memory");
     }
     if (status == MR_OK) {
-        status = check_format(retriever, err);
+        status = retrieval_check_format(retriever->db, path, err);
     }
     if (status == MR_OK &&
         (sqlite3_prepare_v3(retriever->db, search_sql, -1, SQLITE_PREPARE_PERSISTENT,
                             &retriever->search, NULL) != SQLITE_OK ||
          sqlite3_prepare_v3(retriever->db, get_sql, -1, SQLITE_PREPARE_PERSISTENT,
-                            &retriever->get, NULL) != SQLITE_OK)) {
+                            &retriever->get, NULL) != SQLITE_OK ||
+         sqlite3_prepare_v3(retriever->db, get_rowid_sql, -1, SQLITE_PREPARE_PERSISTENT,
+                            &retriever->get_rowid, NULL) != SQLITE_OK ||
+         sqlite3_prepare_v3(retriever->db, bm25_rowids_sql, -1, SQLITE_PREPARE_PERSISTENT,
+                            &retriever->bm25_rowids, NULL) != SQLITE_OK ||
+         sqlite3_prepare_v3(retriever->db, excluded_sql, -1, SQLITE_PREPARE_PERSISTENT,
+                            &retriever->excluded, NULL) != SQLITE_OK)) {
         status = mr_error_set(err, MR_ERR_FORMAT,
                               "retriever: cannot prepare queries on %s: %s; rebuild the index",
                               path, sqlite3_errmsg(retriever->db));
@@ -171,6 +182,10 @@ void mr_retriever_close(mr_retriever *retriever) {
     }
     sqlite3_finalize(retriever->search);
     sqlite3_finalize(retriever->get);
+    sqlite3_finalize(retriever->get_rowid);
+    sqlite3_finalize(retriever->bm25_rowids);
+    sqlite3_finalize(retriever->excluded);
+    retrieval_dense_free(retriever->dense);
     sqlite3_close(retriever->db);
     pthread_mutex_destroy(&retriever->lock);
     free(retriever->path);
@@ -186,19 +201,27 @@ mr_status mr_retriever_set_mode(mr_retriever *retriever, mr_retriever_mode mode,
         return MR_OK;
     }
     if (mode == MR_RETRIEVER_DENSE || mode == MR_RETRIEVER_HYBRID) {
-        /* TODO: dense search needs passage embeddings in the index and a
-         * query encoder; hybrid fuses its ranks with BM25. */
-        return mr_error_set(err, MR_ERR_UNSUPPORTED,
-                            "retriever: %s search is not implemented yet; use BM25",
-                            mode == MR_RETRIEVER_DENSE ? "dense" : "hybrid");
+        pthread_mutex_lock(&retriever->lock);
+        bool loaded = retriever->dense != NULL;
+        if (loaded) {
+            retriever->mode = mode;
+        }
+        pthread_mutex_unlock(&retriever->lock);
+        if (!loaded) {
+            return mr_error_set(err, MR_ERR_STATE,
+                                "retriever: %s search of %s needs passage vectors; call "
+                                "mr_retriever_load_embedder() with the embedding model first",
+                                mode == MR_RETRIEVER_DENSE ? "dense" : "hybrid",
+                                retriever->path);
+        }
+        return MR_OK;
     }
     return mr_error_set(err, MR_ERR_INVALID_ARGUMENT, "retriever: unknown mode %d",
                         (int)mode);
 }
 
-/* Builds the JSON array of excluded ids bound to the search statement. */
-static mr_status exclude_json(const char *const *exclude_ids, int n_exclude, char **json,
-                              mr_error *err) {
+mr_status retrieval_exclude_json(const char *const *exclude_ids, int n_exclude, char **json,
+                                 mr_error *err) {
     cJSON *array = cJSON_CreateArray();
     bool ok = array != NULL;
     for (int i = 0; ok && i < n_exclude; i++) {
@@ -231,7 +254,7 @@ static mr_status search_bm25(mr_retriever *retriever, const char *expression,
 
     int rc;
     while ((rc = sqlite3_step(stmt)) == SQLITE_ROW && *n < k) {
-        if (!read_hit(stmt, &out[*n])) {
+        if (!retrieval_read_hit(stmt, &out[*n])) {
             sqlite3_reset(stmt);
             return mr_error_set(err, MR_ERR_NO_MEMORY,
                                 "retriever: out of memory copying hit %d", *n + 1);
@@ -249,10 +272,35 @@ static mr_status search_bm25(mr_retriever *retriever, const char *expression,
     return status;
 }
 
+/* Runs the BM25 search of one plain-text query; the caller holds the lock. */
+static mr_status search_bm25_query(mr_retriever *retriever, const char *query,
+                                   const char *exclude, int k, mr_passage_hit *out, int *n,
+                                   mr_error *err) {
+    char *expression = NULL;
+    int n_terms = 0;
+    mr_status status = mr_retriever_match_expression(query, &expression, &n_terms, err);
+    if (status == MR_OK && n_terms > 0) {
+        status = search_bm25(retriever, expression, exclude, k, out, n, err);
+    }
+    free(expression);
+    return status;
+}
+
 mr_status mr_retriever_search(mr_retriever *retriever, const char *query, int k,
                               const char *const *exclude_ids, int n_exclude,
                               mr_passage_hit *out, int *n, mr_error *err) {
     *n = 0;
+    return mr_retriever_search_batch(retriever, &query, 1, k, exclude_ids, n_exclude, out, n,
+                                     err);
+}
+
+mr_status mr_retriever_search_batch(mr_retriever *retriever, const char *const *queries,
+                                    int n_queries, int k, const char *const *exclude_ids,
+                                    int n_exclude, mr_passage_hit *out, int *counts,
+                                    mr_error *err) {
+    for (int q = 0; q < n_queries; q++) {
+        counts[q] = 0;
+    }
     if (k < 1 || k > MR_RETRIEVER_MAX_K) {
         return mr_error_set(err, MR_ERR_INVALID_ARGUMENT,
                             "retriever: k is %d; it must be from 1 to %d", k,
@@ -263,35 +311,41 @@ mr_status mr_retriever_search(mr_retriever *retriever, const char *query, int k,
                             "retriever: %d excluded ids with a %s list", n_exclude,
                             exclude_ids == NULL ? "NULL" : "non-NULL");
     }
-
-    char *expression = NULL;
-    int n_terms = 0;
-    mr_status status = mr_retriever_match_expression(query, &expression, &n_terms, err);
-    if (status != MR_OK || n_terms == 0) {
-        free(expression);
-        return status;
+    if (n_queries < 0 || (n_queries > 0 && queries == NULL)) {
+        return mr_error_set(err, MR_ERR_INVALID_ARGUMENT,
+                            "retriever: %d queries with a NULL list", n_queries);
     }
+    for (int q = 0; q < n_queries; q++) {
+        if (queries[q] == NULL) {
+            return mr_error_set(err, MR_ERR_INVALID_ARGUMENT, "retriever: query %d is NULL",
+                                q);
+        }
+    }
+
     char *exclude = NULL;
-    status = exclude_json(exclude_ids, n_exclude, &exclude, err);
+    mr_status status = retrieval_exclude_json(exclude_ids, n_exclude, &exclude, err);
     if (status != MR_OK) {
-        free(expression);
         return status;
     }
 
     pthread_mutex_lock(&retriever->lock);
     if (retriever->mode == MR_RETRIEVER_BM25) {
-        status = search_bm25(retriever, expression, exclude, k, out, n, err);
+        for (int q = 0; q < n_queries && status == MR_OK; q++) {
+            status = search_bm25_query(retriever, queries[q], exclude, k,
+                                       out + (int64_t)q * k, &counts[q], err);
+        }
     } else {
-        status = mr_error_set(err, MR_ERR_UNSUPPORTED,
-                              "retriever: only BM25 search is implemented");
+        status = retrieval_search_dense_batch(retriever, queries, n_queries, k, exclude, out,
+                                              counts, err);
     }
     pthread_mutex_unlock(&retriever->lock);
 
     if (status != MR_OK) {
-        mr_passage_hits_free(out, *n);
-        *n = 0;
+        for (int q = 0; q < n_queries; q++) {
+            mr_passage_hits_free(out + (int64_t)q * k, counts[q]);
+            counts[q] = 0;
+        }
     }
-    free(expression);
     cJSON_free(exclude);
     return status;
 }
@@ -328,7 +382,7 @@ mr_status mr_retriever_get(mr_retriever *retriever, const char *id, mr_passage_h
     int rc = sqlite3_step(stmt);
     mr_status status = MR_OK;
     if (rc == SQLITE_ROW) {
-        if (!read_hit(stmt, out)) {
+        if (!retrieval_read_hit(stmt, out)) {
             status = mr_error_set(err, MR_ERR_NO_MEMORY,
                                   "retriever: out of memory copying passage %s", id);
         }

@@ -1,7 +1,8 @@
 #!/bin/sh
-# Smoke test of `multiround index build` and `multiround search`: indexes a
-# four-passage corpus, searches it as text and JSON, re-indexes it, and
-# checks that FTS5 syntax in a query is harmless.
+# Smoke test of `multiround index build`, `index embed` and `search`:
+# indexes a four-passage corpus, searches it as text and JSON, re-indexes
+# it, checks that FTS5 syntax in a query is harmless, then embeds it with
+# the story model and runs dense and hybrid searches.
 #
 # usage: cli_smoke.sh PATH_TO_MULTIROUND
 set -eu
@@ -47,7 +48,39 @@ grep -q '"id":[[:space:]]*"*4' "$work/exclude.out" && fail "--exclude 4 still li
 grep -q "0 added, 4 skipped" "$work/rebuild.out" ||
     fail "re-indexing did not skip the 4 existing passages"
 
-for command in "index build" search; do
+# Dense vectors from the story model: embed, resume, search, and reject a
+# query model that did not embed the index.
+model=data/lm/stories260K.gguf
+"$binary" index embed "$work/corpus.db" -m "$model" --batch 3 > "$work/embed.out" 2>&1 ||
+    fail "index embed failed: $(cat "$work/embed.out")"
+grep -q "4 passages embedded, 0 already" "$work/embed.out" ||
+    fail "index embed did not embed the 4 passages: $(cat "$work/embed.out")"
+"$binary" index embed "$work/corpus.db" -m "$model" > "$work/reembed.out" 2>&1 ||
+    fail "re-embedding failed"
+grep -q "0 passages embedded, 4 already" "$work/reembed.out" ||
+    fail "re-embedding did not skip the 4 embedded passages"
+
+"$binary" search "$work/corpus.db" "Pears
+Pears are sweet fruit that grow on trees." --dense -m "$model" -k 4 --json \
+    > "$work/dense.out" 2> /dev/null || fail "dense search failed"
+[ "$(wc -l < "$work/dense.out")" -eq 4 ] || fail "dense search did not rank all 4 passages"
+head -n 1 "$work/dense.out" | grep -q '"id":2,' ||
+    fail "dense search for passage 2's own text did not rank it first"
+"$binary" search "$work/corpus.db" "apple" --hybrid -m "$model" -k 4 --exclude 4 --json \
+    > "$work/hybrid.out" 2> /dev/null || fail "hybrid search failed"
+[ "$(wc -l < "$work/hybrid.out")" -eq 3 ] || fail "hybrid search with --exclude 4 did not give 3"
+grep -q '"id":4,' "$work/hybrid.out" && fail "hybrid --exclude 4 still listed passage 4"
+"$binary" search "$work/corpus.db" "apple" --dense > /dev/null 2>&1 &&
+    fail "dense search without -m did not fail"
+
+"$binary" lm convert "$model" "$work/other.gguf" --type f16 > /dev/null 2>&1 ||
+    fail "converting the model failed"
+"$binary" search "$work/corpus.db" "apple" --dense -m "$work/other.gguf" > /dev/null \
+    2> "$work/other.err" && fail "dense search with another model did not fail"
+grep -q "other.gguf" "$work/other.err" && grep -q "stories260K.gguf" "$work/other.err" ||
+    fail "the wrong-model error does not name both models: $(cat "$work/other.err")"
+
+for command in "index build" "index embed" search; do
     # shellcheck disable=SC2086
     "$binary" $command --help > "$work/help.out" || fail "$command --help failed"
 done

@@ -284,12 +284,11 @@ static void match_expression_caps_terms(void) {
     free(expression);
 }
 
-static void dense_mode_unsupported(void) {
+static void dense_mode_needs_vectors(void) {
+    /* This index has no vectors loaded, so dense and hybrid are refused. */
     mr_error err;
-    CHECK_STATUS(mr_retriever_set_mode(retriever, MR_RETRIEVER_DENSE, &err),
-                 MR_ERR_UNSUPPORTED);
-    CHECK_STATUS(mr_retriever_set_mode(retriever, MR_RETRIEVER_HYBRID, &err),
-                 MR_ERR_UNSUPPORTED);
+    CHECK_STATUS(mr_retriever_set_mode(retriever, MR_RETRIEVER_DENSE, &err), MR_ERR_STATE);
+    CHECK_STATUS(mr_retriever_set_mode(retriever, MR_RETRIEVER_HYBRID, &err), MR_ERR_STATE);
     CHECK_STATUS(mr_retriever_set_mode(retriever, MR_RETRIEVER_BM25, &err), MR_OK);
 
     /* The failed calls left BM25 search working. */
@@ -368,7 +367,7 @@ int main(void) {
     MR_RUN(fts5_syntax_is_harmless);
     MR_RUN(match_expression_quotes_terms);
     MR_RUN(match_expression_caps_terms);
-    MR_RUN(dense_mode_unsupported);
+    MR_RUN(dense_mode_needs_vectors);
     MR_RUN(threads_share_handle);
 
     mr_retriever_close(retriever);

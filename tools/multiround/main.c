@@ -3,7 +3,9 @@
  * to one function per subcommand (one source file each).
  */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "cli.h"
 #include "multiround/common.h"
@@ -44,7 +46,28 @@ static void print_usage(FILE *out) {
     fprintf(out, "\nRun 'multiround COMMAND --help' for the options of a command.\n");
 }
 
+/*
+ * Makes idle OpenMP threads sleep instead of spin, unless the user chose a
+ * wait policy. libgomp reads OMP_WAIT_POLICY once when it loads, before
+ * main, so the program runs itself again with the variable set. On a busy
+ * 2-core machine spinning threads made greedy generation with stories260K
+ * about 50 times slower (18 against 1,000 tokens/s). Setting
+ * OMP_WAIT_POLICY=active keeps libgomp's spinning. Returns only when the
+ * variable was already set or the new run failed.
+ */
+static void use_passive_wait_policy(char **argv) {
+    if (getenv("OMP_WAIT_POLICY") != NULL || setenv("OMP_WAIT_POLICY", "passive", 1) != 0) {
+        return;
+    }
+    execv("/proc/self/exe", argv);
+
+    /* NOTE: without /proc (or if execv fails) the program goes on with
+     * libgomp's default policy. */
+}
+
 int main(int argc, char **argv) {
+    use_passive_wait_policy(argv);
+
     /* One setting for OpenMP and BLAS: one thread per core unless --threads
      * sets another count. */
     mr_threads_set(0);

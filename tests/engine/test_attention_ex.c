@@ -153,6 +153,15 @@ static mr_tensor *fused_attention(mr_ctx *ctx, const attention_case *c, mr_tenso
                                   c->flags, c->dropout, &rng);
 }
 
+/* Compares n floats under the label "<case> <what>" with 1e-6 absolute
+ * plus 1e-5 relative tolerance; returns the number of mismatches. */
+static int compare_labelled(const char *case_label, const char *what, const float *actual,
+                            const float *expected, int64_t n) {
+    char label[96];
+    snprintf(label, sizeof label, "%s %s", case_label, what);
+    return mr_test_compare(__FILE__, __LINE__, label, actual, expected, n, 1e-6, 1e-5);
+}
+
 /* A fixed upstream gradient of n values. */
 static float *upstream_gradient(int64_t n) {
     float *seed = malloc((size_t)n * sizeof *seed);
@@ -215,14 +224,15 @@ static void attention_ex_matches_unfused_ops(void) {
             CHECK(dropped_fraction < 0.6f);
         }
 
-        printf("  case %zu\n", ci);
-        CHECK_INT_EQ(CHECK_ARRAY_NEAR(unfused->data, want[0], count, 1e-6, 1e-5), 0);
-        CHECK_INT_EQ(CHECK_ARRAY_NEAR(in[0]->grad, want[1], mr_tensor_numel(in[0]), 1e-6, 1e-5),
-                     0);
-        CHECK_INT_EQ(CHECK_ARRAY_NEAR(in[1]->grad, want[2], mr_tensor_numel(in[1]), 1e-6, 1e-5),
-                     0);
-        CHECK_INT_EQ(CHECK_ARRAY_NEAR(in[2]->grad, want[3], mr_tensor_numel(in[2]), 1e-6, 1e-5),
-                     0);
+        char label[32];
+        snprintf(label, sizeof label, "case %zu", ci);
+        CHECK_INT_EQ(compare_labelled(label, "out", unfused->data, want[0], count), 0);
+        const char *grad_names[3] = {"grad_q", "grad_k", "grad_v"};
+        for (int g = 0; g < 3; g++) {
+            CHECK_INT_EQ(compare_labelled(label, grad_names[g], in[g]->grad, want[g + 1],
+                                          mr_tensor_numel(in[g])),
+                         0);
+        }
         free_results(want);
         free(seed);
         mr_ctx_free(ctx);
@@ -453,8 +463,7 @@ static void attention_ex_matches_torch_additive_mask(void) {
             mr_ctx_free(ctx);
             continue;
         }
-        printf("  %s\n", name);
-        CHECK_INT_EQ(CHECK_ARRAY_NEAR(out->data, expected->data, mr_tensor_numel(q), 1e-6, 1e-5),
+        CHECK_INT_EQ(compare_labelled(name, "out", out->data, expected->data, mr_tensor_numel(q)),
                      0);
 
         CHECK_STATUS(mr_tensor_backward(ctx, out, grad_out->data), MR_OK);
@@ -463,8 +472,8 @@ static void attention_ex_matches_torch_additive_mask(void) {
         for (int g = 0; g < 3; g++) {
             mr_tensor *want = mr_fixture_tensor(fx, ctx, name, grad_names[g]);
             if (want != NULL) {
-                CHECK_INT_EQ(CHECK_ARRAY_NEAR(inputs[g]->grad, want->data,
-                                              mr_tensor_numel(want), 1e-6, 1e-5),
+                CHECK_INT_EQ(compare_labelled(name, grad_names[g], inputs[g]->grad, want->data,
+                                              mr_tensor_numel(want)),
                              0);
             }
         }

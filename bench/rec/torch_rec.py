@@ -249,7 +249,9 @@ class SASRec(nn.Module):
 
     def forward(self, items, seq):
         # Causal plus key-padding mask, added as -10000 like the reference
-        # code: an all-padding input then attends uniformly over all slots.
+        # code. A query that sees no key (every query of an all-padding
+        # input) gets -10000 on every logit, so it attends over all
+        # positions as if nothing were masked.
         allowed = (seq > 0)[:, None, None, :] & self.causal
         mask = (~allowed).float() * -10000.0
 

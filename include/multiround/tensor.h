@@ -445,6 +445,26 @@ mr_tensor *mr_tensor_attention(mr_ctx *ctx, mr_tensor *q, mr_tensor *k,
                                mr_tensor *v, mr_tensor *key_mask, float scale,
                                int flags);
 
+/* With MR_ATTENTION_ALL_KEYS_IF_EMPTY, a query that sees no key attends over
+ * all S keys as if nothing were masked, causal limit included. That is what
+ * adding -10000 to every hidden logit gives such a query. */
+#define MR_ATTENTION_ALL_KEYS_IF_EMPTY 0x2
+
+/*
+ * mr_tensor_attention with two additions. flags may also hold
+ * MR_ATTENTION_ALL_KEYS_IF_EMPTY. In training mode with dropout > 0, the
+ * probabilities [B, Hq, T, S] get inverted dropout before they weight the
+ * values: each is zeroed with probability dropout and the rest are scaled
+ * by 1/(1 - dropout). The mask is the one mr_tensor_dropout would draw for
+ * a contiguous [B, Hq, T, S] tensor from the same rng state, and rng
+ * advances by one draw. dropout must be in [0, 1), and rng may be NULL
+ * only when no mask is drawn. With dropout 0 and no new flag this is
+ * mr_tensor_attention.
+ */
+mr_tensor *mr_tensor_attention_ex(mr_ctx *ctx, mr_tensor *q, mr_tensor *k,
+                                  mr_tensor *v, mr_tensor *key_mask, float scale,
+                                  int flags, float dropout, mr_rng *rng);
+
 typedef enum mr_rope_layout {
     MR_ROPE_ADJACENT = 0, /* rotates pairs (2i, 2i+1): GGUF llama, llama2.c */
     MR_ROPE_HALVES = 1    /* rotates pairs (i, i + D/2): Hugging Face, NeoX */

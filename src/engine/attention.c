@@ -4,8 +4,10 @@
  *
  * Per (batch, query head) pair and query row i:
  *   s_j = scale * q_i . k_j over the visible keys j,
- *   p = softmax(s), out_i = sum_j p_j v_j.
- * Hidden keys get p_j = 0, and a query with no visible key outputs zeros.
+ *   p = softmax(s), out_i = sum_j r_j v_j,
+ * with r = p, or with dropout r_j = p_j m_j / (1 - rate) for a keep mask m.
+ * Hidden keys get p_j = 0. A query with no visible key outputs zeros, or
+ * with MR_ATTENTION_ALL_KEYS_IF_EMPTY takes every key as visible.
  *
  * The products are plain loops over contiguous rows of D floats. At the
  * sizes this engine targets (T and S around 50, D from 16 to 64), a GEMM
@@ -17,7 +19,8 @@
  * copied. Their gradients go through the same strides.
  *
  * Forward runs (batch, query head) pairs in parallel. When recording, it
- * saves the probabilities [B, Hq, T, S]. Backward first computes dq and
+ * saves the probabilities [B, Hq, T, S] before dropout and the keep mask
+ * as one byte per probability. Backward first computes dq and
  * the score gradients per (batch, query head) pair, then dk and dv per
  * (batch, kv head) pair, summing that kv head's query heads in order.
  * So no two threads write one gradient row, and every sum has a fixed
@@ -29,9 +32,12 @@
 #include <omp.h>
 #endif
 
+#include <string.h>
+
 #include "ctx.h"
 #include "fastmath.h"
 #include "internal.h"
+#include "rng_hash.h"
 
 /* Sizes and strides shared by forward and backward. */
 typedef struct attention_dims {
@@ -42,11 +48,21 @@ typedef struct attention_dims {
     int64_t v_stride[3];
     float scale;
     bool causal;
+    bool all_keys_if_empty; /* MR_ATTENTION_ALL_KEYS_IF_EMPTY */
 } attention_dims;
+
+/* Dropout on the probabilities. rate 0 turns it off. */
+typedef struct attention_dropout {
+    float rate;
+    float keep_scale;  /* 1 / (1 - rate), or 1 when off */
+    uint64_t mask_key; /* probability n is kept when draw n of this key reaches rate */
+} attention_dropout;
 
 typedef struct attention_saved {
     attention_dims dims;
-    float *probs; /* [B, Hq, T, S] */
+    attention_dropout dropout;
+    float *probs;  /* [B, Hq, T, S], before dropout */
+    uint8_t *kept; /* [B, Hq, T, S] keep mask, or NULL without dropout */
 } attention_saved;
 
 /*
@@ -80,51 +96,83 @@ static inline int64_t causal_limit(const attention_dims *d, int64_t i) {
 }
 
 /*
+ * Writes the scores of the keys j < limit that mask (may be NULL) leaves
+ * visible into the row p of S floats, and 0 for the other keys. Stores
+ * their maximum in max and returns false when no key is visible.
+ */
+static bool score_row(const attention_dims *d, const float *qi, const float *kh,
+                      const float *mask, int64_t limit, float *p, float *max) {
+    bool any = false;
+    *max = -INFINITY;
+    for (int64_t j = 0; j < d->s_len; j++) {
+        if (j >= limit || (mask != NULL && mask[j] == 0.0f)) {
+            p[j] = 0.0f;
+            continue;
+        }
+        float s = d->scale * dot_row(qi, kh + j * d->k_stride[2], d->head_dim);
+        p[j] = s;
+        *max = s > *max ? s : *max;
+        any = true;
+    }
+    return any;
+}
+
+/* Keep decision for probability n of the [B, Hq, T, S] tensor; the same
+ * draw as mr_tensor_dropout's for element n. */
+static inline bool dropout_keeps(const attention_dropout *drop, int64_t n) {
+    return mr_rng_bits_to_uniform(rng_hash(drop->mask_key, (uint64_t)n)) >= drop->rate;
+}
+
+/*
  * Computes one (batch b, query head h) pair: probabilities into probs
  * (T rows of S when all_rows, else one reused row of S) and the output
- * rows into out [T, D].
+ * rows into out [T, D]. With dropout, kept receives the pair's keep mask
+ * [T, S] when not NULL.
  */
-static void attention_forward_pair(const attention_dims *d, int64_t b, int64_t h,
-                                   const float *q, const float *k, const float *v,
-                                   const float *key_mask, float *probs, bool all_rows,
-                                   float *out) {
+static void attention_forward_pair(const attention_dims *d, const attention_dropout *drop,
+                                   int64_t b, int64_t h, const float *q, const float *k,
+                                   const float *v, const float *key_mask, float *probs,
+                                   bool all_rows, uint8_t *kept, float *out) {
     int64_t kvh = h / d->group;
     int64_t dim = d->head_dim, s_len = d->s_len;
     const float *qh = q + b * d->q_stride[0] + h * d->q_stride[1];
     const float *kh = k + b * d->k_stride[0] + kvh * d->k_stride[1];
     const float *vh = v + b * d->v_stride[0] + kvh * d->v_stride[1];
     const float *mask = key_mask != NULL ? key_mask + b * s_len : NULL;
+    int64_t first_prob = (b * d->q_heads + h) * d->t_len * s_len;
 
     for (int64_t i = 0; i < d->t_len; i++) {
         float *p = all_rows ? probs + i * s_len : probs;
         float *o = out + i * dim;
         const float *qi = qh + i * d->q_stride[2];
+        uint8_t *kept_row = kept != NULL ? kept + i * s_len : NULL;
         int64_t limit = causal_limit(d, i);
-
-        /* Scores of visible keys and their maximum. Hidden keys get 0. */
-        float max = -INFINITY;
-        bool any = false;
-        for (int64_t j = 0; j < s_len; j++) {
-            if (j >= limit || (mask != NULL && mask[j] == 0.0f)) {
-                p[j] = 0.0f;
-                continue;
-            }
-            float s = d->scale * dot_row(qi, kh + j * d->k_stride[2], dim);
-            p[j] = s;
-            max = s > max ? s : max;
-            any = true;
-        }
+        const float *row_mask = mask;
         for (int64_t c = 0; c < dim; c++) {
             o[c] = 0.0f;
+        }
+        if (kept_row != NULL) {
+            memset(kept_row, 0, (size_t)s_len);
+        }
+
+        /* Scores of the visible keys. A query that sees none either
+         * outputs zeros or, with the flag, sees every key. */
+        float max;
+        bool any = score_row(d, qi, kh, row_mask, limit, p, &max);
+        if (!any && d->all_keys_if_empty) {
+            limit = s_len;
+            row_mask = NULL;
+            any = score_row(d, qi, kh, row_mask, limit, p, &max);
         }
         if (!any) {
             continue;
         }
 
-        /* Softmax over the visible keys, then the weighted sum of values. */
+        /* Softmax over the visible keys, then the sum of values weighted
+         * by the probabilities after dropout. */
         float sum = 0.0f;
         for (int64_t j = 0; j < limit; j++) {
-            if (mask == NULL || mask[j] != 0.0f) {
+            if (row_mask == NULL || row_mask[j] != 0.0f) {
                 p[j] = mr_expf(p[j] - max);
                 sum += p[j];
             }
@@ -132,23 +180,38 @@ static void attention_forward_pair(const attention_dims *d, int64_t b, int64_t h
         float inv = 1.0f / sum;
         for (int64_t j = 0; j < limit; j++) {
             p[j] *= inv;
-            if (p[j] != 0.0f) {
-                axpy_row(o, p[j], vh + j * d->v_stride[2], dim);
+            float weight = p[j];
+            if (drop->rate > 0.0f && weight != 0.0f) {
+                bool keep = dropout_keeps(drop, first_prob + i * s_len + j);
+                if (kept_row != NULL) {
+                    kept_row[j] = keep;
+                }
+                weight = keep ? weight * drop->keep_scale : 0.0f;
+            }
+            if (weight != 0.0f) {
+                axpy_row(o, weight, vh + j * d->v_stride[2], dim);
             }
         }
     }
 }
 
+/* Number of leading keys whose probabilities may be non-zero for query i.
+ * With the flag, a query that saw no key has them all. */
+static inline int64_t backward_limit(const attention_dims *d, int64_t i) {
+    return d->all_keys_if_empty ? d->s_len : causal_limit(d, i);
+}
+
 /*
  * Backward, step 1, for one (b, h) pair: the score gradients
- * ds_j = p_j * (dp_j - sum_l p_l dp_l) with dp_j = do_i . v_j, stored in
- * dscores [T, S] when not NULL, and dq_i += scale * sum_j ds_j k_j when dq
- * is not NULL.
+ * ds_j = p_j * (dp_j - sum_l p_l dp_l) with dp_j = m_j c do_i . v_j, where
+ * m is the keep mask kept [T, S] (all ones when NULL) and c = keep_scale.
+ * Stores them in dscores [T, S] when not NULL, and adds
+ * dq_i += scale * sum_j ds_j k_j when dq is not NULL.
  */
-static void attention_backward_scores(const attention_dims *d, int64_t b, int64_t h,
-                                      const float *probs, const float *dout,
-                                      const float *k, const float *v, float *dscores,
-                                      float *dq, float *dp) {
+static void attention_backward_scores(const attention_dims *d, float keep_scale, int64_t b,
+                                      int64_t h, const float *probs, const uint8_t *kept,
+                                      const float *dout, const float *k, const float *v,
+                                      float *dscores, float *dq, float *dp) {
     int64_t kvh = h / d->group;
     int64_t dim = d->head_dim, s_len = d->s_len;
     const float *kh = k + b * d->k_stride[0] + kvh * d->k_stride[1];
@@ -157,12 +220,14 @@ static void attention_backward_scores(const attention_dims *d, int64_t b, int64_
 
     for (int64_t i = 0; i < d->t_len; i++) {
         const float *p = probs + i * s_len;
+        const uint8_t *kept_row = kept != NULL ? kept + i * s_len : NULL;
         const float *doi = dout + i * dim;
-        int64_t limit = causal_limit(d, i);
+        int64_t limit = backward_limit(d, i);
 
         float dot = 0.0f;
         for (int64_t j = 0; j < limit; j++) {
-            dp[j] = p[j] != 0.0f ? dot_row(doi, vh + j * d->v_stride[2], dim) : 0.0f;
+            bool used = p[j] != 0.0f && (kept_row == NULL || kept_row[j]);
+            dp[j] = used ? keep_scale * dot_row(doi, vh + j * d->v_stride[2], dim) : 0.0f;
             dot += p[j] * dp[j];
         }
         float *ds = dscores != NULL ? dscores + i * s_len : NULL;
@@ -181,13 +246,14 @@ static void attention_backward_scores(const attention_dims *d, int64_t b, int64_
 
 /*
  * Backward, step 2, for one (b, kv head) pair: over its query heads in
- * order, dk_j += scale * sum_i ds_ij q_i and dv_j += sum_i p_ij do_i.
+ * order, dk_j += scale * sum_i ds_ij q_i and dv_j += sum_i r_ij do_i with
+ * r the probabilities after dropout (p itself when kept is NULL).
  * dk or dv may be NULL.
  */
-static void attention_backward_kv(const attention_dims *d, int64_t b, int64_t kvh,
-                                  const float *probs, const float *dscores,
-                                  const float *dout, const float *q, float *dk,
-                                  float *dv) {
+static void attention_backward_kv(const attention_dims *d, float keep_scale, int64_t b,
+                                  int64_t kvh, const float *probs, const uint8_t *kept,
+                                  const float *dscores, const float *dout, const float *q,
+                                  float *dk, float *dv) {
     int64_t dim = d->head_dim, s_len = d->s_len, t_len = d->t_len;
     float *dkh = dk != NULL ? dk + b * d->k_stride[0] + kvh * d->k_stride[1] : NULL;
     float *dvh = dv != NULL ? dv + b * d->v_stride[0] + kvh * d->v_stride[1] : NULL;
@@ -196,6 +262,7 @@ static void attention_backward_kv(const attention_dims *d, int64_t b, int64_t kv
         int64_t h = kvh * d->group + g;
         int64_t pair = b * d->q_heads + h;
         const float *p = probs + pair * t_len * s_len;
+        const uint8_t *m = kept != NULL ? kept + pair * t_len * s_len : NULL;
         const float *ds = dscores != NULL ? dscores + pair * t_len * s_len : NULL;
         const float *doh = dout + pair * t_len * dim;
         const float *qh = q + b * d->q_stride[0] + h * d->q_stride[1];
@@ -206,8 +273,12 @@ static void attention_backward_kv(const attention_dims *d, int64_t b, int64_t kv
                 if (dkj != NULL && ds[i * s_len + j] != 0.0f) {
                     axpy_row(dkj, d->scale * ds[i * s_len + j], qh + i * d->q_stride[2], dim);
                 }
-                if (dvj != NULL && p[i * s_len + j] != 0.0f) {
-                    axpy_row(dvj, p[i * s_len + j], doh + i * dim, dim);
+                float r = p[i * s_len + j];
+                if (m != NULL) {
+                    r = m[i * s_len + j] ? r * keep_scale : 0.0f;
+                }
+                if (dvj != NULL && r != 0.0f) {
+                    axpy_row(dvj, r, doh + i * dim, dim);
                 }
             }
         }
@@ -255,11 +326,11 @@ static void attention_backward(mr_ctx *ctx, mr_tensor *out) {
 #pragma omp for schedule(static)
             for (int64_t pair = 0; pair < pairs; pair++) {
                 int64_t b = pair / d->q_heads, h = pair % d->q_heads;
-                attention_backward_scores(d, b, h, s->probs + pair * pair_size,
-                                          out->grad + pair * d->t_len * d->head_dim, k->data,
-                                          v->data, dscores != NULL ? dscores + pair * pair_size
-                                                                   : NULL,
-                                          dq, dp);
+                attention_backward_scores(
+                    d, s->dropout.keep_scale, b, h, s->probs + pair * pair_size,
+                    s->kept != NULL ? s->kept + pair * pair_size : NULL,
+                    out->grad + pair * d->t_len * d->head_dim, k->data, v->data,
+                    dscores != NULL ? dscores + pair * pair_size : NULL, dq, dp);
             }
         }
     }
@@ -269,7 +340,8 @@ static void attention_backward(mr_ctx *ctx, mr_tensor *out) {
 #pragma omp parallel for schedule(static)
         for (int64_t pair = 0; pair < kv_pairs; pair++) {
             int64_t b = pair / d->kv_heads, kvh = pair % d->kv_heads;
-            attention_backward_kv(d, b, kvh, s->probs, dscores, out->grad, q->data, dk, dv);
+            attention_backward_kv(d, s->dropout.keep_scale, b, kvh, s->probs, s->kept, dscores,
+                                  out->grad, q->data, dk, dv);
         }
     }
 }
@@ -286,7 +358,7 @@ static mr_tensor *rows_contiguous(mr_ctx *ctx, mr_tensor *t) {
  * returns false when they do not fit. */
 static bool attention_check(mr_ctx *ctx, const mr_tensor *q, const mr_tensor *k,
                             const mr_tensor *v, const mr_tensor *key_mask, float scale,
-                            int flags) {
+                            int flags, float dropout) {
     const char *op = "attention";
     if (!mr_check_dtype(ctx, op, "q", q, MR_F32) || !mr_check_dtype(ctx, op, "k", k, MR_F32) ||
         !mr_check_dtype(ctx, op, "v", v, MR_F32) ||
@@ -331,9 +403,16 @@ static bool attention_check(mr_ctx *ctx, const mr_tensor *q, const mr_tensor *k,
                     (double)scale);
         return false;
     }
-    if ((flags & ~MR_SOFTMAX_CAUSAL) != 0) {
+    int known_flags = MR_SOFTMAX_CAUSAL | MR_ATTENTION_ALL_KEYS_IF_EMPTY;
+    if ((flags & ~known_flags) != 0) {
         mr_ctx_fail(ctx, MR_ERR_INVALID_ARGUMENT, "attention: unknown flags 0x%x",
-                    (unsigned)(flags & ~MR_SOFTMAX_CAUSAL));
+                    (unsigned)(flags & ~known_flags));
+        return false;
+    }
+    if (!(dropout >= 0.0f && dropout < 1.0f)) {
+        mr_ctx_fail(ctx, MR_ERR_INVALID_ARGUMENT,
+                    "attention: dropout = %g is outside [0, 1); pass a drop rate such as 0.1",
+                    (double)dropout);
         return false;
     }
     return true;
@@ -342,7 +421,22 @@ static bool attention_check(mr_ctx *ctx, const mr_tensor *q, const mr_tensor *k,
 mr_tensor *mr_tensor_attention(mr_ctx *ctx, mr_tensor *q, mr_tensor *k,
                                mr_tensor *v, mr_tensor *key_mask, float scale,
                                int flags) {
-    if (mr_any_null(3, q, k, v) || !attention_check(ctx, q, k, v, key_mask, scale, flags)) {
+    return mr_tensor_attention_ex(ctx, q, k, v, key_mask, scale, flags, 0.0f, NULL);
+}
+
+mr_tensor *mr_tensor_attention_ex(mr_ctx *ctx, mr_tensor *q, mr_tensor *k,
+                                  mr_tensor *v, mr_tensor *key_mask, float scale,
+                                  int flags, float dropout, mr_rng *rng) {
+    if (mr_any_null(3, q, k, v) ||
+        !attention_check(ctx, q, k, v, key_mask, scale, flags, dropout)) {
+        return NULL;
+    }
+    bool dropping = mr_ctx_training(ctx) && dropout > 0.0f;
+    if (dropping && rng == NULL) {
+        mr_ctx_fail(ctx, MR_ERR_INVALID_ARGUMENT,
+                    "attention: rng is NULL; training mode with dropout = %g needs a random "
+                    "stream",
+                    (double)dropout);
         return NULL;
     }
     bool has_mask = key_mask != NULL;
@@ -372,6 +466,7 @@ mr_tensor *mr_tensor_attention(mr_ctx *ctx, mr_tensor *q, mr_tensor *k,
     }
     d.scale = scale;
     d.causal = (flags & MR_SOFTMAX_CAUSAL) != 0;
+    d.all_keys_if_empty = (flags & MR_ATTENTION_ALL_KEYS_IF_EMPTY) != 0;
 
     mr_tensor *srcs[3] = {q, k, v};
     mr_tensor *out = mr_op_output(ctx, "attention", 4, q->shape, srcs, 3, attention_backward);
@@ -380,6 +475,15 @@ mr_tensor *mr_tensor_attention(mr_ctx *ctx, mr_tensor *q, mr_tensor *k,
     }
     out->iparams[0] = flags;
     out->fparams[0] = scale;
+
+    /* A fresh mask key per call, drawn as mr_tensor_dropout draws it. */
+    attention_dropout drop = {0.0f, 1.0f, 0};
+    if (dropping) {
+        drop.rate = dropout;
+        drop.keep_scale = 1.0f / (1.0f - dropout);
+        drop.mask_key = mr_rng_next_u64(rng);
+    }
+    out->fparams[1] = drop.rate;
 
     /* Recording keeps every probability. Otherwise each thread reuses one row. */
     int64_t pairs = d.batch * d.q_heads;
@@ -394,13 +498,22 @@ mr_tensor *mr_tensor_attention(mr_ctx *ctx, mr_tensor *q, mr_tensor *k,
     if (probs == NULL) {
         return NULL;
     }
+    uint8_t *kept = NULL;
+    if (recording && dropping) {
+        kept = mr_ctx_alloc(ctx, (size_t)(pairs * pair_size > 0 ? pairs * pair_size : 1));
+        if (kept == NULL) {
+            return NULL;
+        }
+    }
     if (recording) {
         attention_saved *s = mr_ctx_alloc(ctx, sizeof *s);
         if (s == NULL) {
             return NULL;
         }
         s->dims = d;
+        s->dropout = drop;
         s->probs = probs;
+        s->kept = kept;
         out->saved = s;
     }
 
@@ -415,7 +528,8 @@ mr_tensor *mr_tensor_attention(mr_ctx *ctx, mr_tensor *q, mr_tensor *k,
         for (int64_t pair = 0; pair < pairs; pair++) {
             int64_t b = pair / d.q_heads, h = pair % d.q_heads;
             float *p = recording ? probs + pair * pair_size : probs + (int64_t)thread * d.s_len;
-            attention_forward_pair(&d, b, h, q->data, k->data, v->data, mask_data, p, recording,
+            attention_forward_pair(&d, &drop, b, h, q->data, k->data, v->data, mask_data, p,
+                                   recording, kept != NULL ? kept + pair * pair_size : NULL,
                                    out->data + pair * d.t_len * d.head_dim);
         }
     }

@@ -47,8 +47,10 @@ typedef struct mr_rec_backbone_ops {
     /*
      * True when forward accepts inputs cut to their last Lb positions
      * (1 <= Lb <= max_len) and returns the same user vector as for the
-     * full left-padded input whenever the cut drops only padding. Trainers
-     * and evaluators then group inputs by length to skip the padding.
+     * full left-padded input whenever the cut drops only padding from an
+     * input with at least one item. Trainers and evaluators then group
+     * inputs by length to skip the padding, and run all-padding inputs at
+     * max_len.
      */
     bool truncatable;
 } mr_rec_backbone_ops;

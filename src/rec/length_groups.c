@@ -16,14 +16,14 @@
  */
 #define GROUP_COST 512
 
-/* Number of items in a left-padded input: positions from the first
- * non-zero id to the end. */
+/* Length that a left-padded input must keep: positions from the first
+ * non-zero id to the end, or max_len for an all-padding input. */
 static int input_length(const int32_t *row, int max_len) {
     int first = 0;
     while (first < max_len && row[first] == 0) {
         first++;
     }
-    return max_len - first;
+    return first == max_len ? max_len : max_len - first;
 }
 
 int64_t mr_rec_length_groups(const int32_t *seq, int64_t count, int max_len, int64_t min_rows,
@@ -61,13 +61,13 @@ int64_t mr_rec_length_groups(const int32_t *seq, int64_t count, int max_len, int
     /*
      * cost[j]: least cost of splitting the first j sorted rows into groups
      * of at least min_rows rows, where a group of rows i..j-1 costs
-     * (j - i) * (its longest length, at least 1) + GROUP_COST. cut[j] is
+     * (j - i) * (its longest length) + GROUP_COST. cut[j] is
      * where the last group of that split starts. With fewer than min_rows
      * rows in all, the one group is allowed to be smaller.
      */
     cost[0] = 0;
     for (int64_t j = 1; j <= count; j++) {
-        int longest = lengths[order[j - 1]] > 0 ? lengths[order[j - 1]] : 1;
+        int longest = lengths[order[j - 1]];
         cost[j] = -1;
         cut[j] = 0;
         for (int64_t i = 0; i <= j - min_rows || (i == 0 && j == count); i++) {
@@ -86,9 +86,8 @@ int64_t mr_rec_length_groups(const int32_t *seq, int64_t count, int max_len, int
     int64_t n_groups = 0;
     for (int64_t j = count; j > 0; j = cut[j]) {
         int64_t i = cut[j];
-        int longest = lengths[order[j - 1]];
         groups[n_groups++] =
-            (mr_rec_length_group){.first = i, .count = j - i, .length = longest > 0 ? longest : 1};
+            (mr_rec_length_group){.first = i, .count = j - i, .length = lengths[order[j - 1]]};
     }
     for (int64_t g = 0; g < n_groups / 2; g++) {
         mr_rec_length_group swap = groups[g];

@@ -4,8 +4,10 @@
  * Inputs are left-padded to max_len, but most users have far fewer items.
  * A truncatable backbone (SASRec) gives the same user vector for an input
  * cut to its last Lb >= length positions, so a batch can run as a few
- * groups of similar length, each cut to its own longest input. The groups
- * depend only on the inputs, so they are deterministic.
+ * groups of similar length, each cut to its own longest input. An
+ * all-padding input counts as max_len long, because SASRec's user vector
+ * for it attends over every position. The groups depend only on the
+ * inputs, so they are deterministic.
  */
 #ifndef MR_REC_LENGTH_GROUPS_H
 #define MR_REC_LENGTH_GROUPS_H

@@ -5,14 +5,21 @@
  *
  *   x = Dropout(LN(item_emb + P))          P: learned positions [L, D]
  *   per layer (post-LN):
- *     a = MultiHead(x), causal, padding keys hidden
+ *     a = MultiHead(x), causal, padding keys hidden, dropout on the
+ *         attention probabilities
  *     x = LN(x + Dropout(W_o a + b_o))
  *     x = LN(x + Dropout(W_2 SiLU(W_1 x + b_1) + b_2))
  *   user vector = x at position L-1 (the most recent item).
  *
+ * The reference hides keys by adding -10000 to their logits, so a query
+ * that sees no key (a padding position before the first item, or every
+ * position of an all-padding input) attends over all L keys as if none
+ * were hidden. MR_ATTENTION_ALL_KEYS_IF_EMPTY does the same here.
+ *
  * Inputs may also be cut to their last Lb <= L positions; they then add
  * rows L-Lb..L-1 of P, which gives the same user vector when only padding
- * was cut.
+ * was cut from an input with at least one item. An all-padding input must
+ * run at full length, because its user vector depends on all L positions.
  *
  * Layer norms use eps 1e-10; weights start from normal(0, 0.02), biases
  * at 0 and layer-norm gains at 1.
@@ -189,15 +196,11 @@ static mr_tensor *key_mask_from_ids(mr_ctx *ctx, mr_tensor *seq) {
  * still span every position. That is all the last layer needs for the
  * user vector, and it skips most of that layer's feed-forward work.
  *
- * NOTE: a query that sees no item (a padding position before the first
- * item, or every position of an all-padding input) gets a zero attention
- * output here, so its result is LN(x + b_o) before the feed-forward. The
- * reference adds -10000 to hidden logits instead, so such a query there
- * attends over all L keys as if nothing were masked. The two differ only
- * in those rows; the user vector of an input with at least one item is the
- * same, because padding positions are hidden as keys in every layer.
- * An all-padding input (a user's first item as the target) gets a user
- * vector that depends only on position L-1 here.
+ * Attention matches the reference: dropout on the probabilities, and a
+ * query that sees no item attends over all L keys, future ones included.
+ * NOTE: the reference adds -10000 in float32, which rounds such a query's
+ * logits to steps of about 1e-3 (the float32 spacing near 10000). This
+ * code computes that softmax without the rounding.
  */
 static mr_tensor *sasrec_layer_forward(const sasrec_state *s, const sasrec_layer *layer,
                                        mr_ctx *ctx, mr_tensor *x, mr_tensor *key_mask,
@@ -211,7 +214,8 @@ static mr_tensor *sasrec_layer_forward(const sasrec_state *s, const sasrec_layer
     mr_tensor *q = split_heads(ctx, mr_rec_linear_forward(&layer->query, ps, ctx, queries), heads);
     mr_tensor *k = split_heads(ctx, mr_rec_linear_forward(&layer->key, ps, ctx, x), heads);
     mr_tensor *v = split_heads(ctx, mr_rec_linear_forward(&layer->value, ps, ctx, x), heads);
-    mr_tensor *context = mr_tensor_attention(ctx, q, k, v, key_mask, 0.0f, MR_SOFTMAX_CAUSAL);
+    mr_tensor *context = mr_tensor_attention_ex(
+        ctx, q, k, v, key_mask, 0.0f, MR_SOFTMAX_CAUSAL | MR_ATTENTION_ALL_KEYS_IF_EMPTY, p, rng);
 
     /* Heads back to [B, T, D]: one copy, none when T is 1. */
     context = mr_tensor_transpose(ctx, context, 1, 2);
@@ -220,10 +224,6 @@ static mr_tensor *sasrec_layer_forward(const sasrec_state *s, const sasrec_layer
         context = mr_tensor_reshape(ctx, context, 3, shape);
     }
 
-    /* NOTE: the reference applies dropout to the attention probabilities,
-     * which the fused attention op does not expose; dropout on the
-     * attention output stands in for it. */
-    context = mr_tensor_dropout(ctx, context, p, rng);
     mr_tensor *attended = mr_rec_linear_forward(&layer->output, ps, ctx, context);
     attended = mr_tensor_dropout(ctx, attended, p, rng);
     mr_tensor *h = mr_rec_norm_forward(&layer->attention_norm, ps, ctx,
@@ -264,8 +264,10 @@ static mr_tensor *sasrec_forward(void *state, mr_ctx *ctx, mr_tensor *item_emb,
     return mr_tensor_reshape(ctx, last, 2, shape);
 }
 
-/* Truncation is exact: padding keys are hidden in every layer, the user
- * vector is read at the last position, and a cut input of Lb positions
- * takes the last Lb rows of the position table. */
+/* Truncation is exact for an input with at least one item. Padding keys
+ * are hidden in every layer, the user vector is read at the last position,
+ * and a cut input of Lb positions takes the last Lb rows of the position
+ * table. An all-padding input attends over every position, so it must
+ * not be cut. */
 const mr_rec_backbone_ops mr_rec_sasrec_ops = {sasrec_declare, sasrec_init, sasrec_forward,
                                                sasrec_free, true};

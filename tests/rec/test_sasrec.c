@@ -145,10 +145,11 @@ static void sasrec_rejects_bad_inputs(void) {
 }
 
 /*
- * An input cut to its last Lb positions gives the user vector of the full
- * left-padded input when only padding was cut, down to Lb = 1 for an
- * empty input. Tolerance 1e-5: the cut changes only the shapes of the
- * products, so the sums may round differently.
+ * An input with at least one item, cut to its last Lb positions, gives the
+ * user vector of the full left-padded input when only padding was cut. An
+ * all-padding input attends over every position, so a cut changes it.
+ * Tolerance 1e-5: the cut changes only the shapes of the products, so the
+ * sums may round differently.
  */
 static void sasrec_truncation_is_exact(void) {
     mr_rec_config config = test_config(MR_REC_SASREC, 8, 6, 2, 2, 16);
@@ -180,8 +181,17 @@ static void sasrec_truncation_is_exact(void) {
             break;
         }
         CHECK_INT_EQ(cut->shape[0], 4);
+
+        /* Row 2 is all padding. */
+        double empty_change = 0.0;
+        for (int64_t d = 0; d < 8; d++) {
+            empty_change += fabs(cut->data[2 * cut->stride[0] + d * cut->stride[1]] -
+                                 full->data[2 * full->stride[0] + d * full->stride[1]]);
+        }
+        CHECK(empty_change > 1e-3);
+
         for (int64_t b = 0; b < 4; b++) {
-            if (items[b] > length) {
+            if (items[b] == 0 || items[b] > length) {
                 continue;
             }
             for (int64_t d = 0; d < 8; d++) {
@@ -198,6 +208,12 @@ static void sasrec_truncation_is_exact(void) {
 
 static void sasrec_matches_torch(void) {
     test_backbone_matches_torch(MR_REC_SASREC, "sasrec", 2e-5, 1e-4);
+}
+
+/* All-padding inputs, whose queries see no key and so attend over every
+ * position, as the reference's additive -10000 mask makes them. */
+static void sasrec_padding_matches_torch(void) {
+    test_backbone_matches_torch(MR_REC_SASREC, "sasrec_padding", 2e-5, 1e-4);
 }
 
 static void sasrec_gradients(void) {
@@ -221,9 +237,11 @@ static void sasrec_gradients(void) {
 }
 
 /*
- * Position t's hidden state depends on the items at t and before, never
- * on later ones, and padding positions are hidden keys: changing a padded
- * position's embedding leaves the user vector bit for bit unchanged.
+ * An item position's hidden state depends on the items at it and before,
+ * never on later ones, and padding positions are hidden keys: changing a
+ * padded position's embedding leaves the user vector bit for bit
+ * unchanged. A padding position's own hidden state sees every position,
+ * as with the reference's additive -10000 mask.
  */
 static void sasrec_positions_seen(void) {
     mr_rec_config config = test_config(MR_REC_SASREC, 8, 6, 2, 2, 16);
@@ -250,10 +268,16 @@ static void sasrec_positions_seen(void) {
      * the last row of the full encoding. */
     CHECK_ARRAY_NEAR(user_before->data, before->data + 5 * 8, 8, 1e-6, 1e-5);
 
-    /* Change item position 3 (the second item): rows 0..2 stay. */
+    /* Change item position 3 (the second item): row 2 (the first item)
+     * stays, and padding rows 0 and 1 move. */
     item_emb->data[3 * 8 + 1] += 0.5f;
     mr_tensor *after = mr_rec_sasrec_encode(tb.state, ctx, item_emb, seq, NULL);
-    CHECK_ARRAY_NEAR(after->data, before->data, 3 * 8, 0, 0);
+    CHECK_INT_EQ(CHECK_ARRAY_NEAR(after->data + 2 * 8, before->data + 2 * 8, 8, 0, 0), 0);
+    double padding_change = 0.0;
+    for (int i = 0; i < 2 * 8; i++) {
+        padding_change += fabs(after->data[i] - before->data[i]);
+    }
+    CHECK(padding_change > 1e-5);
     for (int t = 3; t < 6; t++) {
         double change = 0.0;
         for (int d = 0; d < 8; d++) {
@@ -273,7 +297,8 @@ static void sasrec_positions_seen(void) {
 }
 
 /* An all-padding input (a user's first item as the target): no query sees
- * a key, so the user vector depends on position L-1's embedding alone. */
+ * a key, so every query attends over all L positions, and the user vector
+ * depends on each position's embedding. */
 static void sasrec_all_padding_input(void) {
     mr_rec_config config = test_config(MR_REC_SASREC, 8, 6, 2, 2, 16);
     test_backbone tb;
@@ -287,22 +312,41 @@ static void sasrec_all_padding_input(void) {
     mr_tensor *seq = test_left_padded_ids(ctx, 1, 6, (const int[]){0});
 
     mr_tensor *user_before = tb.ops->forward(tb.state, ctx, item_emb, seq, NULL);
-    item_emb->data[2 * 8 + 4] += 2.0f;
-    mr_tensor *user_after = tb.ops->forward(tb.state, ctx, item_emb, seq, NULL);
+    mr_tensor *encoded = mr_rec_sasrec_encode(tb.state, ctx, item_emb, seq, NULL);
     CHECK_CTX_OK(ctx);
-    if (user_before != NULL && user_after != NULL) {
-        CHECK_ARRAY_NEAR(user_after->data, user_before->data, 8, 0, 0);
-        bool finite = true;
-        for (int d = 0; d < 8; d++) {
-            finite = finite && isfinite(user_after->data[d]);
+    if (user_before == NULL || encoded == NULL) {
+        mr_ctx_free(ctx);
+        test_backbone_free(&tb);
+        return;
+    }
+    bool finite = true;
+    for (int d = 0; d < 8; d++) {
+        finite = finite && isfinite(user_before->data[d]);
+    }
+    CHECK(finite);
+
+    /* The last layer run on position L-1 alone gives the last row of the
+     * full encoding here too. */
+    CHECK_INT_EQ(CHECK_ARRAY_NEAR(user_before->data, encoded->data + 5 * 8, 8, 1e-6, 1e-5), 0);
+
+    /* A change at any position moves the user vector. */
+    for (int t = 0; t < 6; t++) {
+        item_emb->data[t * 8 + 4] += 1.0f;
+        mr_tensor *user_after = tb.ops->forward(tb.state, ctx, item_emb, seq, NULL);
+        item_emb->data[t * 8 + 4] -= 1.0f;
+        if (user_after == NULL) {
+            break;
         }
-        CHECK(finite);
+        double change = 0.0;
+        for (int d = 0; d < 8; d++) {
+            change += fabs(user_after->data[d] - user_before->data[d]);
+        }
+        if (!(change > 1e-4)) {
+            mr_test_fail(__FILE__, __LINE__, "position %d moved the user vector by %g, expected "
+                         "more than 1e-4", t, change);
+        }
     }
-    item_emb->data[5 * 8 + 4] += 2.0f;
-    mr_tensor *user_last = tb.ops->forward(tb.state, ctx, item_emb, seq, NULL);
-    if (user_before != NULL && user_last != NULL) {
-        CHECK(fabs(user_last->data[4] - user_before->data[4]) > 1e-3);
-    }
+    CHECK_CTX_OK(ctx);
     mr_ctx_free(ctx);
     test_backbone_free(&tb);
 }
@@ -338,6 +382,7 @@ int main(void) {
     MR_RUN(sasrec_rejects_bad_inputs);
     MR_RUN(sasrec_truncation_is_exact);
     MR_RUN(sasrec_matches_torch);
+    MR_RUN(sasrec_padding_matches_torch);
     MR_RUN(sasrec_gradients);
     MR_RUN(sasrec_positions_seen);
     MR_RUN(sasrec_all_padding_input);

@@ -3,8 +3,9 @@
  * Ada-Retrieval and with dropout 0, a batch run as length groups (each cut
  * to its longest input and weighted by its share of the batch) gives the
  * loss, weight gradients, user vectors and evaluation metrics of the same
- * batch at full length. Backbones whose output depends on padding reject
- * cut inputs.
+ * batch at full length. The training batch includes all-padding inputs,
+ * which must run at full length. Backbones whose output depends on padding
+ * reject cut inputs.
  *
  * Tolerances: the groups change only the shapes of the products and the
  * order of the sums over the batch, so values differ by float rounding.
@@ -74,16 +75,20 @@ static mr_rec_backbone_ops full_length_ops(void) {
     return ops;
 }
 
+/* Rows of the training batch whose input is all padding. */
+static bool all_padding_row(int64_t i) { return i % 12 == 5; }
+
 /* Fills the inputs [BATCH, MAX_LEN] and candidates [BATCH, 1 + NEGATIVES]
  * of BATCH training examples spread evenly over the users, so that the
- * batch holds inputs of every length. */
+ * batch holds inputs of every length. The rows that all_padding_row picks
+ * take the user's first item as the target, so their input is empty. */
 static void fill_batch(const mr_rec_data *data, int32_t *seq, int32_t *candidates) {
     mr_rng rng;
     mr_rng_init(&rng, 5);
     for (int64_t i = 0; i < BATCH; i++) {
         int64_t example = i * (data->n_train / BATCH);
         int64_t s = data->train_seq[example];
-        int64_t pos = data->train_pos[example];
+        int64_t pos = all_padding_row(i) ? 0 : data->train_pos[example];
         mr_rec_data_input(data, s, pos, MAX_LEN, seq + i * MAX_LEN);
         candidates[i * (1 + NEGATIVES)] = data->items[data->offsets[s] + pos];
         mr_rec_sample_negatives(data, s, NEGATIVES, &rng,
@@ -148,6 +153,20 @@ static int64_t compare_grouped_loss(bool ada) {
     mr_rec_length_group groups[BATCH];
     int32_t group_seq[BATCH * MAX_LEN], group_candidates[BATCH * (1 + NEGATIVES)];
     int64_t n_groups = mr_rec_length_groups(seq, BATCH, MAX_LEN, 16, order, groups);
+
+    /* The all-padding rows run at full length. */
+    int empty_rows = 0, empty_rows_cut = 0;
+    for (int64_t g = 0; g < n_groups; g++) {
+        for (int64_t r = groups[g].first; r < groups[g].first + groups[g].count; r++) {
+            if (all_padding_row(order[r])) {
+                empty_rows++;
+                empty_rows_cut += groups[g].length != MAX_LEN;
+            }
+        }
+    }
+    CHECK_INT_EQ(empty_rows, BATCH / 12);
+    CHECK_INT_EQ(empty_rows_cut, 0);
+
     mr_paramset_zero_grad(ps);
     double grouped_loss = 0.0;
     for (int64_t g = 0; g < n_groups; g++) {
@@ -188,7 +207,8 @@ static void grouped_ada_loss_matches_full(void) {
 }
 
 /* The groups of a hand-made batch of inputs padded to 50: 40 empty
- * inputs, 40 of 2 items and 20 of 50, with groups of at least 16 rows. */
+ * inputs, 40 of 2 items and 20 of 50, with groups of at least 16 rows.
+ * Empty inputs count as 50 long. */
 static void length_groups_by_hand(void) {
     enum { ROWS = 100, LONG = 50 };
     static int32_t seq[ROWS * LONG];
@@ -202,23 +222,23 @@ static void length_groups_by_hand(void) {
     mr_rec_length_group groups[ROWS];
     int64_t n_groups = mr_rec_length_groups(seq, ROWS, LONG, 16, order, groups);
 
-    /* 80 rows cut to 2 and 20 at 50 compute 1160 positions. A third group
-     * for the empty inputs (cut to 1, the least) would save only 40
-     * positions, less than the fixed cost of a group. */
+    /* 40 rows cut to 2, then the 40 empty and 20 full rows at 50. */
     CHECK_INT_EQ(n_groups, 2);
     CHECK_INT_EQ(groups[0].first, 0);
-    CHECK_INT_EQ(groups[0].count, 80);
+    CHECK_INT_EQ(groups[0].count, 40);
     CHECK_INT_EQ(groups[0].length, 2);
-    CHECK_INT_EQ(groups[1].first, 80);
-    CHECK_INT_EQ(groups[1].count, 20);
+    CHECK_INT_EQ(groups[1].first, 40);
+    CHECK_INT_EQ(groups[1].count, 60);
     CHECK_INT_EQ(groups[1].length, LONG);
 
-    /* Sorted by length, ties by row: rows 1 and 2 are empty, rows 0 and
-     * 95 are the first and last long ones. */
-    CHECK_INT_EQ(order[0], 1);
-    CHECK_INT_EQ(order[1], 2);
-    CHECK_INT_EQ(order[80], 0);
-    CHECK_INT_EQ(order[99], 95);
+    /* Sorted by length, ties by row: rows 3 and 4 have 2 items, rows 0
+     * (full) and 1 (empty) start the long ones and row 97 (empty) ends
+     * them. */
+    CHECK_INT_EQ(order[0], 3);
+    CHECK_INT_EQ(order[1], 4);
+    CHECK_INT_EQ(order[40], 0);
+    CHECK_INT_EQ(order[41], 1);
+    CHECK_INT_EQ(order[99], 97);
 
     /* Fewer rows than the minimum form one group. */
     n_groups = mr_rec_length_groups(seq, 10, LONG, 16, order, groups);

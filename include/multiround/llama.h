@@ -206,6 +206,90 @@ mr_status mr_llama_eval(const mr_llama *model, mr_llama_cache *cache, const int3
                         int n, int pos, float *logits, mr_llama_logits_mode mode,
                         mr_error *err);
 
+
+/* ------------------------------------------------------------------------
+ * Hugging Face folders and conversion (src/lm/llama_hf.c)
+ *
+ * A Hugging Face folder holds config.json (LlamaForCausalLM or
+ * Qwen2ForCausalLM) and model.safetensors, or shards listed in
+ * model.safetensors.index.json. Tensor names map to the GGUF names:
+ *
+ *   model.embed_tokens.weight                   token_embd.weight
+ *   model.layers.N.input_layernorm.weight       blk.N.attn_norm.weight
+ *   model.layers.N.self_attn.{q,k,v}_proj.*     blk.N.attn_{q,k,v}.*
+ *   model.layers.N.self_attn.o_proj.weight      blk.N.attn_output.weight
+ *   model.layers.N.post_attention_layernorm.*   blk.N.ffn_norm.weight
+ *   model.layers.N.mlp.{gate,up,down}_proj.*    blk.N.ffn_{gate,up,down}.weight
+ *   model.norm.weight                           output_norm.weight
+ *   lm_head.weight                              output.weight
+ *
+ * Hugging Face rotates split halves (i, i + D/2) of each head. A
+ * LlamaForCausalLM folder is loaded as an MR_ROPE_ADJACENT model whose
+ * q_proj and k_proj rows are permuted as llama.cpp's converter permutes
+ * them, so that its GGUF "llama" file is what llama.cpp writes. A
+ * Qwen2ForCausalLM folder keeps its rows and MR_ROPE_HALVES, as GGUF
+ * "qwen2" does. Writing undoes the permutation of ADJACENT models.
+ * ------------------------------------------------------------------------ */
+
+/*
+ * Fills config from the text of a Hugging Face config.json (name is used
+ * in messages). Reads architectures[0] or model_type ("llama", "qwen2"),
+ * hidden_size, intermediate_size, num_hidden_layers, num_attention_heads,
+ * vocab_size (required), num_key_value_heads, head_dim, rms_norm_eps
+ * (default 1e-6), rope_theta (default 10000), max_position_embeddings
+ * (default 2048 for Llama, 32768 for Qwen2) and tie_word_embeddings
+ * (default false). Settings multiround does not implement (rope_scaling,
+ * attention_bias, mlp_bias, a hidden_act other than silu,
+ * use_sliding_window, partial_rotary_factor) give MR_ERR_UNSUPPORTED
+ * naming the key.
+ */
+mr_status mr_llama_config_from_hf_json(const char *json_text, const char *name,
+                                       mr_llama_config *config, mr_error *err);
+
+/*
+ * Loads a Hugging Face folder: config.json and model.safetensors or the
+ * shards of model.safetensors.index.json. Matrices keep their F32, F16 or
+ * BF16 storage in memory the model owns; 1-D weights become F32. A
+ * lm_head.weight next to tie_word_embeddings = true is ignored with a
+ * warning. Returns NULL and fills err on a missing file or tensor, a wrong
+ * shape or dtype, or an unsupported setting.
+ */
+mr_llama *mr_llama_load_hf(const char *dir, mr_error *err);
+
+/*
+ * Writes the model as a Hugging Face folder, creating dir if needed:
+ * config.json, and model.safetensors with every matrix stored as type
+ * (MR_QTYPE_F32, F16 or BF16; 1-D weights stay F32). An ADJACENT model
+ * without biases is written as LlamaForCausalLM, a model with q/k/v biases
+ * as Qwen2ForCausalLM, and a HALVES model without biases as
+ * LlamaForCausalLM. When source_dir is not NULL, its tokenizer.json,
+ * tokenizer_config.json, special_tokens_map.json, generation_config.json,
+ * tokenizer.model and tokenizer.gguf are copied when present. When
+ * metadata is not NULL, its key/values (the GGUF tokenizer, say) are
+ * written to tokenizer.gguf, a GGUF file without tensors like llama.cpp's
+ * vocabulary files. Every file is written atomically.
+ */
+mr_status mr_llama_save_hf(const mr_llama *model, const char *dir, mr_qtype type,
+                           const char *source_dir, const mr_gguf *metadata, mr_error *err);
+
+/* Loads a Hugging Face folder when path is a folder, else a GGUF file. */
+mr_llama *mr_llama_load(const char *path, mr_error *err);
+
+/*
+ * Converts between GGUF files and Hugging Face folders in either
+ * direction (and GGUF to GGUF, folder to folder). Output ending in ".gguf"
+ * is written as GGUF, anything else as a folder. type selects the storage
+ * of matrices; NULL keeps the type of token_embd.weight (F32 for a folder
+ * when that type is quantised). The GGUF tokenizer keys travel through the
+ * folder's tokenizer.gguf, and the Hugging Face tokenizer files are copied
+ * from folder to folder.
+ */
+mr_status mr_llama_convert(const char *input, const char *output, const mr_qtype *type,
+                           mr_error *err);
+
+/* Total number of weight elements (tied output counted once). */
+int64_t mr_llama_param_count(const mr_llama *model);
+
 #ifdef __cplusplus
 }
 #endif

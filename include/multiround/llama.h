@@ -290,6 +290,24 @@ mr_status mr_llama_convert(const char *input, const char *output, const mr_qtype
 /* Total number of weight elements (tied output counted once). */
 int64_t mr_llama_param_count(const mr_llama *model);
 
+/* ------------------------------------------------------------------------
+ * Final hidden states for heads (src/lm/llama_hidden.c)
+ * ------------------------------------------------------------------------ */
+
+struct mr_lora;
+
+/*
+ * Builds the final hidden states [B, T, C] of I32 tokens [B, T]: the
+ * output of the last RMSNorm, which the output projection turns into
+ * logits. With lora NULL the model must be trainable and the states are
+ * those of mr_llama_logits(); otherwise lora must be an adapter created on
+ * this model and the states are those of mr_lora_logits(). Recorded for
+ * autodiff like the logits. Returns NULL with the error stored in ctx on
+ * bad input.
+ */
+mr_tensor *mr_llama_hidden(mr_llama *model, struct mr_lora *lora, mr_ctx *ctx,
+                           mr_tensor *tokens);
+
 #ifdef __cplusplus
 }
 #endif

@@ -75,7 +75,10 @@ mr_status mr_grpo_advantages(const float *rewards, int n_groups, int group_size,
             for (int i = 0; i < group_size; i++) {
                 var += (r[i] - mean) * (r[i] - mean);
             }
-            scale = 1.0 / (sqrt(var / (group_size - 1)) + eps);
+            /* Equal rewards with eps 0 would divide 0 by 0; their
+             * differences from the mean are 0 whatever the scale. */
+            double denominator = sqrt(var / (group_size - 1)) + eps;
+            scale = denominator > 0.0 ? 1.0 / denominator : 1.0;
         }
         for (int i = 0; i < group_size; i++) {
             a[i] = group_size > 1 ? (float)((r[i] - mean) * scale) : 0.0f;

@@ -136,19 +136,26 @@ typedef struct rl_batch {
 } rl_batch;
 
 /*
- * The input of the value head: the logits [B, T, V], a linear function of
- * the final normalised hidden states.
- * TODO: read the final hidden states [B, T, dim] once llama.h offers them;
- * a head on the logits shares the output matrix with the policy.
+ * Builds the logits [B, T, V] of tokens and, when hidden is not NULL, the
+ * final hidden states [B, T, C] that the value head reads. The logits are
+ * then the output projection of those states, the same operation that
+ * mr_llama_logits() ends with.
  */
-static mr_tensor *value_features(mr_llama *model, mr_ctx *ctx, mr_tensor *tokens,
-                                 mr_tensor **logits) {
-    *logits = mr_llama_logits(model, ctx, tokens);
-    return *logits;
+static mr_tensor *policy_logits(mr_llama *model, mr_ctx *ctx, mr_tensor *tokens,
+                                mr_tensor **hidden) {
+    if (hidden == NULL) {
+        return mr_llama_logits(model, ctx, tokens);
+    }
+    const mr_llama_weight *out = mr_llama_find_weight(model, "output.weight");
+    if (out == NULL) {
+        out = mr_llama_find_weight(model, "token_embd.weight");
+    }
+    *hidden = mr_llama_hidden(model, NULL, ctx, tokens);
+    return mr_tensor_linear(ctx, *hidden, out->param, NULL);
 }
 
 static int64_t value_feature_width(const mr_llama *model) {
-    return mr_llama_get_config(model)->vocab_size;
+    return mr_llama_get_config(model)->dim;
 }
 
 /* Creates the zero-initialised value head of PPO. */
@@ -171,8 +178,8 @@ static mr_status create_value_head(rl_trainer *tr, mr_error *err) {
 static mr_status forward_batch(rl_trainer *tr, mr_llama *model, const rl_batch *b, bool values,
                                mr_tensor **logprobs, mr_tensor **value_out) {
     mr_ctx *ctx = tr->ctx;
-    mr_tensor *logits = NULL;
-    mr_tensor *features = value_features(model, ctx, b->tokens, &logits);
+    mr_tensor *features = NULL;
+    mr_tensor *logits = policy_logits(model, ctx, b->tokens, values ? &features : NULL);
     *logprobs = mr_rl_token_logprobs(ctx, logits, b->tokens, tr->c->temperature);
     *value_out = NULL;
     if (values) {

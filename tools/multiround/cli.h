@@ -21,6 +21,11 @@ int cli_rounds(int argc, char **argv);
 int cli_version(int argc, char **argv);
 int cli_generate(int argc, char **argv);
 
+/* `train grpo` and `train ppo` (argv[0] is "grpo" or "ppo"): the `train`
+ * dispatcher calls them. */
+int cli_train_grpo(int argc, char **argv);
+int cli_train_ppo(int argc, char **argv);
+
 /* `lm score` (argv[0] is "score"): the `lm` dispatcher calls it. */
 int cli_lm_score(int argc, char **argv);
 

@@ -123,14 +123,14 @@ typedef struct mr_train_options {
 } mr_train_options;
 
 /*
- * Fills o with the defaults of kind: batch 8, accumulation 1, 100 steps,
- * max_length 256, AdamW lr 1e-4 (5e-6 for DPO of full weights) with 10
- * warm-up steps and cosine decay to 0, weight decay 0.01, betas 0.9 and
- * 0.999, eps 1e-8, clipping at 1, log every step, evaluation every 50
- * steps, a checkpoint every 50 steps, seed 1, eval_every_nth 0, LoRA off
- * (rank 8, alpha 16, dropout 0, q and v when switched on), no packing,
- * add_eos on, 2 labels, beta 0.1, the reference a frozen copy, and
- * sft_weight 0.
+ * Fills o with the defaults of kind. Optimisation: batch 8, accumulation
+ * 1, 100 steps, max_length 256, AdamW lr 1e-4 (5e-6 for DPO), 10 warm-up
+ * steps, cosine decay to 0, weight decay 0.01, betas 0.9 and 0.999, eps
+ * 1e-8 and clipping at 1. Bookkeeping: a log line every step, evaluation
+ * and a checkpoint every 50 steps, seed 1, no held-out split. LoRA is off
+ * (rank 8, alpha 16, dropout 0, targets q and v when switched on). SFT
+ * does not pack and appends EOS. Classifiers get 2 labels. DPO uses beta
+ * 0.1, a frozen copy as reference and sft_weight 0.
  */
 void mr_train_options_default(mr_train_options *o, mr_train_kind kind);
 
@@ -148,12 +148,20 @@ typedef struct mr_train_result {
 
 /*
  * Runs the training that o describes and fills result (may be NULL).
- * Fails with MR_ERR_INVALID_ARGUMENT on a bad option, MR_ERR_FORMAT with
- * the file and line of a bad data row, MR_ERR_NUMERIC naming the step and
- * the data positions when a loss or gradient norm is not finite, and the
- * errors of loading and writing otherwise.
+ * Fails with MR_ERR_INVALID_ARGUMENT on an invalid option and with
+ * MR_ERR_FORMAT naming the file and line of a malformed data row. A loss
+ * or gradient norm that is not finite gives MR_ERR_NUMERIC naming the
+ * step and the data lines. Loading and writing errors pass through.
  */
 mr_status mr_train_run(const mr_train_options *o, mr_train_result *result, mr_error *err);
+
+/* mr_train_run() with o->kind set to SFT, reward model, classifier or
+ * DPO respectively; o itself is not changed. */
+mr_status mr_train_sft(const mr_train_options *o, mr_train_result *result, mr_error *err);
+mr_status mr_train_reward(const mr_train_options *o, mr_train_result *result, mr_error *err);
+mr_status mr_train_classifier(const mr_train_options *o, mr_train_result *result,
+                              mr_error *err);
+mr_status mr_train_dpo(const mr_train_options *o, mr_train_result *result, mr_error *err);
 
 /* ------------------------------------------------------------------------
  * Losses, for the trainers above and for tests

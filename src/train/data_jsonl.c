@@ -3,6 +3,7 @@
  * with errors that name the file and the line.
  */
 #include <cjson/cJSON.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -135,7 +136,8 @@ static mr_status read_row(const cJSON *object, mr_train_kind kind, int num_label
             return status;
         }
         const cJSON *label = cJSON_GetObjectItemCaseSensitive(object, "label");
-        if (!cJSON_IsNumber(label) || label->valuedouble != (double)(int)label->valuedouble) {
+        if (!cJSON_IsNumber(label) || fabs(label->valuedouble) > 1e9 ||
+            label->valuedouble != (double)(int)label->valuedouble) {
             return mr_error_set(err, MR_ERR_FORMAT, "%s:%d: \"label\" must be an integer", path,
                                 line);
         }

@@ -3,6 +3,7 @@
  * completion pairs, chat conversations, preference pairs and classifier
  * texts, with loss targets on the tokens that are learnt.
  */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -211,8 +212,9 @@ static mr_status encode_chat(trainer *t, mr_chat_template template_kind, const t
         free(seq->tokens);
         free(seq->targets);
         memset(seq, 0, sizeof *seq);
-        return mr_error_set(err, err != NULL ? err->status : status, "%s:%d: %s",
-                            t->o.data_path, row->line, err != NULL ? err->message : "");
+        char cause[MR_ERROR_MESSAGE_MAX];
+        snprintf(cause, sizeof cause, "%s", err != NULL ? err->message : "");
+        return mr_error_set(err, status, "%s:%d: %s", t->o.data_path, row->line, cause);
     }
 
     /* NOTE: a long conversation loses its end, which may cut an assistant

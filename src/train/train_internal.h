@@ -52,6 +52,11 @@ void train_row_clear(train_row *r);
  * Tokenized examples and batches
  * ------------------------------------------------------------------------ */
 
+/* Examples per micro-batch at most. */
+#define TRAIN_MAX_BATCH 4096
+#define MR_STRINGIFY_VALUE(x) #x
+#define MR_STRINGIFY(x) MR_STRINGIFY_VALUE(x)
+
 /* Sequences per example at most: chosen, rejected and ground truth. */
 #define TRAIN_MAX_SEQUENCES 3
 
@@ -103,6 +108,12 @@ typedef struct train_metrics {
     double sums[TRAIN_MAX_METRICS];
     double weight;         /* micro-batches or examples added */
 } train_metrics;
+
+/* Checks the options that the trainer relies on (options.c). */
+mr_status train_validate_options(const mr_train_options *o, mr_error *err);
+
+/* Writes every option, defaults included, to OUT/config.json (options.c). */
+mr_status train_write_config(const mr_train_options *o, mr_error *err);
 
 /* Adds value under name (a string literal) to m. */
 void train_metrics_add(train_metrics *m, const char *name, double value);

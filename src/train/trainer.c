@@ -20,50 +20,6 @@
 #include "multiround/fileio.h"
 #include "train_internal.h"
 
-const char *mr_train_kind_name(mr_train_kind kind) {
-    switch (kind) {
-    case MR_TRAIN_SFT:
-        return "sft";
-    case MR_TRAIN_REWARD:
-        return "rm";
-    case MR_TRAIN_CLASSIFY:
-        return "classify";
-    case MR_TRAIN_DPO:
-        return "dpo";
-    }
-    return NULL;
-}
-
-void mr_train_options_default(mr_train_options *o, mr_train_kind kind) {
-    memset(o, 0, sizeof *o);
-    o->kind = kind;
-    o->max_length = 256;
-    o->seed = 1;
-    o->max_steps = 100;
-    o->batch_size = 8;
-    o->grad_accum = 1;
-    o->lr = kind == MR_TRAIN_DPO ? 5e-6f : 1e-4f;
-    o->min_lr = 0.0f;
-    o->warmup_steps = 10;
-    o->decay = MR_LR_COSINE;
-    o->weight_decay = 0.01f;
-    o->adam_beta1 = 0.9;
-    o->adam_beta2 = 0.999;
-    o->adam_eps = 1e-8f;
-    o->clip_norm = 1.0f;
-    o->lora_config.rank = 8;
-    o->lora_config.alpha = 16.0f;
-    o->lora_config.dropout = 0.0f;
-    o->lora_config.targets = MR_LORA_Q | MR_LORA_V;
-    o->log_every = 1;
-    o->eval_every = 50;
-    o->checkpoint_every = 50;
-    o->add_eos = true;
-    o->num_labels = 2;
-    o->dpo_beta = 0.1f;
-    o->reference = MR_DPO_REFERENCE_COPY;
-}
-
 void train_metrics_add(train_metrics *m, const char *name, double value) {
     for (int i = 0; i < m->count; i++) {
         if (strcmp(m->names[i], name) == 0) {
@@ -75,120 +31,6 @@ void train_metrics_add(train_metrics *m, const char *name, double value) {
         m->names[m->count] = name;
         m->sums[m->count++] = value;
     }
-}
-
-/* ------------------------------------------------------------------------
- * Options
- * ------------------------------------------------------------------------ */
-
-/* Checks the options that the rest of the code relies on. */
-static mr_status validate(const mr_train_options *o, mr_error *err) {
-    if (mr_train_kind_name(o->kind) == NULL) {
-        return mr_error_set(err, MR_ERR_INVALID_ARGUMENT, "train: unknown kind %d", (int)o->kind);
-    }
-    if (o->data_path == NULL || o->out_dir == NULL) {
-        return mr_error_set(err, MR_ERR_INVALID_ARGUMENT,
-                            "train: data_path and out_dir are required");
-    }
-    if (o->model_path == NULL && o->tokenizer_path == NULL) {
-        return mr_error_set(err, MR_ERR_INVALID_ARGUMENT,
-                            "train: a random model (no model_path) needs tokenizer_path");
-    }
-    if (o->batch_size < 1 || o->grad_accum < 1 || o->max_steps < 1 || o->max_length < 2) {
-        return mr_error_set(err, MR_ERR_INVALID_ARGUMENT,
-                            "train: batch_size %d, grad_accum %d and max_steps %lld must be "
-                            ">= 1 and max_length %d >= 2",
-                            o->batch_size, o->grad_accum, (long long)o->max_steps,
-                            o->max_length);
-    }
-    if (!(o->lr >= 0.0f) || !(o->weight_decay >= 0.0f) || o->eval_every_nth < 0) {
-        return mr_error_set(err, MR_ERR_INVALID_ARGUMENT,
-                            "train: lr %g and weight_decay %g must be >= 0 and eval_every_nth "
-                            "%d >= 0",
-                            o->lr, o->weight_decay, o->eval_every_nth);
-    }
-    if (o->decay != MR_LR_COSINE && o->decay != MR_LR_CONSTANT) {
-        return mr_error_set(err, MR_ERR_INVALID_ARGUMENT,
-                            "train: the schedule must be cosine or constant");
-    }
-    if (o->kind == MR_TRAIN_CLASSIFY && o->num_labels < 2) {
-        return mr_error_set(err, MR_ERR_INVALID_ARGUMENT, "train: num_labels %d must be >= 2",
-                            o->num_labels);
-    }
-    if (o->kind == MR_TRAIN_DPO) {
-        if (!(o->dpo_beta > 0.0f) || !(o->sft_weight >= 0.0f)) {
-            return mr_error_set(err, MR_ERR_INVALID_ARGUMENT,
-                                "train: dpo beta %g must be > 0 and sft_weight %g >= 0",
-                                o->dpo_beta, o->sft_weight);
-        }
-        if (o->reference == MR_DPO_REFERENCE_ADAPTER_OFF && !o->lora) {
-            return mr_error_set(err, MR_ERR_INVALID_ARGUMENT,
-                                "train: the reference adapter_off needs lora; switch lora on or "
-                                "use the reference copy");
-        }
-    }
-    if (o->pack && o->kind != MR_TRAIN_SFT) {
-        return mr_error_set(err, MR_ERR_INVALID_ARGUMENT, "train: pack applies to SFT only");
-    }
-    return MR_OK;
-}
-
-/* Writes every option to OUT/config.json. */
-static mr_status write_config(const mr_train_options *o, mr_error *err) {
-    char lora_targets[16];
-    snprintf(lora_targets, sizeof lora_targets, "0x%02x", o->lora_config.targets);
-    char *text = NULL;
-    size_t size = 0;
-    FILE *f = open_memstream(&text, &size);
-    if (f == NULL) {
-        return mr_error_set(err, MR_ERR_NO_MEMORY, "train: out of memory");
-    }
-    fprintf(f, "{\n  \"kind\": \"%s\",\n", mr_train_kind_name(o->kind));
-    fprintf(f, "  \"model\": \"%s\",\n  \"tokenizer\": \"%s\",\n",
-            o->model_path ? o->model_path : "", o->tokenizer_path ? o->tokenizer_path : "");
-    const mr_llama_config *c = &o->init_config;
-    fprintf(f,
-            "  \"init\": {\"vocab_size\": %d, \"dim\": %d, \"layers\": %d, \"heads\": %d, "
-            "\"kv_heads\": %d, \"head_dim\": %d, \"ffn_dim\": %d, \"context_length\": %d},\n",
-            c->vocab_size, c->dim, c->layers, c->heads, c->kv_heads, c->head_dim, c->ffn_dim,
-            c->context_length);
-    fprintf(f, "  \"data\": \"%s\",\n  \"eval_data\": \"%s\",\n  \"eval_every_nth\": %d,\n",
-            o->data_path, o->eval_path ? o->eval_path : "", o->eval_every_nth);
-    fprintf(f, "  \"max_length\": %d,\n  \"eval_max_examples\": %d,\n", o->max_length,
-            o->eval_max_examples);
-    fprintf(f, "  \"seed\": %" PRIu64 ",\n  \"max_steps\": %" PRId64 ",\n", o->seed,
-            o->max_steps);
-    fprintf(f, "  \"batch_size\": %d,\n  \"grad_accum\": %d,\n", o->batch_size, o->grad_accum);
-    fprintf(f, "  \"lr\": %.9g,\n  \"min_lr\": %.9g,\n  \"warmup_steps\": %" PRId64 ",\n",
-            o->lr, o->min_lr, o->warmup_steps);
-    fprintf(f, "  \"schedule\": \"%s\",\n", o->decay == MR_LR_COSINE ? "cosine" : "constant");
-    fprintf(f, "  \"weight_decay\": %.9g,\n  \"adam_beta1\": %.17g,\n  \"adam_beta2\": %.17g,\n",
-            o->weight_decay, o->adam_beta1, o->adam_beta2);
-    fprintf(f, "  \"adam_eps\": %.9g,\n  \"clip_norm\": %.9g,\n", o->adam_eps, o->clip_norm);
-    fprintf(f,
-            "  \"lora\": %s,\n  \"lora_rank\": %d,\n  \"lora_alpha\": %.9g,\n"
-            "  \"lora_dropout\": %.9g,\n  \"lora_targets\": \"%s\",\n",
-            o->lora ? "true" : "false", o->lora_config.rank, o->lora_config.alpha,
-            o->lora_config.dropout, lora_targets);
-    fprintf(f,
-            "  \"log_every\": %" PRId64 ",\n  \"eval_every\": %" PRId64
-            ",\n  \"checkpoint_every\": %" PRId64 ",\n",
-            o->log_every, o->eval_every, o->checkpoint_every);
-    fprintf(f, "  \"pack\": %s,\n  \"chat_template\": \"%s\",\n  \"add_eos\": %s,\n",
-            o->pack ? "true" : "false", o->chat_template ? o->chat_template : "",
-            o->add_eos ? "true" : "false");
-    fprintf(f, "  \"num_labels\": %d,\n  \"beta\": %.9g,\n  \"reference\": \"%s\",\n",
-            o->num_labels, o->dpo_beta,
-            o->reference == MR_DPO_REFERENCE_COPY ? "copy" : "adapter_off");
-    fprintf(f, "  \"sft_weight\": %.9g\n}\n", o->sft_weight);
-    fclose(f);
-
-    char path[4096];
-    mr_status status = train_join_path(path, sizeof path, o->out_dir, "config.json")
-                           ? mr_file_write_atomic(path, text, size, err)
-                           : mr_error_set(err, MR_ERR_INVALID_ARGUMENT, "train: path too long");
-    free(text);
-    return status;
 }
 
 /* ------------------------------------------------------------------------
@@ -240,11 +82,13 @@ static mr_llama *open_model(const mr_train_options *o, bool trainable, mr_error 
 }
 
 /* Appends the tensors of ps to the decay list (matrices) or the plain
- * list (vectors). */
+ * list (vectors), marking each view of the set's buffer as a parameter so
+ * that the optimizer may take it. */
 static void split_params(mr_paramset *ps, mr_tensor **decay, int *n_decay, mr_tensor **plain,
                          int *n_plain) {
     for (int i = 0; i < mr_paramset_count(ps); i++) {
         mr_tensor *p = mr_paramset_get(ps, i);
+        mr_tensor_set_param(p);
         if (p->ndim >= 2) {
             decay[(*n_decay)++] = p;
         } else {
@@ -489,8 +333,8 @@ static mr_status batch_build(mr_ctx *ctx, const train_example *const *examples, 
 static mr_status next_batch(trainer *t, mr_ctx *ctx, train_batch *b) {
     int64_t first = t->position;
     if (!t->o.pack) {
-        const train_example *examples[4096];
-        int n = t->o.batch_size < 4096 ? t->o.batch_size : 4096;
+        const train_example *examples[TRAIN_MAX_BATCH];
+        int n = t->o.batch_size;
         for (int i = 0; i < n; i++) {
             examples[i] = example_at(t, t->position++);
         }
@@ -572,7 +416,7 @@ static mr_status evaluate(trainer *t, train_metrics *out, mr_error *err) {
     mr_status status = MR_OK;
     for (int start = 0; start < t->n_eval && status == MR_OK; start += t->o.batch_size) {
         int n = t->n_eval - start < t->o.batch_size ? t->n_eval - start : t->o.batch_size;
-        const train_example *examples[4096];
+        const train_example *examples[TRAIN_MAX_BATCH];
         for (int i = 0; i < n; i++) {
             examples[i] = &t->eval[start + i];
         }
@@ -779,7 +623,7 @@ mr_status mr_train_run(const mr_train_options *o, mr_train_result *result_out,
     if (result_out != NULL) {
         *result_out = result;
     }
-    mr_status status = validate(o, err);
+    mr_status status = train_validate_options(o, err);
     if (status != MR_OK) {
         return status;
     }
@@ -807,7 +651,7 @@ mr_status mr_train_run(const mr_train_options *o, mr_train_result *result_out,
         status = checkpoint_load(&t, &resumed, err);
     }
     if (status == MR_OK) {
-        status = write_config(o, err);
+        status = train_write_config(o, err);
     }
     char path[4096];
     if (status == MR_OK) {

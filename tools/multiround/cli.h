@@ -18,6 +18,7 @@ int cli_plot(int argc, char **argv);
 int cli_rec(int argc, char **argv);
 int cli_rec_bench(int argc, char **argv);
 int cli_rounds(int argc, char **argv);
+int cli_train(int argc, char **argv);
 int cli_version(int argc, char **argv);
 int cli_generate(int argc, char **argv);
 

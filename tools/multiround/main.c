@@ -20,6 +20,7 @@ static const cli_command commands[] = {
     {"plot", cli_plot, "draw the metrics.jsonl of one or more runs as an SVG line chart"},
     {"rec", cli_rec, "train, evaluate and query sequential recommenders (Ada-Retrieval)"},
     {"rounds", cli_rounds, "print the state of a multi-round run (rounds status RUN_DIR)"},
+    {"train", cli_train, "train with SFT, a reward model, a classifier or DPO (train KIND --config)"},
     {"version", cli_version, "print the version, the BLAS library and the thread count"},
 };
 

@@ -22,7 +22,7 @@
  *     mr_env_reply_clear(&reply);
  *     mr_env_free(env);
  *
- * An environment holds the state of one episode at a time, so rollouts
+ * An environment keeps the state of one episode at a time, so rollouts
  * that run in parallel need one environment each.
  */
 #ifndef MULTIROUND_ENV_H
@@ -38,7 +38,7 @@
 extern "C" {
 #endif
 
-/* The environment's answer to one policy turn. */
+/* The environment's reply to one policy turn. */
 typedef struct mr_env_reply {
     bool done;    /* the episode is over: reward is set and text is NULL */
     float reward; /* the episode's reward when done, else 0 */
@@ -78,7 +78,7 @@ typedef struct mr_env mr_env;
 /*
  * Creates an environment from its callbacks and state, which it owns from
  * then on (ops->free_state runs in mr_env_free, and also here on failure).
- * stop holds n_stop non-empty strings that end a policy turn; they are
+ * stop contains n_stop non-empty strings that end a policy turn; they are
  * copied. Returns NULL and fills err when ops lacks reset, step or
  * truncated_reward, a stop string is empty, or a limit is out of range.
  */

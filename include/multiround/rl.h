@@ -7,7 +7,7 @@
  * token t >= 1 is an action taken in the state tokens[0..t-1]; per-token
  * arrays are indexed by that t, and position 0 (BOS) is never an action.
  * Only tokens the policy sampled (policy_mask 1) count in the policy loss,
- * the KL term, the value loss and the advantages; inserted tokens get
+ * the KL term, the value loss and the advantages. Inserted tokens get
  * exactly zero gradient.
  *
  * GRPO (DeepSeekMath, arXiv 2402.03300) samples group_size episodes per
@@ -182,7 +182,7 @@ typedef enum mr_rl_loss_average {
 
 typedef struct mr_rl_config {
     mr_rl_algorithm algorithm;
-    int steps;               /* policy updates rounds: rollouts, then epochs */
+    int steps;               /* steps: each collects rollouts, then runs the epochs */
     int prompts_per_step;    /* distinct prompts per step */
     int group_size;          /* episodes per prompt (GRPO; PPO usually 1) */
     int epochs;              /* passes over each step's rollouts */
@@ -210,7 +210,8 @@ typedef struct mr_rl_config {
     float success_reward;    /* an episode whose reward is >= this counts as solved */
 } mr_rl_config;
 
-/* Returns defaults for algorithm (see rl.c docs in docs/training.md). */
+/* Returns the defaults of algorithm, which `multiround train grpo --help`
+ * and `train ppo --help` list. */
 mr_rl_config mr_rl_config_default(mr_rl_algorithm algorithm);
 
 /* Checks a config; MR_ERR_INVALID_ARGUMENT names the first bad field. */

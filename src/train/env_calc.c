@@ -196,7 +196,7 @@ mr_status mr_calc_problems_load(const char *path, mr_calc_problem **problems, in
         return status;
     }
 
-    /* Every line holds at most one problem, so the newline count bounds them. */
+    /* A line contains at most one problem, so the newline count bounds them. */
     char *text = data;
     size_t lines = 1;
     for (size_t i = 0; i < size; i++) {
@@ -481,7 +481,12 @@ mr_status mr_calc_transcript(const mr_calc_problem *problem, char ***segments, i
             }
         }
         int64_t a = numbers[at], b = numbers[at + 1];
-        int64_t v = ops[at] == '*' ? a * b : ops[at] == '+' ? a + b : a - b;
+        int64_t v = a - b;
+        if (ops[at] == '*') {
+            v = a * b;
+        } else if (ops[at] == '+') {
+            v = a + b;
+        }
         snprintf(buf, sizeof buf, "<calc>%" PRId64 "%c%" PRId64 "</calc>", a, ops[at], b);
         out[used++] = strdup(buf);
         snprintf(buf, sizeof buf, "<result>%" PRId64 "</result>", v);

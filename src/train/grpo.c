@@ -101,10 +101,10 @@ typedef struct policy_loss_saved {
 
 /*
  * Derivative of one token's loss with respect to its log-probability.
- * -min(rho A, clip(rho) A) follows PyTorch: where the two terms are equal
- * (rho inside the clip range, bounds included) each gets half the
- * gradient and both halves pass -A rho; where the clipped term is strictly
- * smaller its clamp stops the gradient.
+ * -min(rho A, clip(rho) A) follows PyTorch. Where the two terms are equal
+ * (rho inside the clip range, bounds included), each gets half the
+ * gradient and both halves pass -A rho. Where the clipped term is strictly
+ * smaller, its clamp stops the gradient.
  */
 static float policy_token_derivative(float logp, float old, float adv, const float *ref,
                                      float clip_eps, float kl_coef, mr_kl_estimator estimator) {

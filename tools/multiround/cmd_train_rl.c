@@ -255,6 +255,7 @@ static mr_status write_config(const rl_options *o, const char *path, mr_error *e
     cJSON_AddStringToObject(json, "train", o->train_path);
     cJSON_AddStringToObject(json, "eval", o->eval_path ? o->eval_path : "");
     cJSON_AddStringToObject(json, "task", o->task);
+
     cJSON_AddStringToObject(json, "kl_estimator", mr_kl_estimator_name(o->rl.kl_estimator));
     cJSON_AddStringToObject(json, "average",
                             o->rl.average == MR_RL_AVERAGE_TOKEN ? "token" : "sequence");
@@ -262,6 +263,7 @@ static mr_status write_config(const rl_options *o, const char *path, mr_error *e
     snprintf(seed, sizeof seed, "%llu", (unsigned long long)o->rl.seed);
     cJSON_AddStringToObject(json, "seed", seed);
     cJSON_AddNumberToObject(json, "threads", mr_threads_get());
+
     for (int i = 0; i < N_OPTION_SPECS; i++) {
         const option_spec *s = &option_specs[i];
         const void *target = (const char *)o + s->offset;
@@ -274,6 +276,7 @@ static mr_status write_config(const rl_options *o, const char *path, mr_error *e
             cJSON_AddBoolToObject(json, name, *(const bool *)target);
         }
     }
+
     char *text = cJSON_Print(json);
     cJSON_Delete(json);
     if (text == NULL) {

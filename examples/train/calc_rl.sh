@@ -11,13 +11,13 @@ $MR --threads 1 train sft --config examples/train/calc_sft.json
 
 $MR --threads 1 train grpo --model runs/calc-sft/model.gguf \
     --train data/calc/train.jsonl --eval data/calc/eval.jsonl --eval-episodes 200 \
-    --out runs/calc-grpo --steps 100 --prompts 16 --group 8 --minibatch 16 \
-    --lr 2e-4 --temperature 0.7 --seed 1 --eval-every 20
+    --out runs/calc-grpo --steps 60 --prompts 16 --group 8 --minibatch 32 \
+    --lr 5e-5 --temperature 0.7 --seed 1 --eval-every 20
 
 $MR --threads 1 train ppo --model runs/calc-sft/model.gguf \
     --train data/calc/train.jsonl --eval data/calc/eval.jsonl --eval-episodes 200 \
-    --out runs/calc-ppo --steps 100 --prompts 128 --group 1 --minibatch 16 \
-    --lr 2e-4 --vf-coef 0.1 --temperature 0.7 --seed 1 --eval-every 20
+    --out runs/calc-ppo --steps 60 --prompts 128 --group 1 --minibatch 32 \
+    --lr 5e-5 --vf-coef 0.1 --temperature 0.7 --seed 1 --eval-every 20
 
 $MR plot runs/calc-grpo runs/calc-ppo -o docs/figures/calc_rl.svg \
     --metrics eval/success,success,kl,clip_frac --width 800

@@ -27,6 +27,11 @@ int cli_generate(int argc, char **argv);
 int cli_serve(int argc, char **argv);
 int cli_chat(int argc, char **argv);
 
+/* `train grpo` and `train ppo` (argv[0] is "grpo" or "ppo"): the `train`
+ * dispatcher calls them. */
+int cli_train_grpo(int argc, char **argv);
+int cli_train_ppo(int argc, char **argv);
+
 /* `lm score` (argv[0] is "score"): the `lm` dispatcher calls it. */
 int cli_lm_score(int argc, char **argv);
 

@@ -28,7 +28,9 @@ static void print_help(void) {
         "            {\"text\",\"label\"} rows\n"
         "  dpo       DPO (sigmoid loss) on {\"prompt\",\"chosen\",\"rejected\"} rows with an\n"
         "            optional \"ground_truth\" completion for the NLL term\n"
-        "  grpo, ppo not built yet\n\n"
+        "  grpo      GRPO over multi-turn episodes of the calculator task; takes its\n"
+        "            own options (run 'multiround train grpo --help')\n"
+        "  ppo       PPO with a value head over the same episodes ('train ppo --help')\n\n"
         "options:\n"
         "  --config FILE  JSON object of the settings below (required)\n"
         "  --resume       continue from OUT/checkpoint.json when it exists\n");
@@ -225,7 +227,7 @@ static bool apply_key(const cJSON *item, mr_train_options *o) {
     return true;
 }
 
-/* Parses a kind name; false for grpo, ppo and unknown names. */
+/* Parses a kind name; false for grpo, ppo (handled before) and unknown names. */
 static bool parse_kind(const char *name, mr_train_kind *kind) {
     static const mr_train_kind kinds[] = {MR_TRAIN_SFT, MR_TRAIN_REWARD, MR_TRAIN_CLASSIFY,
                                           MR_TRAIN_DPO};
@@ -244,9 +246,11 @@ int cli_train(int argc, char **argv) {
         return argc < 2 ? 2 : 0;
     }
     const char *kind_name = argv[1];
-    if (strcmp(kind_name, "grpo") == 0 || strcmp(kind_name, "ppo") == 0) {
-        cli_error("train %s: not built yet", kind_name);
-        return 1;
+    if (strcmp(kind_name, "grpo") == 0) {
+        return cli_train_grpo(argc - 1, argv + 1);
+    }
+    if (strcmp(kind_name, "ppo") == 0) {
+        return cli_train_ppo(argc - 1, argv + 1);
     }
     mr_train_kind kind;
     if (!parse_kind(kind_name, &kind)) {

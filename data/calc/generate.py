@@ -1,0 +1,94 @@
+"""Writes the calculator task's problem sets and SFT transcripts.
+
+    python3 data/calc/generate.py [--seed 1] [--train 2000] [--eval 200]
+
+writes, next to this script:
+  train.jsonl  {"question": "37*24+58", "answer": 946}, problems for RL
+  eval.jsonl   held-out problems: no question appears in train.jsonl
+  sft.jsonl    {"prompt": "Q: 37*24+58\\n", "completion": " <calc>..."},
+               one correct transcript per train problem
+
+Each question joins two or three integers from 1 to 99 with +, - or *.
+Intermediate values never go below zero, because the calculator reads
+only non-negative numbers. A transcript makes one calculator call per
+operator, products first and then left to right, as mr_calc_transcript()
+in src/train/env_calc.c writes it, and joins the turns and results with
+single spaces.
+"""
+import argparse
+import json
+import os
+import random
+
+
+def reduce_steps(numbers, ops):
+    """Returns the (a, op, b, value) steps in calculator order, or None
+    when a step goes below zero."""
+    numbers, ops, steps = list(numbers), list(ops), []
+    while ops:
+        at = ops.index("*") if "*" in ops else 0
+        a, op, b = numbers[at], ops[at], numbers[at + 1]
+        value = a * b if op == "*" else a + b if op == "+" else a - b
+        if value < 0:
+            return None
+        steps.append((a, op, b, value))
+        numbers[at:at + 2] = [value]
+        del ops[at]
+    return steps
+
+
+def make_problem(rng):
+    """Draws one problem and its calculator steps."""
+    while True:
+        count = rng.choice([2, 3])
+        numbers = [rng.randint(1, 99) for _ in range(count)]
+        ops = [rng.choice("+-*") for _ in range(count - 1)]
+        steps = reduce_steps(numbers, ops)
+        if steps is not None:
+            question = "".join(f"{n}{o}" for n, o in zip(numbers, ops)) + str(numbers[-1])
+            return question, steps
+
+
+def transcript(steps):
+    """The completion text: calls and results, then the answer."""
+    parts = []
+    for a, op, b, value in steps:
+        parts.append(f"<calc>{a}{op}{b}</calc>")
+        parts.append(f"<result>{value}</result>")
+    parts.append(f"<answer>{steps[-1][3]}</answer>")
+    return " " + " ".join(parts)
+
+
+def write_jsonl(path, rows):
+    with open(path, "w") as f:
+        for row in rows:
+            f.write(json.dumps(row, separators=(", ", ": ")) + "\n")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--train", type=int, default=2000)
+    parser.add_argument("--eval", type=int, default=200)
+    args = parser.parse_args()
+
+    rng = random.Random(args.seed)
+    seen, problems = set(), []
+    while len(problems) < args.train + args.eval:
+        question, steps = make_problem(rng)
+        if question not in seen:
+            seen.add(question)
+            problems.append((question, steps))
+    train, held_out = problems[:args.train], problems[args.train:]
+
+    here = os.path.dirname(os.path.abspath(__file__))
+    write_jsonl(os.path.join(here, "train.jsonl"),
+                [{"question": q, "answer": s[-1][3]} for q, s in train])
+    write_jsonl(os.path.join(here, "eval.jsonl"),
+                [{"question": q, "answer": s[-1][3]} for q, s in held_out])
+    write_jsonl(os.path.join(here, "sft.jsonl"),
+                [{"prompt": f"Q: {q}\n", "completion": transcript(s)} for q, s in train])
+
+
+if __name__ == "__main__":
+    main()

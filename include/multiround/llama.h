@@ -308,6 +308,23 @@ struct mr_lora;
 mr_tensor *mr_llama_hidden(mr_llama *model, struct mr_lora *lora, mr_ctx *ctx,
                            mr_tensor *tokens);
 
+/* ------------------------------------------------------------------------
+ * Gradient checkpointing (src/lm/llama_train.c)
+ * ------------------------------------------------------------------------ */
+
+/*
+ * Turns gradient checkpointing of the training path on or off (off by
+ * default). On, mr_llama_logits(), mr_llama_loss(), mr_llama_hidden() and
+ * the LoRA functions keep only each block's output in the step's context
+ * while recording, and the backward pass recomputes one block's
+ * activations at a time (mr_tensor_checkpoint). Peak memory then grows
+ * with one block instead of all of them, for about one more forward pass
+ * of compute. Losses and gradients are bit for bit those without it.
+ * Inference (mr_llama_eval) is unaffected.
+ */
+void mr_llama_set_checkpointing(mr_llama *model, bool enabled);
+bool mr_llama_checkpointing(const mr_llama *model);
+
 #ifdef __cplusplus
 }
 #endif

@@ -113,7 +113,7 @@ class Llama:
 
 
 def run_once(model, prompt_len, gen_len):
-    """One repeat: tokens/s of the prompt and of generation, and the ids."""
+    """Run one repeat; return tokens/s of the prompt and of generation, and the ids."""
     vocab = model.config["vocab_size"]
     prompt = torch.tensor([(i * 7919 + 13) % vocab for i in range(prompt_len)])
     cache = model.new_cache(prompt_len + gen_len)

@@ -1,8 +1,8 @@
 /*
- * mr_tensor_checkpoint(): the output and every gradient equal those of
- * running the function directly, for contiguous and strided inputs and
- * for parameters the function reads; errors inside the function reach
- * the caller's context; the peak counts the scratch contexts.
+ * mr_tensor_checkpoint(). The output and every gradient must equal those
+ * of running the function directly, for contiguous and strided inputs
+ * and for parameters the function reads. Errors inside the function must
+ * reach the caller's context, and the peak counts the scratch contexts.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -184,10 +184,12 @@ static void checkpoint_without_recording(void) {
 
     mr_ctx_set_grad_enabled(ctx, false);
     mr_tensor *off = mr_tensor_checkpoint(ctx, layer_fn, &l, 1, &x);
-    CHECK(off != NULL && strcmp(off->op, "checkpoint") != 0);
+    CHECK(off != NULL);
+    CHECK(off == NULL || strcmp(off->op, "checkpoint") != 0);
     mr_ctx_set_grad_enabled(ctx, true);
     mr_tensor *constant = mr_tensor_checkpoint(ctx, layer_fn, &l, 1, &x);
-    CHECK(constant != NULL && !mr_tensor_requires_grad(constant));
+    CHECK(constant != NULL);
+    CHECK(constant == NULL || !mr_tensor_requires_grad(constant));
     if (off != NULL && constant != NULL) {
         CHECK_INT_EQ(CHECK_ARRAY_NEAR(off->data, direct->data, 32, 0.0, 0.0), 0);
         CHECK_INT_EQ(CHECK_ARRAY_NEAR(constant->data, direct->data, 32, 0.0, 0.0), 0);

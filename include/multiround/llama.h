@@ -357,6 +357,23 @@ mr_status mr_llama_embed(const mr_llama *model, const struct mr_tokenizer *token
                          const char *const *texts, int n, const mr_llama_embed_options *options,
                          float *out, mr_error *err);
 
+/* ------------------------------------------------------------------------
+ * Gradient checkpointing (src/lm/llama_train.c)
+ * ------------------------------------------------------------------------ */
+
+/*
+ * Turns gradient checkpointing of the training path on or off (off by
+ * default). On, mr_llama_logits(), mr_llama_loss(), mr_llama_hidden() and
+ * the LoRA functions keep only each block's output in the step's context
+ * while recording, and the backward pass recomputes one block's
+ * activations at a time (mr_tensor_checkpoint). Peak memory then grows
+ * with one block instead of all of them, for about one more forward pass
+ * of compute. Losses and gradients are bit for bit those without it.
+ * Inference (mr_llama_eval) is unaffected.
+ */
+void mr_llama_set_checkpointing(mr_llama *model, bool enabled);
+bool mr_llama_checkpointing(const mr_llama *model);
+
 #ifdef __cplusplus
 }
 #endif

@@ -547,6 +547,43 @@ mr_tensor *mr_tensor_rdft(mr_ctx *ctx, mr_tensor *x, int axis);
  */
 mr_tensor *mr_tensor_irdft(mr_ctx *ctx, mr_tensor *x, int axis, int64_t n);
 
+/* ------------------------------------------------------------------------
+ * Gradient checkpointing (src/engine/checkpoint.c)
+ * ------------------------------------------------------------------------ */
+
+/* Builds an F32 output from inputs with operations in ctx; data is the
+ * caller's. See mr_tensor_checkpoint() for what the function may do. */
+typedef mr_tensor *(*mr_checkpoint_fn)(mr_ctx *ctx, mr_tensor **inputs, void *data);
+
+/*
+ * Computes fn(ctx, inputs, data) without keeping its intermediate tensors
+ * in ctx: fn runs on copies of the n_inputs (0 to MR_MAX_SRC) inputs in a
+ * scratch context that is freed at once, and only the output is copied
+ * into ctx. The backward pass runs fn again on fresh copies and
+ * backpropagates through that run, so gradients reach the inputs and any
+ * parameter fn reads, as if fn had run in ctx. Peak memory then holds one
+ * call's intermediates at a time instead of all of them. With contiguous
+ * inputs the gradients are bit for bit those of running fn in ctx. A
+ * strided input reaches fn as a contiguous copy, which can change the
+ * order in which gradient terms add up, so they may differ by rounding.
+ *
+ * fn must compute the same values when run again: it may read parameters
+ * and other tensors that outlive the backward pass, and data must live as
+ * long. A random stream that fn draws from must be rewound by fn itself.
+ * With recording off in ctx, fn simply runs in ctx. An error inside fn is
+ * moved into ctx and the call returns NULL.
+ */
+mr_tensor *mr_tensor_checkpoint(mr_ctx *ctx, mr_checkpoint_fn fn, void *data, int n_inputs,
+                                mr_tensor **inputs);
+
+/*
+ * Returns the largest number of arena bytes in use at once since the last
+ * reset, counting the scratch contexts of checkpointed calls on top of what
+ * ctx used while each ran. Without checkpoints it equals
+ * mr_ctx_used_bytes(), because the arena frees nothing before a reset.
+ */
+size_t mr_ctx_peak_bytes(const mr_ctx *ctx);
+
 #ifdef __cplusplus
 }
 #endif

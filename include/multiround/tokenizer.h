@@ -50,6 +50,21 @@ typedef enum mr_tokenizer_kind {
     MR_TOKENIZER_BPE = 2  /* GPT-2 byte-level BPE */
 } mr_tokenizer_kind;
 
+/*
+ * The pattern that splits text into pieces before byte-level BPE merges
+ * them. Llama 3 and Qwen2 differ from GPT-2 in matching contractions
+ * case-insensitively, in letting one character that is neither a letter,
+ * a digit nor a line break lead a run of letters, in keeping line breaks
+ * with the white space and punctuation before them, and in splitting
+ * digits into runs of 1 to 3 (Llama 3) or single digits (Qwen2), without
+ * a leading space.
+ */
+typedef enum mr_tokenizer_pre {
+    MR_TOKENIZER_PRE_GPT2 = 0,   /* GGUF "gpt-2" and "default" */
+    MR_TOKENIZER_PRE_LLAMA3 = 1, /* GGUF "llama-bpe" */
+    MR_TOKENIZER_PRE_QWEN2 = 2   /* GGUF "qwen2" */
+} mr_tokenizer_pre;
+
 /* Token types, numbered as GGUF's tokenizer.ggml.token_type stores them. */
 typedef enum mr_token_type {
     MR_TOKEN_UNDEFINED = 0,    /* treated as normal */
@@ -79,6 +94,9 @@ typedef struct mr_tokenizer_vocab {
     int32_t unk_id;            /* -1 when the vocabulary has none */
     bool add_space_prefix;     /* SPM: prepend U+2581 to text at the start and after a special token */
     bool add_bos;              /* the model's default for encode's add_bos */
+    mr_tokenizer_pre pre;      /* BPE only: the pre-tokenizer; 0 is GPT-2's */
+    bool ignore_merges;        /* BPE only: a piece that is a whole token becomes that
+                                * token without merges (Llama 3's setting) */
 } mr_tokenizer_vocab;
 
 /*
@@ -90,19 +108,22 @@ mr_status mr_tokenizer_create_spm(const mr_tokenizer_vocab *vocab, mr_tokenizer 
                                   mr_error *err);
 
 /*
- * Create a GPT-2 byte-level BPE tokenizer. Rejects with MR_ERR_FORMAT a
- * vocabulary that lacks a token for one of the 256 byte characters, or a
- * merge without a space or naming a token (either side or the merged
- * result) that is not in the vocabulary.
+ * Create a GPT-2 byte-level BPE tokenizer that splits text by vocab->pre.
+ * Rejects with MR_ERR_FORMAT a vocabulary that lacks a token for one of
+ * the 256 byte characters, or a merge without a space or naming a token
+ * (either side or the merged result) that is not in the vocabulary, and
+ * with MR_ERR_INVALID_ARGUMENT a pre value outside mr_tokenizer_pre.
  */
 mr_status mr_tokenizer_create_bpe(const mr_tokenizer_vocab *vocab, mr_tokenizer **out,
                                   mr_error *err);
 
 /*
  * Create a tokenizer from the tokenizer.ggml.* keys of an opened GGUF file:
- * model "llama" gives SPM and model "gpt2" with pre-tokenizer "gpt-2" (or
- * none) gives BPE. A missing required key gives MR_ERR_NOT_FOUND naming
- * it; another model or pre-tokenizer gives MR_ERR_UNSUPPORTED.
+ * model "llama" gives SPM and model "gpt2" gives BPE, split by the
+ * pre-tokenizer that tokenizer.ggml.pre names: "gpt-2" or "default" (or
+ * no key), "llama-bpe" (Llama 3) or "qwen2". A missing required key gives
+ * MR_ERR_NOT_FOUND naming it; another model or pre-tokenizer gives
+ * MR_ERR_UNSUPPORTED.
  */
 mr_status mr_tokenizer_from_gguf(const mr_gguf *gguf, mr_tokenizer **out, mr_error *err);
 
@@ -139,6 +160,7 @@ mr_status mr_tokenizer_token_to_piece(const mr_tokenizer *tok, int32_t id, bool 
                                       char *out, size_t cap, size_t *len, mr_error *err);
 
 mr_tokenizer_kind mr_tokenizer_get_kind(const mr_tokenizer *tok);
+mr_tokenizer_pre mr_tokenizer_get_pre(const mr_tokenizer *tok); /* GPT-2's for SPM */
 int64_t mr_tokenizer_n_vocab(const mr_tokenizer *tok);
 int32_t mr_tokenizer_bos(const mr_tokenizer *tok); /* -1 if none */
 int32_t mr_tokenizer_eos(const mr_tokenizer *tok); /* -1 if none */
@@ -161,6 +183,11 @@ int32_t mr_tokenizer_find_token(const mr_tokenizer *tok, const char *text, size_
  *
  *   - byte-level (GPT-2): pre_tokenizer ByteLevel with use_regex true and
  *     add_prefix_space false, no normalizer; gives MR_TOKENIZER_BPE;
+ *   - byte-level with a Split by Llama 3's or Qwen2's pattern (the
+ *     Regex string exactly as those models' files store it, behavior
+ *     "Isolated", invert false) followed by ByteLevel with use_regex
+ *     false; gives MR_TOKENIZER_BPE with that pre-tokenizer. An NFC
+ *     normalizer, which Qwen2's file has, is accepted but not applied;
  *   - SentencePiece-style (Llama 2): byte_fallback true and either the
  *     normalizer Prepend "\u2581" + Replace " " -> "\u2581" or a
  *     Metaspace pre-tokenizer; gives MR_TOKENIZER_SPM with the merges'
@@ -171,8 +198,8 @@ int32_t mr_tokenizer_find_token(const mr_tokenizer *tok, const char *text, size_
  * with a special token (which also sets add_bos), and EOS is the first
  * of </s>, <|end_of_text|>, <|endoftext|>, <|im_end|> in the vocabulary.
  * Ids missing from vocab and added_tokens become empty control tokens.
- * Other model types, and other pre-tokenizer patterns such as Llama 3's
- * and Qwen2's Split regexes, give MR_ERR_UNSUPPORTED naming the setting;
+ * Other model types and other pre-tokenizer patterns give
+ * MR_ERR_UNSUPPORTED naming the setting;
  * a malformed file gives MR_ERR_FORMAT.
  */
 mr_status mr_tokenizer_from_hf_json(const char *path, mr_tokenizer **out, mr_error *err);

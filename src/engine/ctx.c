@@ -102,6 +102,7 @@ void mr_ctx_reset(mr_ctx *ctx) {
         ctx->first->used = 0;
     }
     ctx->used = 0;
+    ctx->peak_nested = 0;
     ctx->tape_count = 0;
     ctx->status = MR_OK;
     ctx->message[0] = '\0';
@@ -148,6 +149,10 @@ void mr_ctx_fail(mr_ctx *ctx, mr_status status, const char *fmt, ...) {
 size_t mr_ctx_used_bytes(const mr_ctx *ctx) { return ctx->used; }
 
 size_t mr_ctx_capacity_bytes(const mr_ctx *ctx) { return ctx->capacity; }
+
+size_t mr_ctx_peak_bytes(const mr_ctx *ctx) {
+    return ctx->peak_nested > ctx->used ? ctx->peak_nested : ctx->used;
+}
 
 uint64_t mr_ctx_system_allocations(const mr_ctx *ctx) {
     return ctx->system_allocations;

@@ -22,6 +22,7 @@ struct mr_ctx {
     mr_arena_chunk *last;     /* allocations bump this chunk */
     size_t capacity;          /* bytes in all chunks */
     size_t used;              /* bytes handed out since the last reset */
+    size_t peak_nested;       /* largest used + scratch bytes during checkpointed calls */
     uint64_t system_allocations;
 
     mr_tensor **tape;         /* recorded outputs in creation order */

@@ -49,6 +49,7 @@ struct mr_llama {
     int output;                   /* output.weight, or token_embd when tied */
     mr_paramset *params;          /* F32 parameters of a trainable model, or NULL */
     mr_gguf *gguf;                /* the mapping weights point into, or NULL */
+    bool checkpoint_blocks;       /* recompute each block in the backward pass */
 };
 
 /*
@@ -106,6 +107,8 @@ typedef struct llama_forward_options {
                                * ctx), instead of the model's F32 parameters */
     llama_adapter_fn adapter; /* added to every block projection, or NULL */
     void *adapter_data;       /* first argument of adapter */
+    mr_rng *adapter_rng;      /* the stream the adapter draws dropout from, or
+                               * NULL; rewound when a block is recomputed */
 } llama_forward_options;
 
 /*

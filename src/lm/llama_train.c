@@ -17,6 +17,10 @@
  * runs the same operations with the weights as constants, which get no
  * gradient, and adds the adapter's term to each block projection, so that
  * with the adapter off both give the same logits bit for bit.
+ *
+ * With checkpointing on (mr_llama_set_checkpointing), each block runs
+ * through mr_tensor_checkpoint(): only its output stays in the step's
+ * context, and the backward pass recomputes the block's activations.
  */
 #include <string.h>
 
@@ -139,6 +143,54 @@ static mr_tensor *block_forward(const forward_pass *pass, int layer, mr_tensor *
     return mr_tensor_add(ctx, x, ffn);
 }
 
+/* A block run under mr_tensor_checkpoint(): the model, a copy of the
+ * forward options (the caller's may be gone by the backward pass) and the
+ * adapter's random stream as it was before the block's first run. */
+typedef struct checkpointed_block {
+    const mr_llama *model;
+    llama_forward_options options;
+    int layer;
+    bool ran;          /* the first run is done; later runs are recomputations */
+    mr_rng rng_before;
+} checkpointed_block;
+
+/* Runs one block on inputs[0] for mr_tensor_checkpoint(). The first run
+ * advances the adapter's stream as a plain block does. A rerun draws the
+ * same dropout masks from the stream rewound to where the first run
+ * started, and then puts the stream back where it was. */
+static mr_tensor *run_checkpointed_block(mr_ctx *ctx, mr_tensor **inputs, void *data) {
+    checkpointed_block *block = data;
+    forward_pass pass = {.model = block->model, .ctx = ctx, .options = &block->options};
+    mr_rng *rng = block->options.adapter_rng;
+    if (!block->ran || rng == NULL) {
+        block->ran = true;
+        return block_forward(&pass, block->layer, inputs[0]);
+    }
+
+    mr_rng current = *rng;
+    *rng = block->rng_before;
+    mr_tensor *out = block_forward(&pass, block->layer, inputs[0]);
+    *rng = current;
+    return out;
+}
+
+/* Adds block layer to x as block_forward() does, keeping only its output
+ * in the pass's context. */
+static mr_tensor *checkpoint_block(const forward_pass *pass, int layer, mr_tensor *x) {
+    checkpointed_block *block = mr_ctx_alloc(pass->ctx, sizeof *block);
+    if (block == NULL) {
+        return NULL;
+    }
+    block->model = pass->model;
+    block->options = *pass->options;
+    block->layer = layer;
+    block->ran = false;
+    if (pass->options->adapter_rng != NULL) {
+        block->rng_before = *pass->options->adapter_rng;
+    }
+    return mr_tensor_checkpoint(pass->ctx, run_checkpointed_block, block, 1, &x);
+}
+
 mr_tensor *llama_forward_logits(const mr_llama *model, mr_ctx *ctx, mr_tensor *tokens,
                                 const llama_forward_options *options) {
     if (tokens == NULL) {
@@ -171,13 +223,20 @@ mr_tensor *llama_forward_logits(const mr_llama *model, mr_ctx *ctx, mr_tensor *t
     mr_tensor *x =
         mr_tensor_embedding(ctx, weight_tensor(&pass, &model->weights[model->token_embd]), tokens,
                             -1);
+    bool checkpoint = model->checkpoint_blocks && mr_ctx_grad_enabled(ctx);
     for (int layer = 0; layer < c->layers && x != NULL; layer++) {
-        x = block_forward(&pass, layer, x);
+        x = checkpoint ? checkpoint_block(&pass, layer, x) : block_forward(&pass, layer, x);
     }
     x = mr_tensor_rms_norm(ctx, x, weight_tensor(&pass, &model->weights[model->output_norm]),
                            c->rms_eps);
     return mr_tensor_linear(ctx, x, weight_tensor(&pass, &model->weights[model->output]), NULL);
 }
+
+void mr_llama_set_checkpointing(mr_llama *model, bool enabled) {
+    model->checkpoint_blocks = enabled;
+}
+
+bool mr_llama_checkpointing(const mr_llama *model) { return model->checkpoint_blocks; }
 
 mr_tensor *mr_llama_logits(mr_llama *model, mr_ctx *ctx, mr_tensor *tokens) {
     llama_forward_options options = {.subsystem = "llama"};

@@ -221,7 +221,8 @@ static llama_forward_options forward_options(mr_lora *lora) {
     llama_forward_options options = {.subsystem = "lora",
                                      .constant_weights = true,
                                      .adapter = add_adapter_term,
-                                     .adapter_data = lora};
+                                     .adapter_data = lora,
+                                     .adapter_rng = &lora->rng};
     return options;
 }
 

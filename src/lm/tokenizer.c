@@ -196,6 +196,7 @@ static mr_status copy_vocab(mr_tokenizer *tok, const mr_tokenizer_vocab *vocab, 
     tok->unk_id = vocab->unk_id;
     tok->add_space_prefix = vocab->add_space_prefix;
     tok->add_bos = vocab->add_bos;
+    tok->pre = MR_TOKENIZER_PRE_GPT2;
     for (int b = 0; b < 256; b++) {
         tok->byte_ids[b] = -1;
     }
@@ -239,6 +240,16 @@ static mr_status create(mr_tokenizer_kind kind, const mr_tokenizer_vocab *vocab,
         }
     }
     if (status == MR_OK && kind == MR_TOKENIZER_BPE) {
+        if (vocab->pre < MR_TOKENIZER_PRE_GPT2 || vocab->pre > MR_TOKENIZER_PRE_QWEN2) {
+            status = mr_error_set(err, MR_ERR_INVALID_ARGUMENT,
+                                  "tokenizer: pre-tokenizer %d is not one of mr_tokenizer_pre's "
+                                  "values 0 to 2",
+                                  (int)vocab->pre);
+        }
+        tok->pre = vocab->pre;
+        tok->ignore_merges = vocab->ignore_merges;
+    }
+    if (status == MR_OK && kind == MR_TOKENIZER_BPE) {
         status = mr_tok_build_bpe(tok, vocab, err);
     }
     if (status == MR_OK) {
@@ -268,6 +279,7 @@ mr_status mr_tokenizer_create_bpe(const mr_tokenizer_vocab *vocab, mr_tokenizer 
  * ------------------------------------------------------------------------ */
 
 mr_tokenizer_kind mr_tokenizer_get_kind(const mr_tokenizer *tok) { return tok->kind; }
+mr_tokenizer_pre mr_tokenizer_get_pre(const mr_tokenizer *tok) { return tok->pre; }
 int64_t mr_tokenizer_n_vocab(const mr_tokenizer *tok) { return tok->n_tokens; }
 int32_t mr_tokenizer_bos(const mr_tokenizer *tok) { return tok->bos_id; }
 int32_t mr_tokenizer_eos(const mr_tokenizer *tok) { return tok->eos_id; }

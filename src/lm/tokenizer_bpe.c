@@ -1,15 +1,7 @@
 /*
- * GPT-2 byte-level BPE: the byte alphabet, the merge table, the GPT-2
- * pre-tokenizer and the merge loop.
- *
- * The pre-tokenizer splits text as GPT-2's pattern does,
- *
- *   's|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+
- *
- * written out by hand: the alternatives are tried in this order at each
- * position and each run is as long as possible. A byte that is not part of
- * valid UTF-8 counts as a character of the "other" class, so invalid input
- * still splits and encodes, and every byte comes back on decode.
+ * GPT-2 byte-level BPE: the byte alphabet, the merge table and the merge
+ * loop. tokenizer_pre.c splits the text into the pieces that the loop
+ * encodes one at a time.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -181,93 +173,6 @@ mr_status mr_tok_build_bpe(mr_tokenizer *tok, const mr_tokenizer_vocab *vocab, m
 }
 
 /* ------------------------------------------------------------------------
- * Pre-tokenizer
- * ------------------------------------------------------------------------ */
-
-enum char_class { CLASS_LETTER, CLASS_NUMBER, CLASS_SPACE, CLASS_OTHER };
-
-/* Decodes the character at text[i] and returns its class; *n receives its
- * byte length. */
-static enum char_class class_at(const char *text, size_t len, size_t i, int *n) {
-    int32_t cp;
-    *n = mr_tok_utf8_decode((const unsigned char *)text + i, len - i, &cp);
-    if (mr_tok_is_letter(cp)) {
-        return CLASS_LETTER;
-    }
-    if (mr_tok_is_number(cp)) {
-        return CLASS_NUMBER;
-    }
-    if (mr_tok_is_whitespace(cp)) {
-        return CLASS_SPACE;
-    }
-    return CLASS_OTHER;
-}
-
-/* Returns the length of the contraction ('s 't 're 've 'm 'll 'd) at
- * text[i], or 0. The match is case-sensitive, as in GPT-2. */
-static size_t contraction_at(const char *text, size_t len, size_t i) {
-    if (text[i] != '\'' || i + 1 >= len) {
-        return 0;
-    }
-    char c = text[i + 1];
-    if (c == 's' || c == 't' || c == 'm' || c == 'd') {
-        return 2;
-    }
-    if (i + 2 < len) {
-        char d = text[i + 2];
-        if ((c == 'r' && d == 'e') || (c == 'v' && d == 'e') || (c == 'l' && d == 'l')) {
-            return 3;
-        }
-    }
-    return 0;
-}
-
-/* Returns the end of the pre-token that starts at text[i] (i < len). */
-static size_t pretoken_end(const char *text, size_t len, size_t i) {
-    size_t contraction = contraction_at(text, len, i);
-    if (contraction > 0) {
-        return i + contraction;
-    }
-
-    /* A run of letters, digits or other characters, optionally after one
-     * space. */
-    int n;
-    enum char_class first = class_at(text, len, i, &n);
-    size_t run_start = i;
-    enum char_class run_class = first;
-    if (text[i] == ' ' && i + 1 < len) {
-        int n_next;
-        enum char_class next = class_at(text, len, i + 1, &n_next);
-        if (next != CLASS_SPACE) {
-            run_start = i + 1;
-            run_class = next;
-        }
-    }
-    if (run_class != CLASS_SPACE) {
-        size_t k = run_start;
-        while (k < len && class_at(text, len, k, &n) == run_class) {
-            k += (size_t)n;
-        }
-        return k;
-    }
-
-    /* White space at the end of the text is one pre-token. Before another
-     * character, the run minus its last character is one; that last
-     * character then joins the next run if it is a space, or else forms a
-     * pre-token of its own. */
-    size_t k = i;
-    size_t last = i;
-    while (k < len && class_at(text, len, k, &n) == CLASS_SPACE) {
-        last = k;
-        k += (size_t)n;
-    }
-    if (k == len || last == i) {
-        return k;
-    }
-    return last;
-}
-
-/* ------------------------------------------------------------------------
  * Merge loop
  * ------------------------------------------------------------------------ */
 
@@ -289,11 +194,29 @@ static bool try_add_pair(const mr_tokenizer *tok, mr_tok_scratch *scratch, int32
     return mr_tok_heap_push(&scratch->heap, bigram);
 }
 
-/* Encodes one pre-token: one symbol per byte, then merges by rank. */
+/* Returns the id of the token whose text is the pre-token's bytes in the
+ * GPT-2 alphabet, or -1. scratch->text holds at least 2 * len bytes. */
+static int32_t whole_pretoken_id(const mr_tokenizer *tok, const unsigned char *bytes, size_t len,
+                                 mr_tok_scratch *scratch) {
+    size_t n = 0;
+    for (size_t i = 0; i < len; i++) {
+        n += (size_t)mr_tok_utf8_encode(byte_to_codepoint(bytes[i]), scratch->text + n);
+    }
+    return mr_tok_map_get_string(&tok->by_text, scratch->text, n);
+}
+
+/* Encodes one pre-token: one symbol per byte, then merges by rank. With
+ * ignore_merges, a pre-token that is a whole token is that token. */
 static bool encode_pretoken(const mr_tokenizer *tok, const unsigned char *bytes, size_t len,
                             mr_tok_scratch *scratch, mr_tok_ids *ids) {
     if (len == 1) {
         return mr_tok_ids_push(ids, tok->byte_ids[bytes[0]]);
+    }
+    if (tok->ignore_merges) {
+        int32_t whole = whole_pretoken_id(tok, bytes, len, scratch);
+        if (whole >= 0) {
+            return mr_tok_ids_push(ids, whole);
+        }
     }
 
     mr_tok_symbol *symbols = scratch->symbols;
@@ -342,8 +265,9 @@ mr_status mr_tok_encode_bpe(const mr_tokenizer *tok, const char *text, size_t le
                             mr_tok_scratch *scratch, mr_tok_ids *ids, mr_error *err) {
     size_t i = 0;
     while (i < len) {
-        size_t end = pretoken_end(text, len, i);
-        if (!mr_tok_scratch_reserve(scratch, end - i, 0) ||
+        size_t end = mr_tok_pretoken_end(tok->pre, text, len, i);
+        size_t text_bytes = tok->ignore_merges ? 2 * (end - i) : 0;
+        if (!mr_tok_scratch_reserve(scratch, end - i, text_bytes) ||
             !encode_pretoken(tok, (const unsigned char *)text + i, end - i, scratch, ids)) {
             return mr_error_set(err, MR_ERR_NO_MEMORY,
                                 "tokenizer: out of memory encoding a pre-token of %zu bytes",

@@ -3,7 +3,8 @@
  * writes them:
  *
  *   tokenizer.ggml.model           "llama" (SPM) or "gpt2" (byte-level BPE)
- *   tokenizer.ggml.pre             BPE pre-tokenizer; only "gpt-2" or "default"
+ *   tokenizer.ggml.pre             BPE pre-tokenizer: "gpt-2" or "default",
+ *                                  "llama-bpe" (Llama 3) or "qwen2"
  *   tokenizer.ggml.tokens          string array, required
  *   tokenizer.ggml.scores          f32 array, required for "llama"
  *   tokenizer.ggml.token_type      i32 array, optional (all normal)
@@ -103,8 +104,10 @@ static mr_status read_numbers(const mr_gguf *gguf, const char *key, int64_t n, m
     return MR_OK;
 }
 
-/* Reads the model name and checks that this build supports it; sets *kind. */
-static mr_status read_model(const mr_gguf *gguf, mr_tokenizer_kind *kind, mr_error *err) {
+/* Reads the model name and checks that this build supports it; sets *kind
+ * and, for BPE, the pre-tokenizer and whether whole pieces skip merges. */
+static mr_status read_model(const mr_gguf *gguf, mr_tokenizer_kind *kind,
+                            mr_tokenizer_vocab *vocab, mr_error *err) {
     const char *model;
     size_t model_len;
     mr_status status = mr_gguf_get_string(gguf, "tokenizer.ggml.model", &model, &model_len, err);
@@ -123,37 +126,49 @@ static mr_status read_model(const mr_gguf *gguf, mr_tokenizer_kind *kind, mr_err
     }
     *kind = MR_TOKENIZER_BPE;
 
-    /* Other pre-tokenizers (llama3's "llama-bpe", "qwen2", ...) split text
-     * by other patterns; encoding them with GPT-2's would be wrong. */
-    if (mr_gguf_find_key(gguf, "tokenizer.ggml.pre") >= 0) {
-        const char *pre;
-        size_t pre_len;
-        status = mr_gguf_get_string(gguf, "tokenizer.ggml.pre", &pre, &pre_len, err);
-        if (status != MR_OK) {
-            return status;
-        }
-        bool gpt2 = (pre_len == 5 && memcmp(pre, "gpt-2", 5) == 0) ||
-                    (pre_len == 7 && memcmp(pre, "default", 7) == 0);
-        if (!gpt2) {
-            return mr_error_set(err, MR_ERR_UNSUPPORTED,
-                                "tokenizer: pre-tokenizer \"%.*s\" is not supported; only "
-                                "\"gpt-2\" is",
-                                (int)(pre_len < 64 ? pre_len : 64), pre);
-        }
+    /* Other pre-tokenizers (deepseek-llm, starcoder, ...) split text by
+     * other patterns; encoding them with one of these would be wrong. */
+    vocab->pre = MR_TOKENIZER_PRE_GPT2;
+    if (mr_gguf_find_key(gguf, "tokenizer.ggml.pre") < 0) {
+        return MR_OK;
     }
-    return MR_OK;
+    const char *pre;
+    size_t pre_len;
+    status = mr_gguf_get_string(gguf, "tokenizer.ggml.pre", &pre, &pre_len, err);
+    if (status != MR_OK) {
+        return status;
+    }
+    if ((pre_len == 5 && memcmp(pre, "gpt-2", 5) == 0) ||
+        (pre_len == 7 && memcmp(pre, "default", 7) == 0)) {
+        return MR_OK;
+    }
+    if (pre_len == 9 && memcmp(pre, "llama-bpe", 9) == 0) {
+        /* llama.cpp, like Llama 3's tokenizer.json, looks a whole piece up
+         * in the vocabulary before merging. */
+        vocab->pre = MR_TOKENIZER_PRE_LLAMA3;
+        vocab->ignore_merges = true;
+        return MR_OK;
+    }
+    if (pre_len == 5 && memcmp(pre, "qwen2", 5) == 0) {
+        vocab->pre = MR_TOKENIZER_PRE_QWEN2;
+        return MR_OK;
+    }
+    return mr_error_set(err, MR_ERR_UNSUPPORTED,
+                        "tokenizer: pre-tokenizer \"%.*s\" is not supported; supported are "
+                        "\"gpt-2\", \"default\", \"llama-bpe\" and \"qwen2\"",
+                        (int)(pre_len < 64 ? pre_len : 64), pre);
 }
 
 mr_status mr_tokenizer_from_gguf(const mr_gguf *gguf, mr_tokenizer **out, mr_error *err) {
     *out = NULL;
+    mr_tokenizer_vocab vocab;
+    memset(&vocab, 0, sizeof vocab);
     mr_tokenizer_kind kind;
-    mr_status status = read_model(gguf, &kind, err);
+    mr_status status = read_model(gguf, &kind, &vocab, err);
     if (status != MR_OK) {
         return status;
     }
 
-    mr_tokenizer_vocab vocab;
-    memset(&vocab, 0, sizeof vocab);
     const char **tokens = NULL;
     size_t *token_lens = NULL;
     const char **merges = NULL;

@@ -20,11 +20,22 @@
 static const char gpt2_pattern[] =
     "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)|\\s+";
 
+/* Llama 3's and Qwen2's patterns, as the Split pre-tokenizers of
+ * meta-llama/Meta-Llama-3-8B's and Qwen2's tokenizer.json files on
+ * Hugging Face store them. */
+static const char llama3_pattern[] =
+    "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| "
+    "?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
+static const char qwen2_pattern[] =
+    "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| "
+    "?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
+
 static const char metaspace[] = "\xE2\x96\x81"; /* U+2581 */
 
 /* What the normalizer and pre-tokenizer amount to. */
 typedef struct hf_layout {
     bool byte_level;      /* the GPT-2 byte-level pre-tokenizer */
+    mr_tokenizer_pre pre; /* the pattern that splits text before merges */
     bool space_to_meta;   /* spaces become U+2581 (SentencePiece style) */
     bool prepend_meta;    /* U+2581 is prepended to the text */
 } hf_layout;
@@ -51,6 +62,11 @@ static bool get_bool(const cJSON *obj, const char *key, bool fallback) {
 static mr_status read_normalizer_step(const cJSON *step, const char *name, hf_layout *layout,
                                       mr_error *err) {
     const char *type = get_string(step, "type");
+    if (type != NULL && strcmp(type, "NFC") == 0) {
+        /* NOTE: NFC is not applied. Text already in NFC (most text, and
+         * all ASCII) encodes as with it; decomposed accents do not. */
+        return MR_OK;
+    }
     if (type != NULL && strcmp(type, "Prepend") == 0) {
         const char *prepend = get_string(step, "prepend");
         if (prepend != NULL && strcmp(prepend, metaspace) == 0) {
@@ -68,7 +84,7 @@ static mr_status read_normalizer_step(const cJSON *step, const char *name, hf_la
     }
     return mr_error_set(err, MR_ERR_UNSUPPORTED,
                         "tokenizer: %s: normalizer step \"%s\" is not supported; supported are "
-                        "Prepend \"\\u2581\" and Replace \" \" with \"\\u2581\"",
+                        "NFC, Prepend \"\\u2581\" and Replace \" \" with \"\\u2581\"",
                         name, type == NULL ? "(no type)" : type);
 }
 
@@ -92,8 +108,9 @@ static mr_status read_normalizer(const cJSON *normalizer, const char *name, hf_l
 }
 
 /* Maps one pre-tokenizer step onto the layout. A ByteLevel step splits by
- * GPT-2's pattern when use_regex is true; a Split step must use that
- * pattern itself. */
+ * GPT-2's pattern when use_regex is true. A Split step must use GPT-2's,
+ * Llama 3's or Qwen2's pattern, and the last two need the ByteLevel step
+ * after them to have use_regex false, so that text splits only once. */
 static mr_status read_pre_tokenizer_step(const cJSON *step, const char *name, bool *split_seen,
                                          hf_layout *layout, mr_error *err) {
     const char *type = get_string(step, "type");
@@ -104,10 +121,18 @@ static mr_status read_pre_tokenizer_step(const cJSON *step, const char *name, bo
                                 "true is not supported",
                                 name);
         }
-        if (!get_bool(step, "use_regex", true) && !*split_seen) {
+        bool use_regex = get_bool(step, "use_regex", true);
+        if (!use_regex && !*split_seen) {
             return mr_error_set(err, MR_ERR_UNSUPPORTED,
                                 "tokenizer: %s: pre_tokenizer ByteLevel with use_regex false "
                                 "and no Split before it is not supported",
+                                name);
+        }
+        if (use_regex && layout->pre != MR_TOKENIZER_PRE_GPT2) {
+            return mr_error_set(err, MR_ERR_UNSUPPORTED,
+                                "tokenizer: %s: pre_tokenizer ByteLevel with use_regex true "
+                                "after a Split by Llama 3's or Qwen2's pattern is not supported; "
+                                "set use_regex to false",
                                 name);
         }
         layout->byte_level = true;
@@ -116,12 +141,27 @@ static mr_status read_pre_tokenizer_step(const cJSON *step, const char *name, bo
     if (type != NULL && strcmp(type, "Split") == 0) {
         const cJSON *pattern = cJSON_GetObjectItemCaseSensitive(step, "pattern");
         const char *regex = get_string(pattern, "Regex");
-        if (regex == NULL || strcmp(regex, gpt2_pattern) != 0) {
+        const char *behavior = get_string(step, "behavior");
+        if (regex != NULL && strcmp(regex, gpt2_pattern) == 0) {
+            layout->pre = MR_TOKENIZER_PRE_GPT2;
+        } else if (regex != NULL && strcmp(regex, llama3_pattern) == 0) {
+            layout->pre = MR_TOKENIZER_PRE_LLAMA3;
+        } else if (regex != NULL && strcmp(regex, qwen2_pattern) == 0) {
+            layout->pre = MR_TOKENIZER_PRE_QWEN2;
+        } else {
             return mr_error_set(err, MR_ERR_UNSUPPORTED,
                                 "tokenizer: %s: pre_tokenizer Split pattern \"%.80s\" is not "
-                                "supported (Llama 3 and Qwen2 use such patterns); only GPT-2's "
-                                "pattern is",
+                                "supported; supported are the patterns of GPT-2, Llama 3 and "
+                                "Qwen2",
                                 name, regex == NULL ? "(not a regex)" : regex);
+        }
+        if ((behavior != NULL && strcmp(behavior, "Isolated") != 0) ||
+            get_bool(step, "invert", false)) {
+            return mr_error_set(err, MR_ERR_UNSUPPORTED,
+                                "tokenizer: %s: pre_tokenizer Split needs behavior \"Isolated\" "
+                                "and invert false, got \"%s\"%s",
+                                name, behavior == NULL ? "(none)" : behavior,
+                                get_bool(step, "invert", false) ? " inverted" : "");
         }
         *split_seen = true;
         return MR_OK;
@@ -143,7 +183,8 @@ static mr_status read_pre_tokenizer_step(const cJSON *step, const char *name, bo
     }
     return mr_error_set(err, MR_ERR_UNSUPPORTED,
                         "tokenizer: %s: pre_tokenizer \"%s\" is not supported; supported are "
-                        "ByteLevel, Metaspace and a Split by GPT-2's pattern",
+                        "ByteLevel, Metaspace and a Split by GPT-2's, Llama 3's or Qwen2's "
+                        "pattern",
                         name, type == NULL ? "(no type)" : type);
 }
 
@@ -570,6 +611,8 @@ mr_status mr_tokenizer_from_hf_json_text(const char *json, size_t len, const cha
         v.vocab.scores = v.scores;
         v.vocab.merges = (const char *const *)v.merges;
         v.vocab.add_space_prefix = layout.prepend_meta;
+        v.vocab.pre = layout.pre;
+        v.vocab.ignore_merges = get_bool(model, "ignore_merges", false);
         status = kind == MR_TOKENIZER_SPM ? mr_tokenizer_create_spm(&v.vocab, out, err)
                                           : mr_tokenizer_create_bpe(&v.vocab, out, err);
     }

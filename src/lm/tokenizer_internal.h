@@ -126,6 +126,8 @@ struct mr_tokenizer {
     int32_t unk_id;
     bool add_space_prefix;
     bool add_bos;
+    mr_tokenizer_pre pre;  /* BPE: how text splits into pieces */
+    bool ignore_merges;    /* BPE: look a whole piece up before merging */
 
     int32_t byte_ids[256]; /* SPM: <0xNN> ids; BPE: id of each byte's character; -1 if none */
 
@@ -153,6 +155,10 @@ mr_status mr_tok_encode_bpe(const mr_tokenizer *tok, const char *text, size_t le
 
 /* Builds the byte alphabet and merge table of a BPE tokenizer. */
 mr_status mr_tok_build_bpe(mr_tokenizer *tok, const mr_tokenizer_vocab *vocab, mr_error *err);
+
+/* Returns the end of the pre-token that starts at text[i] (i < len) under
+ * pattern pre; the next one starts there. */
+size_t mr_tok_pretoken_end(mr_tokenizer_pre pre, const char *text, size_t len, size_t i);
 
 /* Appends the bytes of one BPE token text (GPT-2 alphabet) to out;
  * characters outside the alphabet are copied as UTF-8. Returns the byte

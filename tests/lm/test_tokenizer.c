@@ -683,9 +683,9 @@ static void gguf_missing_keys_are_named(void) {
         CHECK_STATUS(tokenizer_status(path, &err), MR_ERR_UNSUPPORTED);
         CHECK(strstr(err.message, "\"bert\"") != NULL);
     }
-    if (write_vocab_file(path, "gpt2", "llama-bpe", true, false)) {
+    if (write_vocab_file(path, "gpt2", "deepseek-llm", true, false)) {
         CHECK_STATUS(tokenizer_status(path, &err), MR_ERR_UNSUPPORTED);
-        CHECK(strstr(err.message, "\"llama-bpe\"") != NULL);
+        CHECK(strstr(err.message, "\"deepseek-llm\"") != NULL);
     }
     if (write_vocab_file(path, "llama", NULL, true, true)) {
         CHECK_STATUS(tokenizer_status(path, &err), MR_OK);

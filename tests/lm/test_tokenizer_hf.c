@@ -274,11 +274,11 @@ static void unsupported_files_rejected(void) {
     CHECK_STATUS(load_inline("{\"model\": [1, 2", &err), MR_ERR_FORMAT);
     CHECK(strstr(err.message, "not valid JSON") != NULL);
 
-    CHECK_STATUS(load_inline("{\"normalizer\":{\"type\":\"NFC\"},\"model\":{\"type\":\"BPE\","
+    CHECK_STATUS(load_inline("{\"normalizer\":{\"type\":\"NFKC\"},\"model\":{\"type\":\"BPE\","
                              "\"vocab\":{\"a\":0},\"merges\":[]}}",
                              &err),
                  MR_ERR_UNSUPPORTED);
-    CHECK(strstr(err.message, "\"NFC\"") != NULL);
+    CHECK(strstr(err.message, "\"NFKC\"") != NULL);
 
     /* A merge that makes a token missing from the vocabulary. */
     CHECK_STATUS(load_inline("{\"normalizer\":{\"type\":\"Replace\",\"pattern\":{\"String\":\" \"},"

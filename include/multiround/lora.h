@@ -141,6 +141,15 @@ mr_status mr_lora_save_peft(const mr_lora *lora, const char *dir, const char *ba
  */
 mr_lora *mr_lora_load_peft(mr_llama *model, const char *dir, mr_error *err);
 
+/*
+ * Loads the PEFT LoRA folder dir for model (as mr_lora_load_peft does),
+ * merges it into the weights (as mr_lora_merge does) and frees the
+ * adapter, so that the model alone gives the adapted logits. Fills err
+ * on the errors of those two calls; a failed merge may leave some weights
+ * merged, so the model should then be freed.
+ */
+mr_status mr_lora_merge_peft(mr_llama *model, const char *dir, mr_error *err);
+
 #ifdef __cplusplus
 }
 #endif

@@ -150,6 +150,17 @@ mr_lora *mr_lora_load_peft(mr_llama *model, const char *dir, mr_error *err);
  */
 mr_status mr_lora_merge_peft(mr_llama *model, const char *dir, mr_error *err);
 
+/*
+ * Loads the model at model_path (a GGUF file or a Hugging Face folder),
+ * merges the PEFT LoRA folder lora_dir into it and writes the result to
+ * output as mr_llama_convert() does: a GGUF file when output ends in
+ * ".gguf", else a folder, with the input's tokenizer. type selects the
+ * storage of matrices; NULL keeps the input's embedding type (F32 for a
+ * folder when that type is quantised). Implemented in src/lm/llama_hf.c.
+ */
+mr_status mr_lora_merge_file(const char *model_path, const char *lora_dir, const char *output,
+                             const mr_qtype *type, mr_error *err);
+
 #ifdef __cplusplus
 }
 #endif

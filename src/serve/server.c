@@ -248,8 +248,9 @@ static char *error_event(char *json) {
     return event;
 }
 
-/* Copies the token counts of a finished job that ran, cancelled or not;
- * a job that never ran keeps the counts given (its prompt, 0 output). */
+/* Copies the token counts of a finished job that ran, also when it was
+ * cancelled. A job that never ran keeps the counts given: its prompt and
+ * 0 output tokens. */
 static void take_token_counts(const job *item, int64_t *prompt_tokens,
                               int64_t *completion_tokens) {
     if (item->state != JOB_DONE || item->result.prompt_tokens == 0) {

@@ -141,6 +141,26 @@ mr_status mr_lora_save_peft(const mr_lora *lora, const char *dir, const char *ba
  */
 mr_lora *mr_lora_load_peft(mr_llama *model, const char *dir, mr_error *err);
 
+/*
+ * Loads the PEFT LoRA folder dir for model (as mr_lora_load_peft does),
+ * merges it into the weights (as mr_lora_merge does) and frees the
+ * adapter, so that the model alone gives the adapted logits. Fills err
+ * on the errors of those two calls; a failed merge may leave some weights
+ * merged, so the model should then be freed.
+ */
+mr_status mr_lora_merge_peft(mr_llama *model, const char *dir, mr_error *err);
+
+/*
+ * Loads the model at model_path (a GGUF file or a Hugging Face folder),
+ * merges the PEFT LoRA folder lora_dir into it and writes the result to
+ * output as mr_llama_convert() does: a GGUF file when output ends in
+ * ".gguf", else a folder, with the input's tokenizer. type selects the
+ * storage of matrices; NULL keeps the input's embedding type (F32 for a
+ * folder when that type is quantised). Implemented in src/lm/llama_hf.c.
+ */
+mr_status mr_lora_merge_file(const char *model_path, const char *lora_dir, const char *output,
+                             const mr_qtype *type, mr_error *err);
+
 #ifdef __cplusplus
 }
 #endif

@@ -42,6 +42,8 @@ extern "C" {
 /* Settings of an in-process model. */
 typedef struct mr_local_model_config {
     const char *path;          /* GGUF file with the weights and the tokenizer */
+    const char *lora_dir;      /* PEFT LoRA adapter folder merged into the weights
+                                  at load (mr_lora_merge_peft); NULL: none */
     const char *id;            /* model id in replies and /v1/models; NULL: the
                                   file name without its folder and ".gguf" */
     const char *chat_template; /* "chatml", "llama3" or "llama2"; NULL: recognised
@@ -62,8 +64,8 @@ typedef struct mr_local_model mr_local_model;
  * template. A file without a recognised template and no chat_template
  * setting still serves text completions, while chat requests fail with
  * MR_ERR_UNSUPPORTED. Returns NULL and fills err on a missing or invalid
- * file, an unknown template name or a context_length outside [0, the
- * model's].
+ * file or adapter, an unknown template name or a context_length outside
+ * [0, the model's].
  */
 mr_local_model *mr_local_model_open(const mr_local_model_config *config, mr_error *err);
 

@@ -17,6 +17,7 @@
 #include "multiround/generate.h"
 #include "multiround/gguf.h"
 #include "multiround/llama.h"
+#include "multiround/lora.h"
 #include "multiround/serve.h"
 #include "multiround/tokenizer.h"
 
@@ -123,6 +124,13 @@ mr_local_model *mr_local_model_open(const mr_local_model_config *config, mr_erro
         model->llama = mr_llama_load_gguf(config->path, err);
         status = model->llama != NULL ? MR_OK : (err != NULL ? err->status : MR_ERR_FORMAT);
     }
+    if (status == MR_OK && config->lora_dir != NULL) {
+        status = mr_lora_merge_peft(model->llama, config->lora_dir, err);
+        if (status == MR_OK) {
+            mr_log(MR_LOG_INFO, "llm", "local model '%s': merged the LoRA adapter %s",
+                   model->id, config->lora_dir);
+        }
+    }
     if (status != MR_OK) {
         mr_local_model_close(model);
         return NULL;
@@ -184,8 +192,9 @@ static mr_status render_chat(const mr_local_model *model, const mr_llm_request *
                              char **text, size_t *len, mr_error *err) {
     if (!model->has_template) {
         return mr_error_set(err, MR_ERR_UNSUPPORTED,
-                            "model '%s' has no chat template; use a text completion, or set "
-                            "a template by name (chatml, llama3 or llama2)",
+                            "model '%s' has no chat template; use a text completion, or "
+                            "load the model with a template set by name (--chat-template "
+                            "chatml|llama3|llama2 in multiround serve and chat)",
                             model->id);
     }
     mr_chat_message *messages = malloc((size_t)request->n_messages * sizeof *messages);

@@ -333,6 +333,12 @@ static mr_status load_models(const cJSON *root, const char *path, mr_llm_pool *p
     }
 
     int n = cJSON_GetArraySize(models);
+    if (n == 0) {
+        return mr_error_set(err, MR_ERR_FORMAT,
+                            "llm pool: %s has an empty \"models\" array; list at least one "
+                            "model (see docs/llm.md for the format)",
+                            path);
+    }
     pool->models = calloc(n > 0 ? (size_t)n : 1, sizeof *pool->models);
     if (pool->models == NULL) {
         return mr_error_set(err, MR_ERR_NO_MEMORY, "llm pool: out of memory loading %s", path);

@@ -225,6 +225,15 @@ mr_status hf_config_from_json(const cJSON *json, const char *name, mr_llama_conf
 
     c.kv_heads = c.heads;
     c.head_dim = c.dim / c.heads;
+    bool head_dim_given = cJSON_GetObjectItemCaseSensitive(json, "head_dim") != NULL &&
+                          !cJSON_IsNull(cJSON_GetObjectItemCaseSensitive(json, "head_dim"));
+    if (!head_dim_given && c.dim % c.heads != 0) {
+        return mr_error_set(err, MR_ERR_FORMAT,
+                            "hf: %s: \"hidden_size\" %d is not a multiple of "
+                            "\"num_attention_heads\" %d, so the head width is undefined; "
+                            "change one of them or set \"head_dim\"",
+                            name, c.dim, c.heads);
+    }
     c.context_length = *arch == HF_ARCH_QWEN2 ? 32768 : 2048;
     c.rope_base = 10000.0f;
     c.rms_eps = 1e-6f;

@@ -16,6 +16,7 @@
 #include "hf_internal.h"
 #include "llama_internal.h"
 #include "multiround/fileio.h"
+#include "multiround/lora.h"
 #include "multiround/safetensors.h"
 
 /* Longest path this file builds. */
@@ -547,10 +548,27 @@ mr_status mr_llama_save_hf(const mr_llama *model, const char *dir, mr_qtype type
         status = write_tokenizer_gguf(metadata, dir, err);
     }
     if (status == MR_OK) {
-        mr_log(MR_LOG_INFO, "hf", "wrote '%s': %s, %d tensors as %s", dir,
+        /* Only matrices take type; 1-D weights are written as F32. */
+        int matrices = 0;
+        for (int i = 0; i < model->weight_count; i++) {
+            matrices += model->weights[i].n_dims == 2;
+        }
+        int vectors = model->weight_count - matrices;
+        if (type == MR_QTYPE_F32) {
+            matrices += vectors;
+            vectors = 0;
+        }
+        char counts[64];
+        if (vectors > 0) {
+            snprintf(counts, sizeof counts, "%d %s, %d f32", matrices, mr_qtype_name(type),
+                     vectors);
+        } else {
+            snprintf(counts, sizeof counts, "%d %s", matrices, mr_qtype_name(type));
+        }
+        mr_log(MR_LOG_INFO, "hf", "wrote '%s': %s, %d tensors (%s)", dir,
                hf_arch_of(&model->config) == HF_ARCH_QWEN2 ? "Qwen2ForCausalLM"
                                                            : "LlamaForCausalLM",
-               model->weight_count, mr_qtype_name(type));
+               model->weight_count, counts);
     }
     return status;
 }
@@ -564,8 +582,11 @@ static bool ends_with(const char *text, const char *suffix) {
     return n >= m && strcmp(text + n - m, suffix) == 0;
 }
 
-mr_status mr_llama_convert(const char *input, const char *output, const mr_qtype *type,
-                           mr_error *err) {
+/* Converts input to output as mr_llama_convert() describes, after
+ * merging the PEFT LoRA folder lora_dir into the weights when it is not
+ * NULL. */
+static mr_status convert_model(const char *input, const char *lora_dir, const char *output,
+                               const mr_qtype *type, mr_error *err) {
     mr_error local;
     if (err == NULL) {
         err = &local;
@@ -575,6 +596,17 @@ mr_status mr_llama_convert(const char *input, const char *output, const mr_qtype
     mr_llama *model = mr_llama_load(input, err);
     if (model == NULL) {
         return err->status;
+    }
+
+    /* The default type is read before the merge, which turns the
+     * targeted matrices into F32 (the embedding is never a target). */
+    mr_qtype embedding_type = model->weights[model->token_embd].type;
+    if (lora_dir != NULL) {
+        mr_status merged = mr_lora_merge_peft(model, lora_dir, err);
+        if (merged != MR_OK) {
+            mr_llama_free(model);
+            return merged;
+        }
     }
 
     /* The key/values to carry over: the GGUF input itself, or the
@@ -591,7 +623,7 @@ mr_status mr_llama_convert(const char *input, const char *output, const mr_qtype
         }
     }
 
-    mr_qtype target = type != NULL ? *type : model->weights[model->token_embd].type;
+    mr_qtype target = type != NULL ? *type : embedding_type;
     if (type == NULL && !to_gguf && target != MR_QTYPE_F16 && target != MR_QTYPE_BF16) {
         target = MR_QTYPE_F32;
     }
@@ -604,6 +636,16 @@ mr_status mr_llama_convert(const char *input, const char *output, const mr_qtype
     mr_gguf_close(metadata);
     mr_llama_free(model);
     return status;
+}
+
+mr_status mr_llama_convert(const char *input, const char *output, const mr_qtype *type,
+                           mr_error *err) {
+    return convert_model(input, NULL, output, type, err);
+}
+
+mr_status mr_lora_merge_file(const char *model_path, const char *lora_dir, const char *output,
+                             const mr_qtype *type, mr_error *err) {
+    return convert_model(model_path, lora_dir, output, type, err);
 }
 
 int64_t mr_llama_param_count(const mr_llama *model) {

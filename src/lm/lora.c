@@ -603,3 +603,13 @@ mr_lora *mr_lora_load_peft(mr_llama *model, const char *dir, mr_error *err) {
            dir, config.rank, (double)config.alpha, (double)config.dropout, (long long)used / 2);
     return lora;
 }
+
+mr_status mr_lora_merge_peft(mr_llama *model, const char *dir, mr_error *err) {
+    mr_lora *lora = mr_lora_load_peft(model, dir, err);
+    if (lora == NULL) {
+        return err != NULL && err->status != MR_OK ? err->status : MR_ERR_FORMAT;
+    }
+    mr_status status = mr_lora_merge(lora, err);
+    mr_lora_free(lora);
+    return status;
+}

@@ -5,7 +5,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <sqlite3.h>
 
@@ -338,6 +340,19 @@ static mr_status index_lines(index_builder *builder, mr_jsonl_reader *reader,
     return MR_OK;
 }
 
+/* Deletes a database file that a failed build created with no passages,
+ * with SQLite's journal files, so that no empty index is left behind. */
+static void remove_new_database(const char *db_path) {
+    static const char *const suffixes[] = {"", "-journal", "-wal", "-shm"};
+    for (size_t i = 0; i < sizeof suffixes / sizeof suffixes[0]; i++) {
+        char path[4096];
+        int length = snprintf(path, sizeof path, "%s%s", db_path, suffixes[i]);
+        if (length > 0 && (size_t)length < sizeof path) {
+            unlink(path);
+        }
+    }
+}
+
 mr_status mr_passage_index_build(const char *jsonl_path, const char *db_path,
                                  const mr_passage_index_options *options,
                                  mr_passage_index_stats *stats, mr_error *err) {
@@ -366,6 +381,8 @@ mr_status mr_passage_index_build(const char *jsonl_path, const char *db_path,
     if (status != MR_OK) {
         return status;
     }
+    struct stat db_info;
+    bool db_existed = stat(db_path, &db_info) == 0;
     index_builder builder;
     status = builder_open(&builder, db_path, err);
 
@@ -395,5 +412,8 @@ mr_status mr_passage_index_build(const char *jsonl_path, const char *db_path,
 
     builder_close(&builder);
     mr_jsonl_reader_close(reader);
+    if (status != MR_OK && !db_existed && stats->added == 0) {
+        remove_new_database(db_path);
+    }
     return status;
 }

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include <cJSON.h>
 
@@ -69,6 +70,12 @@ mr_status mr_jsonl_reader_open(const char *path, size_t max_line_bytes,
     if (file == NULL) {
         mr_status status = errno == ENOENT ? MR_ERR_NOT_FOUND : MR_ERR_IO;
         return mr_error_set(err, status, "jsonl: cannot open %s: %s", path, strerror(errno));
+    }
+    struct stat info;
+    if (fstat(fileno(file), &info) == 0 && S_ISDIR(info.st_mode)) {
+        fclose(file);
+        return mr_error_set(err, MR_ERR_IO, "jsonl: cannot open %s: %s; give a file", path,
+                            strerror(EISDIR));
     }
 
     mr_status status = reader_create(path, max_line_bytes, out, err);
@@ -205,8 +212,9 @@ mr_status mr_jsonl_reader_next(mr_jsonl_reader *reader, const char **line, size_
         if (c == EOF) {
             reader->at_end = true;
             if (reader->file != NULL && ferror(reader->file)) {
-                return mr_error_set(err, MR_ERR_IO, "jsonl: read error in %s after line %lld",
-                                    reader->name, (long long)reader->line_number);
+                return mr_error_set(err, MR_ERR_IO,
+                                    "jsonl: cannot read %s after line %lld: %s", reader->name,
+                                    (long long)reader->line_number, strerror(errno));
             }
             if (!saw_byte) {
                 *line_number = reader->line_number;

@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <cJSON.h>
 #include <sqlite3.h>
@@ -89,15 +90,38 @@ void mr_passage_hits_free(mr_passage_hit *hits, int n) {
     }
 }
 
+/*
+ * Writes the command that builds an index for path, which is not one:
+ * a JSON Lines path becomes the corpus and the same name with ".db" the
+ * index; any other path gets placeholders, since it may be a corpus or a
+ * database of another program.
+ */
+static void format_build_hint(const char *path, char *hint, size_t size) {
+    size_t length = strlen(path);
+    size_t stem = length;
+    if (length > 6 && strcmp(path + length - 6, ".jsonl") == 0) {
+        stem = length - 6;
+    } else if (length > 5 && strcmp(path + length - 5, ".json") == 0) {
+        stem = length - 5;
+    }
+    if (stem == length) {
+        snprintf(hint, size, "multiround index build CORPUS.jsonl -o CORPUS.db");
+        return;
+    }
+    snprintf(hint, size, "multiround index build %s -o %.*s.db", path, (int)stem, path);
+}
+
 mr_status retrieval_check_format(sqlite3 *db, const char *path, mr_error *err) {
     sqlite3_stmt *stmt = NULL;
     const char *sql = "SELECT (SELECT value FROM meta WHERE key = 'format'),"
                       " (SELECT value FROM meta WHERE key = 'version')";
+    char hint[MR_ERROR_MESSAGE_MAX];
+    format_build_hint(path, hint, sizeof hint);
     if (sqlite3_prepare_v2(db, sql, -1, &stmt, NULL) != SQLITE_OK) {
         return mr_error_set(err, MR_ERR_FORMAT,
                             "retriever: %s is not a multiround passage index (%s); build one "
-                            "with 'multiround index build CORPUS.jsonl -o %s'",
-                            path, sqlite3_errmsg(db), path);
+                            "with '%s'",
+                            path, sqlite3_errmsg(db), hint);
     }
 
     mr_status status = MR_OK;
@@ -105,8 +129,8 @@ mr_status retrieval_check_format(sqlite3 *db, const char *path, mr_error *err) {
         strcmp((const char *)sqlite3_column_text(stmt, 0), MR_INDEX_FORMAT) != 0) {
         status = mr_error_set(err, MR_ERR_FORMAT,
                               "retriever: %s is not a multiround passage index; build one "
-                              "with 'multiround index build CORPUS.jsonl -o FILE'",
-                              path);
+                              "with '%s'",
+                              path, hint);
     } else if (sqlite3_column_text(stmt, 1) == NULL ||
                strcmp((const char *)sqlite3_column_text(stmt, 1), MR_INDEX_VERSION) != 0) {
         const unsigned char *version = sqlite3_column_text(stmt, 1);
@@ -126,6 +150,14 @@ mr_status mr_retriever_open(const char *path, mr_retriever **out, mr_error *err)
     if (stat(path, &info) != 0) {
         mr_status status = errno == ENOENT ? MR_ERR_NOT_FOUND : MR_ERR_IO;
         return mr_error_set(err, status, "retriever: cannot open %s: %s", path,
+                            strerror(errno));
+    }
+    if (S_ISDIR(info.st_mode)) {
+        return mr_error_set(err, MR_ERR_IO, "retriever: cannot open %s: %s; give an index file",
+                            path, strerror(EISDIR));
+    }
+    if (access(path, R_OK) != 0) {
+        return mr_error_set(err, MR_ERR_IO, "retriever: cannot open %s: %s", path,
                             strerror(errno));
     }
 

@@ -67,6 +67,54 @@ static bool is_integer(const cJSON *item) {
  * Request fields
  * ------------------------------------------------------------------------ */
 
+/*
+ * Returns whether text is valid UTF-8: no stray continuation bytes, no
+ * overlong forms, no UTF-16 surrogates and nothing above U+10FFFF. JSON
+ * strings may carry raw invalid bytes through cJSON, and the tokenizer
+ * and the reply's JSON both need valid text.
+ */
+static bool is_valid_utf8(const char *text) {
+    const unsigned char *p = (const unsigned char *)text;
+    while (*p != 0) {
+        unsigned char c = p[0];
+        int extra = 0;
+        uint32_t min = 0, cp = 0;
+        if (c < 0x80) {
+            p++;
+            continue;
+        } else if ((c & 0xe0) == 0xc0) {
+            extra = 1, min = 0x80, cp = c & 0x1f;
+        } else if ((c & 0xf0) == 0xe0) {
+            extra = 2, min = 0x800, cp = c & 0x0f;
+        } else if ((c & 0xf8) == 0xf0) {
+            extra = 3, min = 0x10000, cp = c & 0x07;
+        } else {
+            return false;
+        }
+        for (int i = 1; i <= extra; i++) {
+            if ((p[i] & 0xc0) != 0x80) {
+                return false; /* also stops at the terminating NUL */
+            }
+            cp = (cp << 6) | (p[i] & 0x3f);
+        }
+        if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff)) {
+            return false;
+        }
+        p += extra + 1;
+    }
+    return true;
+}
+
+/* Stores an error naming field when text is not valid UTF-8. */
+static mr_status check_utf8(const char *text, const char *field, char *param,
+                            size_t param_size, mr_error *err) {
+    if (is_valid_utf8(text)) {
+        return MR_OK;
+    }
+    return field_error(param, param_size, field, err,
+                       "'%s' is not valid UTF-8; send text encoded as UTF-8", field);
+}
+
 /* Reads "messages": a non-empty array of objects with string role and
  * content. */
 static mr_status read_messages(const cJSON *root, serve_request *out, char *param,
@@ -111,6 +159,16 @@ static mr_status read_messages(const cJSON *root, serve_request *out, char *para
                                "not supported)",
                                field, content == NULL ? "missing" : type_name(content));
         }
+        snprintf(field, sizeof field, "messages[%d].role", i);
+        mr_status status = check_utf8(role->valuestring, field, param, param_size, err);
+        if (status != MR_OK) {
+            return status;
+        }
+        snprintf(field, sizeof field, "messages[%d].content", i);
+        status = check_utf8(content->valuestring, field, param, param_size, err);
+        if (status != MR_OK) {
+            return status;
+        }
         out->messages[i].role = role->valuestring;
         out->messages[i].content = content->valuestring;
     }
@@ -128,6 +186,9 @@ static mr_status read_stop(const cJSON *root, mr_llm_request *request, char *par
         return MR_OK;
     }
     if (cJSON_IsString(stop)) {
+        if (check_utf8(stop->valuestring, "stop", param, param_size, err) != MR_OK) {
+            return MR_ERR_INVALID_ARGUMENT;
+        }
         if (stop->valuestring[0] != '\0') {
             request->stop[request->n_stop++] = stop->valuestring;
         }
@@ -153,6 +214,11 @@ static mr_status read_stop(const cJSON *root, mr_llm_request *request, char *par
                                "'%s' is %s, expected a non-empty string", field,
                                cJSON_IsString(item) ? "empty" : type_name(item));
         }
+        char field[32];
+        snprintf(field, sizeof field, "stop[%d]", i);
+        if (check_utf8(item->valuestring, field, param, param_size, err) != MR_OK) {
+            return MR_ERR_INVALID_ARGUMENT;
+        }
         request->stop[request->n_stop++] = item->valuestring;
     }
     return MR_OK;
@@ -171,10 +237,12 @@ static mr_status read_sampling(const cJSON *root, mr_llm_kind kind, mr_llm_reque
     if (max_tokens != NULL && !cJSON_IsNull(max_tokens)) {
         if (!is_integer(max_tokens) || max_tokens->valuedouble < 1 ||
             max_tokens->valuedouble > MAX_TOKENS_LIMIT) {
+            const char *problem = !cJSON_IsNumber(max_tokens) ? type_name(max_tokens)
+                                  : !is_integer(max_tokens)   ? "not an integer"
+                                                              : "out of range";
             return field_error(param, param_size, max_name, err,
-                               "'%s' is %s, expected an integer from 1 to %d", max_name,
-                               cJSON_IsNumber(max_tokens) ? "out of range" : type_name(max_tokens),
-                               MAX_TOKENS_LIMIT);
+                               "'%s' is %s; it must be an integer from 1 to %d", max_name,
+                               problem, MAX_TOKENS_LIMIT);
         }
         request->max_tokens = (int)max_tokens->valuedouble;
     }
@@ -341,6 +409,7 @@ mr_status serve_request_parse(const char *body, size_t size, mr_llm_kind kind,
                                  "token ids are not supported)",
                                  prompt == NULL ? "missing" : type_name(prompt));
         } else {
+            status = check_utf8(prompt->valuestring, "prompt", param, param_size, err);
             out->request.prompt = prompt->valuestring;
         }
     }

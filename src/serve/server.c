@@ -248,6 +248,18 @@ static char *error_event(char *json) {
     return event;
 }
 
+/* Copies the token counts of a finished job that ran, also when it was
+ * cancelled. A job that never ran keeps the counts given: its prompt and
+ * 0 output tokens. */
+static void take_token_counts(const job *item, int64_t *prompt_tokens,
+                              int64_t *completion_tokens) {
+    if (item->state != JOB_DONE || item->result.prompt_tokens == 0) {
+        return;
+    }
+    *prompt_tokens = item->result.prompt_tokens;
+    *completion_tokens = item->result.completion_tokens;
+}
+
 /* Produces the events that end a stream: the finish chunk, the usage
  * chunk when asked for, and [DONE]; or one error event. */
 static bool stream_finish(stream_state *stream) {
@@ -341,6 +353,11 @@ static ssize_t stream_read(void *cls, uint64_t pos, char *buf, size_t max) {
 static void stream_free(void *cls) {
     stream_state *stream = cls;
     job_cancel(stream->server->queue, stream->item, JOB_CANCELLED);
+
+    /* A cancelled job stops at its next piece of text; its result then
+     * has the tokens generated so far, which the log line reports. */
+    job_wait(stream->server->queue, stream->item, 0, false, NULL, NULL);
+    take_token_counts(stream->item, &stream->prompt_tokens, &stream->completion_tokens);
     log_request(stream->method, stream->path, stream->status, stream->prompt_tokens,
                 stream->completion_tokens, stream->start_s,
                 stream->completed ? "" : " (stream ended early)");
@@ -373,6 +390,7 @@ static enum MHD_Result reply_stream(mr_server *server, struct MHD_Connection *co
     snprintf(stream->path, sizeof stream->path, "%s", request->path);
     stream->start_s = request->start_s;
     stream->status = MHD_HTTP_OK;
+    stream->prompt_tokens = request->prompt_tokens;
 
     struct MHD_Response *response =
         MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 4096, stream_read, stream,
@@ -410,6 +428,7 @@ static enum MHD_Result reply_when_done(mr_server *server, struct MHD_Connection 
     mr_status status;
     mr_error error;
     job_snapshot(server->queue, item, &outcome, &status, &error);
+    take_token_counts(item, &request->prompt_tokens, &request->completion_tokens);
     enum MHD_Result queued;
     if (outcome == JOB_CANCELLED) {
         /* The client has gone, so this reply only lets libmicrohttpd
@@ -431,8 +450,6 @@ static enum MHD_Result reply_when_done(mr_server *server, struct MHD_Connection 
         char id[64];
         next_reply_id(server, kind == MR_LLM_CHAT ? "chatcmpl" : "cmpl", id, sizeof id);
         reply_header header = {id, mr_local_model_id(server->model), (int64_t)time(NULL), kind};
-        request->prompt_tokens = item->result.prompt_tokens;
-        request->completion_tokens = item->result.completion_tokens;
         queued = reply_json(connection, request, MHD_HTTP_OK,
                             serve_reply_json(&header, &item->result));
     }

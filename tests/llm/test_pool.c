@@ -116,6 +116,7 @@ static void pool_errors_name_field(void) {
          "\"price_input_per_mtok\": 0, \"price_output_per_mtok\": 0}]}",
          true, MR_ERR_FORMAT, "models[0].base_url is missing"},
         {"{\"models\": {}}", true, MR_ERR_FORMAT, "must be a JSON object with a \"models\" array"},
+        {"{\"models\": []}", true, MR_ERR_FORMAT, "has an empty \"models\" array"},
         {"{\"models\": [], \"default\": \"m\"}", true, MR_ERR_FORMAT,
          "unknown top-level field 'default'"},
         {"{\"models\": [\n  {\"name\": \"m\",,}\n]}", true, MR_ERR_FORMAT,

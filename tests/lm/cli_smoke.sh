@@ -1,7 +1,8 @@
 #!/bin/sh
 # Smoke test of the language-model commands on stories260K: info, greedy
 # generation, conversion GGUF -> Hugging Face folder -> GGUF with the same
-# greedy text, a quantised conversion, lm init and lm score.
+# greedy text, a quantised conversion, lm init and lm score, and the
+# errors for unreadable inputs, unknown options and bad score lines.
 #
 # usage: cli_smoke.sh PATH_TO_MULTIROUND (run from the tests/ folder)
 set -eu
@@ -57,5 +58,83 @@ printf '%s\n' '{"prompt": "Once upon a time", "completion": " there was a little
 awk -F'"logprob":' 'NR == 1 { split($2, a, ","); first = a[1] }
     NR == 2 { split($2, b, ","); if (!(first > b[1])) exit 1 }' "$work/score.out" ||
     fail "the story continuation did not score higher: $(cat "$work/score.out")"
+
+# Every line is scored; a bad line is named by its number and fails the run.
+printf '%s\n' '{"prompt": "Once upon a time", "completion": " there"}' 'not json' \
+    '{"prompt": "Once", "completion": " upon"}' > "$work/mixed.jsonl"
+if "$binary" lm score -m "$model" --data "$work/mixed.jsonl" > "$work/mixed.out" \
+    2> "$work/mixed.err"; then
+    fail "lm score with a bad line exited 0"
+fi
+grep -q '"line":1,' "$work/mixed.out" || fail "lm score printed no result for line 1"
+grep -q '"line":3,' "$work/mixed.out" || fail "lm score printed no result for line 3"
+grep -q "mixed.jsonl:2:" "$work/mixed.err" || fail "lm score did not name line 2"
+
+# A line that cannot be scored (longer than the 2048-token context) is
+# named by its input line, not by its index in a batch.
+long=$(awk 'BEGIN { for (i = 0; i < 2100; i++) printf "a b "; }')
+printf '%s\n' '{"prompt": "Once", "completion": " upon"}' \
+    "{\"prompt\": \"$long\", \"completion\": \" x\"}" > "$work/long.jsonl"
+if "$binary" lm score -m "$model" --data "$work/long.jsonl" > "$work/long.out" \
+    2> "$work/long.err"; then
+    fail "lm score of a too-long line exited 0"
+fi
+grep -q "long.jsonl:2: scoring failed" "$work/long.err" ||
+    fail "lm score did not name line 2: $(cat "$work/long.err")"
+grep -q '"line":1,' "$work/long.out" || fail "lm score printed no result for the good line"
+
+# Unreadable inputs fail with the path and the reason.
+if "$binary" lm score -m "$model" --data "$work" > "$work/dir.out" 2> "$work/dir.err"; then
+    fail "lm score on a directory exited 0"
+fi
+grep -q "cannot open the data file $work: Is a directory" "$work/dir.err" ||
+    fail "lm score on a directory gave an unclear error: $(cat "$work/dir.err")"
+if "$binary" generate -m "$work/missing.gguf" -p x 2> "$work/missing.err"; then
+    fail "generate with a missing model exited 0"
+fi
+grep -q "cannot open model $work/missing.gguf: No such file or directory" "$work/missing.err" ||
+    fail "a missing model gave an unclear error: $(cat "$work/missing.err")"
+
+# An unknown option in last position is unknown, not missing a value.
+for command in "lm score" generate serve chat "lm info" "index embed"; do
+    # shellcheck disable=SC2086
+    if "$binary" $command --bogus > /dev/null 2> "$work/bogus.err"; then
+        fail "$command accepted --bogus"
+    fi
+    grep -q "unknown option '--bogus'" "$work/bogus.err" ||
+        fail "$command: $(cat "$work/bogus.err")"
+done
+
+# Temperature ranges agree across generate, chat and serve.
+if "$binary" generate -m "$model" -p x --temp 3 2> "$work/temp.err"; then
+    fail "generate accepted --temp 3"
+fi
+grep -q "\[0, 2\]" "$work/temp.err" || fail "generate --temp range is not [0, 2]"
+
+# A model without a chat template: the error names the option.
+if echo hello | "$binary" chat -m "$model" > /dev/null 2> "$work/template.err"; then
+    fail "chat without a template exited 0"
+fi
+grep -q -- "--chat-template chatml|llama3|llama2" "$work/template.err" ||
+    fail "chat without a template did not name the option: $(cat "$work/template.err")"
+
+# Converting with --type f16 keeps 1-D weights in f32 and says so.
+"$binary" lm convert "$model" "$work/hf16" --type f16 > /dev/null 2> "$work/f16.err" ||
+    fail "lm convert --type f16 failed"
+grep -q "48 tensors (37 f16, 11 f32)" "$work/f16.err" ||
+    fail "lm convert did not log per-type counts: $(cat "$work/f16.err")"
+
+# hidden_size 60 with 7 heads has no head width unless head_dim is set.
+sed -e 's/"hidden_size": 32/"hidden_size": 60/' -e 's/"num_attention_heads": 4/"num_attention_heads": 7/' \
+    -e 's/"num_key_value_heads": 2/"num_key_value_heads": 7/' "$work/config.json" > "$work/odd.json"
+if "$binary" lm init --config "$work/odd.json" --out "$work/odd.gguf" 2> "$work/odd.err"; then
+    fail "lm init accepted hidden_size 60 with 7 heads"
+fi
+grep -q '"hidden_size" 60 is not a multiple of "num_attention_heads" 7' "$work/odd.err" ||
+    fail "lm init gave an unclear error: $(cat "$work/odd.err")"
+[ ! -e "$work/odd.gguf" ] || fail "a failed lm init left $work/odd.gguf behind"
+sed -e 's/"hidden_size": 60/"hidden_size": 60, "head_dim": 8/' "$work/odd.json" > "$work/odd_hd.json"
+"$binary" lm init --config "$work/odd_hd.json" --out "$work/odd_hd.gguf" > /dev/null 2>&1 ||
+    fail "lm init with an explicit head_dim failed"
 
 echo "cli_smoke: ok"

@@ -2,7 +2,9 @@
 # Smoke test of `multiround index build`, `index embed` and `search`:
 # indexes a four-passage corpus, searches it as text and JSON, re-indexes
 # it, checks that FTS5 syntax in a query is harmless, then embeds it with
-# the story model and runs dense and hybrid searches.
+# the story model and runs dense and hybrid searches. It also checks the
+# errors for a directory given as a file, a corpus given as an index and
+# question files with bad or no gold titles.
 #
 # usage: cli_smoke.sh PATH_TO_MULTIROUND
 set -eu
@@ -37,6 +39,63 @@ grep -q '"id":"three"' "$work/river.out" || fail "search for river did not find 
 
 "$binary" search "$work/corpus.db" 'apple" OR title:(NEAR* ^' -k 5 > /dev/null 2>&1 ||
     fail "a query with FTS5 syntax failed"
+
+# A directory as the corpus fails with the reason, and leaves no database.
+mkdir "$work/folder"
+if "$binary" index build "$work/folder" -o "$work/folder.db" 2> "$work/dir.err"; then
+    fail "index build of a directory succeeded"
+fi
+grep -q "cannot open $work/folder: Is a directory" "$work/dir.err" ||
+    fail "index build of a directory gave an unclear error: $(cat "$work/dir.err")"
+[ ! -e "$work/folder.db" ] || fail "index build of a directory left $work/folder.db behind"
+
+# A corpus whose first line is bad leaves no empty database either.
+printf 'not json\n' > "$work/bad.jsonl"
+if "$binary" index build "$work/bad.jsonl" -o "$work/bad.db" 2> /dev/null; then
+    fail "index build of a bad corpus succeeded"
+fi
+[ ! -e "$work/bad.db" ] || fail "a failed index build left an empty $work/bad.db behind"
+
+if "$binary" index build "$work/corpus.jsonl" --bogus 2> "$work/bogus.err"; then
+    fail "index build accepted --bogus"
+fi
+grep -q "unknown option '--bogus'" "$work/bogus.err" ||
+    fail "an unknown last option was not reported as unknown: $(cat "$work/bogus.err")"
+
+if "$binary" search "$work/folder" apple 2> "$work/search_dir.err"; then
+    fail "search on a directory succeeded"
+fi
+grep -q "cannot open $work/folder: Is a directory" "$work/search_dir.err" ||
+    fail "search on a directory gave an unclear error: $(cat "$work/search_dir.err")"
+
+# A corpus given as the index: the hint names a .db path beside it.
+if "$binary" search "$work/corpus.jsonl" apple 2> "$work/not_index.err"; then
+    fail "search on a JSONL corpus succeeded"
+fi
+grep -q "index build $work/corpus.jsonl -o $work/corpus.db'" "$work/not_index.err" ||
+    fail "the hint does not name a .db path: $(cat "$work/not_index.err")"
+
+# supporting_titles as a string is rejected with its line number.
+printf '%s\n' '{"question": "apple trees", "supporting_titles": ["Apples"]}' \
+    '{"question": "who", "supporting_titles": "Lothair II"}' > "$work/bad_gold.jsonl"
+if "$binary" search "$work/corpus.db" --questions "$work/bad_gold.jsonl" 2> "$work/gold.err" \
+    > /dev/null; then
+    fail "search accepted a string as supporting_titles"
+fi
+grep -q "bad_gold.jsonl:2: \"supporting_titles\" must be an array" "$work/gold.err" ||
+    fail "the supporting_titles error is unclear: $(cat "$work/gold.err")"
+
+# Without gold titles, recall is n/a rather than 0.
+printf '%s\n' '{"question": "apple trees"}' > "$work/no_gold.jsonl"
+"$binary" search "$work/corpus.db" --questions "$work/no_gold.jsonl" > "$work/no_gold.out" \
+    2> /dev/null || fail "search --questions without gold titles failed"
+grep -q "recall: n/a" "$work/no_gold.out" || fail "recall without gold is not n/a"
+if grep -q "0.0000" "$work/no_gold.out"; then
+    fail "recall without gold titles printed 0: $(cat "$work/no_gold.out")"
+fi
+"$binary" search "$work/corpus.db" --questions "$work/no_gold.jsonl" --json \
+    > "$work/no_gold.json" 2> /dev/null || fail "search --questions --json failed"
+grep -q '"recall@2":null' "$work/no_gold.json" || fail "JSON recall without gold is not null"
 
 "$binary" search "$work/corpus.db" "apple" --exclude 4 -k 5 --json > "$work/exclude.out" \
     2> /dev/null || fail "search --exclude failed"

@@ -519,6 +519,59 @@ static void oversized_body_gets_413(void) {
     free(body);
 }
 
+/* The server's request log lines ("POST /v1/... 200, ..."), captured
+ * while a test installs capture_log as the log sink. */
+#define MAX_CAPTURED 64
+static pthread_mutex_t captured_lock = PTHREAD_MUTEX_INITIALIZER;
+static char captured[MAX_CAPTURED][512];
+static int n_captured;
+
+static void capture_log(mr_log_level level, const char *subsystem, const char *message,
+                        void *user_data) {
+    (void)level;
+    (void)user_data;
+    pthread_mutex_lock(&captured_lock);
+    if (strcmp(subsystem, "serve") == 0 && strncmp(message, "POST ", 5) == 0 &&
+        n_captured < MAX_CAPTURED) {
+        snprintf(captured[n_captured++], sizeof captured[0], "%s", message);
+    }
+    pthread_mutex_unlock(&captured_lock);
+}
+
+static void start_capture(void) {
+    pthread_mutex_lock(&captured_lock);
+    n_captured = 0;
+    pthread_mutex_unlock(&captured_lock);
+    mr_log_set_callback(capture_log, NULL);
+}
+
+/* Restores the stderr sink and returns how many lines were captured. */
+static int stop_capture(void) {
+    mr_log_set_callback(NULL, NULL);
+    pthread_mutex_lock(&captured_lock);
+    int n = n_captured;
+    pthread_mutex_unlock(&captured_lock);
+    return n;
+}
+
+/* Reads the status and token counts of a captured request log line;
+ * returns false when the line has another form. */
+static bool parse_log_line(const char *line, long *status, long *prompt, long *completion) {
+    const char *counts = strstr(line, "/completions ");
+    return counts != NULL &&
+           sscanf(counts, "/completions %ld, %ld prompt + %ld completion tokens", status,
+                  prompt, completion) == 3;
+}
+
+static void max_tokens_fraction_names_integer(void) {
+    probe_reply reply;
+    post(base_url, "/completions", "{\"prompt\": \"a\", \"max_tokens\": 1.5}", &reply);
+    CHECK_INT_EQ(reply.status, 400);
+    CHECK(probe_body_contains(&reply, "must be an integer"));
+    CHECK(!probe_body_contains(&reply, "out of range"));
+    probe_reply_free(&reply);
+}
+
 static void malformed_requests_get_400(void) {
     static const struct {
         const char *path;
@@ -548,6 +601,14 @@ static void malformed_requests_get_400(void) {
         {"/chat/completions", "{\"messages\": [{\"content\": \"x\"}]}", "messages[0].role"},
         {"/chat/completions", "{\"messages\": [{\"role\": \"user\", \"content\": [1]}]}",
          "messages[0].content"},
+        {"/chat/completions", "{\"messages\": [{\"role\": \"user\", \"content\": \"a\xff\"}]}",
+         "messages[0].content"},
+        {"/chat/completions",
+         "{\"messages\": [{\"role\": \"user\", \"content\": \"ok\"}, {\"role\": \"us\xc0\xaf" "er\", "
+         "\"content\": \"x\"}]}",
+         "messages[1].role"},
+        {"/completions", "{\"prompt\": \"\xed\xa0\x80\"}", "prompt"},
+        {"/completions", "{\"prompt\": \"a\", \"stop\": [\"x\", \"\xc3\"]}", "stop[1]"},
     };
     int n = (int)(sizeof cases / sizeof cases[0]);
     for (int i = 0; i < n; i++) {
@@ -733,10 +794,27 @@ static void stop_mid_request_answers_503(void) {
     }
     sleep_s(0.5);
 
+    start_capture();
     double start = now_s();
     mr_server_stop(slow);
     double stop_seconds = now_s() - start;
     CHECK(stop_seconds < 1.5);
+    int n_lines = stop_capture();
+
+    /* The running request logs the tokens it generated before it was
+     * cancelled; the waiting one logs its prompt and no output. */
+    CHECK_INT_EQ(n_lines, 2);
+    int with_output = 0, without_output = 0;
+    for (int i = 0; i < n_lines && i < 2; i++) {
+        long status = 0, prompt = 0, output = 0;
+        CHECK(parse_log_line(captured[i], &status, &prompt, &output));
+        CHECK_INT_EQ(status, 503);
+        CHECK(prompt > 0);
+        with_output += output > 0 && output < 200;
+        without_output += output == 0;
+    }
+    CHECK_INT_EQ(with_output, 1);
+    CHECK_INT_EQ(without_output, 1);
 
     for (int i = 0; i < 2; i++) {
         pthread_join(calls[i].thread, NULL);
@@ -772,8 +850,19 @@ static void stop_mid_stream_sends_error(void) {
                 "\"stream\":true}"};
     pthread_create(&call.thread, NULL, background_main, &call);
     sleep_s(0.8);
+    start_capture();
     mr_server_stop(slow);
     pthread_join(call.thread, NULL);
+    int n_lines = stop_capture();
+
+    /* The log line counts the tokens streamed before the shutdown. */
+    CHECK_INT_EQ(n_lines, 1);
+    long status = 0, prompt = 0, output = 0;
+    CHECK(n_lines == 1 && parse_log_line(captured[0], &status, &prompt, &output));
+    CHECK_INT_EQ(status, 200);
+    CHECK(prompt > 0);
+    CHECK(output > 0);
+    CHECK(output < 200);
 
     /* Some text arrived, then an error event instead of [DONE]. */
     CHECK_INT_EQ(call.reply.status, 200);
@@ -814,6 +903,7 @@ int main(void) {
     MR_RUN(chat_stream_concatenates);
     MR_RUN(oversized_body_gets_413);
     MR_RUN(malformed_requests_get_400);
+    MR_RUN(max_tokens_fraction_names_integer);
     MR_RUN(unknown_path_and_method);
     MR_RUN(full_queue_gets_503);
     MR_RUN(client_timeout_cancels_job);

@@ -3,6 +3,7 @@
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -37,6 +38,44 @@ bool cli_parse_int64(const char *option, const char *text, int64_t min,
     }
     *value = parsed;
     return true;
+}
+
+bool cli_check_input_file(const char *what, const char *path) {
+    struct stat info;
+    if (stat(path, &info) != 0) {
+        cli_error("cannot open %s %s: %s", what, path, strerror(errno));
+        return false;
+    }
+    if (S_ISDIR(info.st_mode)) {
+        cli_error("cannot open %s %s: %s; give a file", what, path, strerror(EISDIR));
+        return false;
+    }
+    FILE *file = fopen(path, "rb");
+    if (file == NULL) {
+        cli_error("cannot open %s %s: %s", what, path, strerror(errno));
+        return false;
+    }
+    fclose(file);
+    return true;
+}
+
+const char *cli_option_value(const char *command, const char *const *names, int argc,
+                             char **argv, int index) {
+    const char *option = argv[index];
+    bool known = false;
+    for (int i = 0; names[i] != NULL && !known; i++) {
+        known = strcmp(option, names[i]) == 0;
+    }
+    if (!known) {
+        cli_error("unknown option '%s' for %s; run 'multiround %s --help'", option, command,
+                  command);
+        return NULL;
+    }
+    if (index + 1 >= argc) {
+        cli_error("%s needs a value; run 'multiround %s --help'", option, command);
+        return NULL;
+    }
+    return argv[index + 1];
 }
 
 int cli_parse_shared_option(int argc, char **argv, int *index) {

@@ -41,10 +41,29 @@ typedef struct mr_gguf mr_gguf;
 
 /*
  * Opens a GGUF language model: its tokenizer, its weights and the file's
- * metadata (for the chat template). Returns 0, or 1 with an error printed
- * and nothing left open.
+ * metadata (for the chat template). When lora_dir is not NULL, the PEFT
+ * LoRA adapter in that folder is merged into the weights. Returns 0, or 1
+ * with an error printed and nothing left open.
  */
-int cli_lm_open(const char *path, mr_llama **model, mr_tokenizer **tok, mr_gguf **gguf);
+int cli_lm_open(const char *path, const char *lora_dir, mr_llama **model, mr_tokenizer **tok,
+                mr_gguf **gguf);
+
+/*
+ * Checks that path names a file that this process can open for reading.
+ * Otherwise prints "cannot open WHAT PATH: REASON", the reason from
+ * strerror (EISDIR for a directory), and returns false.
+ */
+bool cli_check_input_file(const char *what, const char *path);
+
+/*
+ * Returns the value after the option at argv[index] when the option is one
+ * of names (NULL-terminated): the options of command that take a value.
+ * Otherwise prints that the option is unknown to command, or that it
+ * needs a value, and returns NULL. An unknown option is reported as
+ * unknown even in last position.
+ */
+const char *cli_option_value(const char *command, const char *const *names, int argc,
+                             char **argv, int index);
 
 /* Prints "multiround: " and the message to stderr with a newline. */
 void cli_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));

@@ -22,6 +22,7 @@ typedef struct chat_options {
     const char *url;
     const char *model_name;
     const char *model_path;
+    const char *lora_dir;
     const char *chat_template;
     const char *system;
     int64_t max_tokens;
@@ -46,8 +47,11 @@ static void print_help(void) {
            "                          http://127.0.0.1:8080/v1\n"
            "  --model NAME            model id sent to the server (with --url)\n"
            "  -m, --model-path PATH   GGUF model run in-process instead of a server\n"
+           "  --lora DIR              with -m: PEFT LoRA adapter folder, merged into the\n"
+           "                          weights at load\n"
            "  --chat-template NAME    with -m: chatml, llama3 or llama2 (default:\n"
-           "                          recognised from the file)\n"
+           "                          recognised from the file; needed when the file has\n"
+           "                          none this build renders)\n"
            "  --system TEXT           system message before the first turn (default: none)\n"
            "  -n, --max-tokens N      output tokens per answer at most (default: the back\n"
            "                          end's; 256 for -m)\n"
@@ -76,18 +80,22 @@ static bool parse_number(const char *option, const char *text, double min, doubl
     return true;
 }
 
-/* Parses one option that takes a value. */
+/* The options of chat that take a value. */
+static const char *const valued_options[] = {
+    "--url",  "--model", "-m",     "--model-path", "--lora",    "--chat-template",
+    "--system", "-n",    "--max-tokens", "--temp", "--top-p", "--seed",
+    "--timeout", "--stop", NULL};
+
+/* Parses one option that takes a value (one of valued_options). */
 static bool parse_valued_option(const char *option, const char *value, chat_options *o) {
-    if (value == NULL) {
-        cli_error("%s needs a value", option);
-        return false;
-    }
     if (strcmp(option, "--url") == 0) {
         o->url = value;
     } else if (strcmp(option, "--model") == 0) {
         o->model_name = value;
     } else if (strcmp(option, "-m") == 0 || strcmp(option, "--model-path") == 0) {
         o->model_path = value;
+    } else if (strcmp(option, "--lora") == 0) {
+        o->lora_dir = value;
     } else if (strcmp(option, "--chat-template") == 0) {
         o->chat_template = value;
     } else if (strcmp(option, "--system") == 0) {
@@ -134,7 +142,8 @@ static int parse_options(int argc, char **argv, chat_options *o) {
         if (shared > 0) {
             continue;
         }
-        if (!parse_valued_option(option, i + 1 < argc ? argv[i + 1] : NULL, o)) {
+        const char *value = cli_option_value("chat", valued_options, argc, argv, i);
+        if (value == NULL || !parse_valued_option(option, value, o)) {
             return 2;
         }
         i++;
@@ -146,6 +155,11 @@ static int parse_options(int argc, char **argv, chat_options *o) {
     }
     if (http && (o->url == NULL || o->model_name == NULL)) {
         cli_error("chat over HTTP needs both --url URL and --model NAME");
+        return 2;
+    }
+    if (http && (o->lora_dir != NULL || o->chat_template != NULL)) {
+        cli_error("--lora and --chat-template apply to a model run in-process (-m); the "
+                  "server at --url sets its own");
         return 2;
     }
     return -1;
@@ -183,27 +197,63 @@ static void conversation_truncate(conversation *c, int keep) {
     }
 }
 
-/* Opens the model handle the options select; NULL with an error printed. */
-static mr_llm *open_llm(const chat_options *o) {
+/* Opens the GGUF model of -m and wraps it in a handle that borrows it.
+ * Returns NULL with an error printed, and *model NULL, on failure. */
+static mr_llm *open_local(const chat_options *o, mr_local_model **model) {
+    *model = NULL;
+    if (!cli_check_input_file("model", o->model_path)) {
+        return NULL;
+    }
     mr_error err;
     mr_error_clear(&err);
-    mr_llm *llm = NULL;
-    if (o->model_path != NULL) {
-        mr_local_model_config config;
-        mr_local_model_config_init(&config);
-        config.path = o->model_path;
-        config.chat_template = o->chat_template;
-        llm = mr_llm_local_open(&config, NULL, &err);
-    } else {
-        mr_llm_http_config config;
-        mr_llm_http_config_init(&config);
-        config.base_url = o->url;
-        config.model = o->model_name;
-        if (o->timeout_s > 0) {
-            config.timeout_s = o->timeout_s;
-        }
-        llm = mr_llm_http_create(&config, NULL, &err);
+    mr_local_model_config config;
+    mr_local_model_config_init(&config);
+    config.path = o->model_path;
+    config.lora_dir = o->lora_dir;
+    config.chat_template = o->chat_template;
+    *model = mr_local_model_open(&config, &err);
+    if (*model == NULL) {
+        cli_error("%s", err.message);
+        return NULL;
     }
+
+    /* Every turn is a chat request, so a model without a template could
+     * answer none of them. */
+    if (mr_local_model_chat_template(*model) == NULL) {
+        cli_error("%s has no chat template that this build renders; set one with "
+                  "--chat-template chatml|llama3|llama2",
+                  o->model_path);
+        mr_local_model_close(*model);
+        *model = NULL;
+        return NULL;
+    }
+    mr_llm *llm = mr_llm_local_wrap(*model, NULL, &err);
+    if (llm == NULL) {
+        cli_error("%s", err.message);
+        mr_local_model_close(*model);
+        *model = NULL;
+    }
+    return llm;
+}
+
+/* Opens the model handle the options select; NULL with an error printed.
+ * With -m, *model receives the in-process model, which the caller closes
+ * after the handle. */
+static mr_llm *open_llm(const chat_options *o, mr_local_model **model) {
+    *model = NULL;
+    if (o->model_path != NULL) {
+        return open_local(o, model);
+    }
+    mr_error err;
+    mr_error_clear(&err);
+    mr_llm_http_config config;
+    mr_llm_http_config_init(&config);
+    config.base_url = o->url;
+    config.model = o->model_name;
+    if (o->timeout_s > 0) {
+        config.timeout_s = o->timeout_s;
+    }
+    mr_llm *llm = mr_llm_http_create(&config, NULL, &err);
     if (llm == NULL) {
         cli_error("%s", err.message);
     }
@@ -258,7 +308,8 @@ int cli_chat(int argc, char **argv) {
     if (code >= 0) {
         return code;
     }
-    mr_llm *llm = open_llm(&o);
+    mr_local_model *local_model = NULL;
+    mr_llm *llm = open_llm(&o, &local_model);
     if (llm == NULL) {
         return 1;
     }
@@ -270,6 +321,7 @@ int cli_chat(int argc, char **argv) {
         if (!conversation_add(&c, "system", o.system)) {
             cli_error("out of memory");
             mr_llm_free(llm);
+            mr_local_model_close(local_model);
             return 1;
         }
         n_system = 1;
@@ -322,5 +374,6 @@ int cli_chat(int argc, char **argv) {
     conversation_truncate(&c, 0);
     free(c.messages);
     mr_llm_free(llm);
+    mr_local_model_close(local_model);
     return code;
 }

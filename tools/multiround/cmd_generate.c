@@ -12,11 +12,13 @@
 #include "cli.h"
 #include "multiround/generate.h"
 #include "multiround/gguf.h"
+#include "multiround/lora.h"
 
 #define GENERATE_MAX_STOPS 16
 
 typedef struct generate_options {
     const char *model_path;
+    const char *lora_dir;
     const char *prompt;
     bool chat;
     const char *chat_template; /* NULL: from the GGUF file */
@@ -37,6 +39,8 @@ static void print_help(void) {
            "and min-p in that order (see docs/generate.md).\n\n"
            "options:\n"
            "  -m, --model PATH        GGUF model file (required)\n"
+           "  --lora DIR              PEFT LoRA adapter folder, merged into the weights\n"
+           "                          at load\n"
            "  -p, --prompt TEXT       text to continue (BOS added as the model says)\n"
            "  --chat                  chat over stdin, one user message per line,\n"
            "                          until end of input\n"
@@ -44,7 +48,7 @@ static void print_help(void) {
            "                          from the file's tokenizer.chat_template)\n"
            "  --system TEXT           chat: system message (default: none)\n"
            "  -n, --max-tokens N      output tokens per answer at most (default: 128)\n"
-           "  --temp T                temperature; 0 is greedy (default: %g)\n"
+           "  --temp T                temperature in [0, 2]; 0 is greedy (default: %g)\n"
            "  --top-k K               keep the K most likely tokens; 0 is off (default: %d)\n"
            "  --top-p P               keep the smallest set with probability P; 1 is off\n"
            "                          (default: %g)\n"
@@ -81,17 +85,21 @@ static bool parse_float(const char *option, const char *text, double min, double
     return true;
 }
 
-/* Parses one option at argv[*i] that takes a value; returns false (error
- * printed) on a bad or unknown option. */
+/* The options of generate that take a value. */
+static const char *const valued_options[] = {
+    "-m",      "--model",     "--lora",  "-p",      "--prompt",         "--chat-template",
+    "--system", "-n",         "--max-tokens", "--temp", "--top-k",      "--top-p",
+    "--min-p", "--repeat-penalty", "--repeat-last-n", "--seed", "--stop", NULL};
+
+/* Parses one option that takes a value (one of valued_options); returns
+ * false (error printed) on a bad value. */
 static bool parse_valued_option(const char *option, const char *value, generate_options *o) {
     int64_t number = 0;
     bool ok = true;
-    if (value == NULL) {
-        cli_error("%s needs a value", option);
-        return false;
-    }
     if (strcmp(option, "-m") == 0 || strcmp(option, "--model") == 0) {
         o->model_path = value;
+    } else if (strcmp(option, "--lora") == 0) {
+        o->lora_dir = value;
     } else if (strcmp(option, "-p") == 0 || strcmp(option, "--prompt") == 0) {
         o->prompt = value;
     } else if (strcmp(option, "--chat-template") == 0) {
@@ -101,7 +109,7 @@ static bool parse_valued_option(const char *option, const char *value, generate_
     } else if (strcmp(option, "-n") == 0 || strcmp(option, "--max-tokens") == 0) {
         ok = cli_parse_int64(option, value, 1, 1000000, &o->max_tokens);
     } else if (strcmp(option, "--temp") == 0) {
-        ok = parse_float(option, value, 0.0, 100.0, &o->sampler.temperature);
+        ok = parse_float(option, value, 0.0, 2.0, &o->sampler.temperature);
     } else if (strcmp(option, "--top-k") == 0) {
         ok = cli_parse_int64(option, value, 0, INT32_MAX, &number);
         o->sampler.top_k = (int)number;
@@ -153,7 +161,8 @@ static int parse_options(int argc, char **argv, generate_options *o) {
             o->chat = true;
             continue;
         }
-        if (!parse_valued_option(option, i + 1 < argc ? argv[i + 1] : NULL, o)) {
+        const char *value = cli_option_value("generate", valued_options, argc, argv, i);
+        if (value == NULL || !parse_valued_option(option, value, o)) {
             return 2;
         }
         i++;
@@ -170,12 +179,19 @@ static int parse_options(int argc, char **argv, generate_options *o) {
     return -1;
 }
 
-int cli_lm_open(const char *path, mr_llama **model, mr_tokenizer **tok, mr_gguf **gguf) {
+int cli_lm_open(const char *path, const char *lora_dir, mr_llama **model, mr_tokenizer **tok,
+                mr_gguf **gguf) {
     mr_error err;
     mr_error_clear(&err);
     *model = NULL;
     *tok = NULL;
     *gguf = NULL;
+
+    /* A missing or unreadable file is reported as such before any of the
+     * parsers below gets to name the part it was reading. */
+    if (!cli_check_input_file("model", path)) {
+        return 1;
+    }
     if (mr_gguf_open(path, gguf, &err) != MR_OK ||
         mr_tokenizer_from_gguf(*gguf, tok, &err) != MR_OK) {
         cli_error("cannot read the tokenizer of %s: %s", path, err.message);
@@ -183,11 +199,23 @@ int cli_lm_open(const char *path, mr_llama **model, mr_tokenizer **tok, mr_gguf 
         *gguf = NULL;
         return 1;
     }
+
     *model = mr_llama_load_gguf(path, &err);
-    if (*model == NULL) {
+    mr_status status = *model != NULL ? MR_OK : MR_ERR_FORMAT;
+    if (status != MR_OK) {
         cli_error("cannot load the model %s: %s", path, err.message);
+    } else if (lora_dir != NULL) {
+        status = mr_lora_merge_peft(*model, lora_dir, &err);
+        if (status != MR_OK) {
+            cli_error("cannot apply the LoRA adapter %s to %s: %s", lora_dir, path,
+                      err.message);
+        }
+    }
+    if (status != MR_OK) {
+        mr_llama_free(*model);
         mr_tokenizer_free(*tok);
         mr_gguf_close(*gguf);
+        *model = NULL;
         *tok = NULL;
         *gguf = NULL;
         return 1;
@@ -347,7 +375,7 @@ int cli_generate(int argc, char **argv) {
     mr_llama *model;
     mr_tokenizer *tok;
     mr_gguf *gguf;
-    if (cli_lm_open(o.model_path, &model, &tok, &gguf) != 0) {
+    if (cli_lm_open(o.model_path, o.lora_dir, &model, &tok, &gguf) != 0) {
         return 1;
     }
 

@@ -69,7 +69,6 @@ static int index_build(int argc, char **argv) {
 
     for (int i = 1; i < argc; i++) {
         const char *option = argv[i];
-        const char *value = i + 1 < argc ? argv[i + 1] : NULL;
         int64_t number = 0;
         if (strcmp(option, "--help") == 0 || strcmp(option, "-h") == 0) {
             print_build_help(stdout);
@@ -96,8 +95,11 @@ static int index_build(int argc, char **argv) {
             corpus = option;
             continue;
         }
+        static const char *const valued[] = {"-o", "--output", "--batch-size",
+                                             "--max-line-bytes", "--progress-lines",
+                                             "--progress-seconds", NULL};
+        const char *value = cli_option_value("index build", valued, argc, argv, i);
         if (value == NULL) {
-            cli_error("%s needs a value; run 'multiround index build --help'", option);
             return 2;
         }
         i++;
@@ -200,7 +202,6 @@ static int index_embed(int argc, char **argv) {
 
     for (int i = 1; i < argc; i++) {
         const char *option = argv[i];
-        const char *value = i + 1 < argc ? argv[i + 1] : NULL;
         int64_t number = 0;
         if (strcmp(option, "--help") == 0 || strcmp(option, "-h") == 0) {
             print_embed_help(stdout);
@@ -222,8 +223,10 @@ static int index_embed(int argc, char **argv) {
             database = option;
             continue;
         }
+        static const char *const valued[] = {"-m", "--model", "--batch", "--max-tokens",
+                                             "--progress-seconds", NULL};
+        const char *value = cli_option_value("index embed", valued, argc, argv, i);
         if (value == NULL) {
-            cli_error("%s needs a value; run 'multiround index embed --help'", option);
             return 2;
         }
         i++;
@@ -256,6 +259,9 @@ static int index_embed(int argc, char **argv) {
         return 2;
     }
 
+    if (!cli_check_input_file("model", model)) {
+        return 1;
+    }
     mr_passage_embed_stats stats;
     mr_error err;
     mr_error_clear(&err);

@@ -2,19 +2,25 @@
  * `multiround lm`: language-model files. Subcommands:
  *
  *   convert  converts between GGUF files and Hugging Face folders
- *   info     prints a model's architecture, sizes, storage and tokenizer
+ *   info     prints a model's architecture, sizes, storage and tokenizer,
+ *            or the settings of a PEFT LoRA adapter folder
  *   init     writes a randomly initialised model from a config.json
+ *   merge    writes a model with a PEFT LoRA adapter merged into its weights
  */
+#include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 
+#include <cJSON.h>
+
 #include "cli.h"
 #include "multiround/fileio.h"
 #include "multiround/gguf.h"
 #include "multiround/llama.h"
+#include "multiround/lora.h"
 
 /* Largest config file `lm init` reads. */
 #define INIT_CONFIG_MAX_BYTES (1u << 20)
@@ -31,11 +37,18 @@ static void print_help(FILE *out) {
             "      default: the type of the input's token embedding.\n"
             "  info MODEL\n"
             "      Prints the architecture, sizes, parameter count, tensor types and\n"
-            "      bytes, and the tokenizer keys or files present.\n"
+            "      bytes, and the tokenizer keys or files present. For a PEFT LoRA\n"
+            "      adapter folder (adapter_config.json), prints its rank, alpha,\n"
+            "      dropout, target modules and base model.\n"
             "  init --config FILE.json --out MODEL [--seed S]\n"
             "      Writes a model with random F32 weights (normal(0, 0.02) matrices)\n"
             "      for a Hugging Face config.json. MODEL ending in .gguf is a GGUF\n"
             "      file, anything else a folder. --seed: integer, default 0.\n"
+            "  merge -m MODEL --lora DIR --out OUT [--type TYPE]\n"
+            "      Writes MODEL (GGUF file or Hugging Face folder) with the PEFT LoRA\n"
+            "      adapter in DIR merged into its weights: W + (alpha / r) B A. OUT and\n"
+            "      --type work as for convert; default type: that of MODEL's token\n"
+            "      embedding.\n"
             "  score -m MODEL --data FILE.jsonl\n"
             "      Prints the log-probability of each {\"prompt\", \"completion\"} line's\n"
             "      completion as JSON Lines ('multiround lm score --help').\n"
@@ -52,6 +65,8 @@ typedef struct lm_options {
     const char *type;
     const char *config;
     const char *out;
+    const char *model;
+    const char *lora;
     int64_t seed;
 } lm_options;
 
@@ -77,6 +92,10 @@ static int parse_options(int argc, char **argv, const char *command, lm_options 
             value = &options->config;
         } else if (strcmp(option, "--out") == 0) {
             value = &options->out;
+        } else if (strcmp(option, "-m") == 0 || strcmp(option, "--model") == 0) {
+            value = &options->model;
+        } else if (strcmp(option, "--lora") == 0) {
+            value = &options->lora;
         } else if (strcmp(option, "--seed") == 0) {
             if (i + 1 >= argc ||
                 !cli_parse_int64("--seed", argv[i + 1], 0, INT64_MAX, &options->seed)) {
@@ -211,12 +230,89 @@ static void print_tokenizer_files(const char *dir) {
     }
 }
 
+/* Largest adapter_config.json that `lm info` reads. */
+#define ADAPTER_CONFIG_MAX_BYTES (1u << 20)
+
+/* Prints the settings of the PEFT adapter folder dir from its
+ * adapter_config.json. Returns the exit code. */
+static int print_adapter_info(const char *dir, const char *config_path) {
+    void *text = NULL;
+    size_t size = 0;
+    mr_error err = {0};
+    if (mr_file_read_all(config_path, ADAPTER_CONFIG_MAX_BYTES, &text, &size, &err) != MR_OK) {
+        cli_error("%s", err.message);
+        return 1;
+    }
+    cJSON *json = cJSON_ParseWithLength(text, size);
+    free(text);
+    if (!cJSON_IsObject(json)) {
+        cli_error("%s is not a JSON object", config_path);
+        cJSON_Delete(json);
+        return 1;
+    }
+
+    const cJSON *type = cJSON_GetObjectItemCaseSensitive(json, "peft_type");
+    const cJSON *rank = cJSON_GetObjectItemCaseSensitive(json, "r");
+    const cJSON *alpha = cJSON_GetObjectItemCaseSensitive(json, "lora_alpha");
+    const cJSON *dropout = cJSON_GetObjectItemCaseSensitive(json, "lora_dropout");
+    const cJSON *targets = cJSON_GetObjectItemCaseSensitive(json, "target_modules");
+    const cJSON *base = cJSON_GetObjectItemCaseSensitive(json, "base_model_name_or_path");
+    printf("adapter: %s (PEFT %s)\n", dir, cJSON_IsString(type) ? type->valuestring : "?");
+    if (cJSON_IsNumber(rank) && cJSON_IsNumber(alpha) && rank->valuedouble > 0) {
+        printf("rank: %g\nalpha: %g (scale alpha / r = %g)\n", rank->valuedouble,
+               alpha->valuedouble, alpha->valuedouble / rank->valuedouble);
+    } else {
+        printf("rank: %s\nalpha: %s\n", cJSON_IsNumber(rank) ? "invalid" : "missing",
+               cJSON_IsNumber(alpha) ? "see rank" : "missing");
+    }
+    if (cJSON_IsNumber(dropout)) {
+        printf("dropout: %g\n", dropout->valuedouble);
+    }
+    printf("targets:");
+    if (cJSON_IsString(targets)) {
+        printf(" %s", targets->valuestring);
+    }
+    const cJSON *target = NULL;
+    const cJSON *target_list = cJSON_IsArray(targets) ? targets : NULL;
+    cJSON_ArrayForEach(target, target_list) {
+        printf(" %s", cJSON_IsString(target) ? target->valuestring : "?");
+    }
+    printf("%s\n", targets == NULL ? " missing" : "");
+    printf("base model: %s\n", cJSON_IsString(base) ? base->valuestring : "not recorded");
+    cJSON_Delete(json);
+
+    char weights[4096];
+    snprintf(weights, sizeof weights, "%s/adapter_model.safetensors", dir);
+    struct stat info;
+    if (stat(weights, &info) == 0) {
+        printf("weights: adapter_model.safetensors (%lld bytes)\n", (long long)info.st_size);
+    } else {
+        printf("weights: adapter_model.safetensors is missing\n");
+    }
+    printf("apply it with --lora %s (generate, serve, chat, lm score) or 'lm merge'\n", dir);
+    return 0;
+}
+
 static int run_info(const lm_options *options) {
     if (options->positional_count != 1) {
         cli_error("lm info needs one MODEL (a GGUF file or a Hugging Face folder)");
         return 2;
     }
     const char *path = options->positional[0];
+    struct stat path_info;
+    if (stat(path, &path_info) != 0) {
+        cli_error("cannot open model %s: %s", path, strerror(errno));
+        return 1;
+    }
+    if (S_ISDIR(path_info.st_mode)) {
+        char adapter_config[4096];
+        snprintf(adapter_config, sizeof adapter_config, "%s/adapter_config.json", path);
+        if (stat(adapter_config, &path_info) == 0) {
+            return print_adapter_info(path, adapter_config);
+        }
+    } else if (!cli_check_input_file("model", path)) {
+        return 1;
+    }
     mr_error err = {0};
     mr_llama *model = mr_llama_load(path, &err);
     if (model == NULL) {
@@ -295,6 +391,34 @@ static int run_init(const lm_options *options) {
     return 0;
 }
 
+static int run_merge(const lm_options *options) {
+    if (options->model == NULL || options->lora == NULL || options->out == NULL ||
+        options->positional_count != 0) {
+        cli_error("lm merge needs -m MODEL, --lora DIR and --out OUT; run 'multiround lm "
+                  "--help'");
+        return 2;
+    }
+    mr_qtype type;
+    if (options->type != NULL && !mr_qtype_parse(options->type, &type)) {
+        cli_error("--type must be f32, f16, bf16, q8_0 or q4_0, got '%s'", options->type);
+        return 2;
+    }
+    struct stat info;
+    if (stat(options->model, &info) != 0) {
+        cli_error("cannot open model %s: %s", options->model, strerror(errno));
+        return 1;
+    }
+    mr_error err = {0};
+    if (mr_lora_merge_file(options->model, options->lora, options->out,
+                           options->type != NULL ? &type : NULL, &err) != MR_OK) {
+        cli_error("%s", err.message);
+        return 1;
+    }
+    printf("wrote %s: %s with the adapter %s merged\n", options->out, options->model,
+           options->lora);
+    return 0;
+}
+
 int cli_lm(int argc, char **argv) {
     if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
         print_help(argc < 2 ? stderr : stdout);
@@ -317,6 +441,9 @@ int cli_lm(int argc, char **argv) {
     }
     if (strcmp(command, "init") == 0) {
         return run_init(&options);
+    }
+    if (strcmp(command, "merge") == 0) {
+        return run_merge(&options);
     }
     cli_error("unknown lm command '%s'; run 'multiround lm --help'", command);
     return 2;

@@ -245,7 +245,6 @@ static int rec_train(int argc, char **argv) {
 
     for (int i = 1; i < argc; i++) {
         const char *option = argv[i];
-        const char *value = i + 1 < argc ? argv[i + 1] : NULL;
         if (strcmp(option, "--help") == 0 || strcmp(option, "-h") == 0) {
             print_train_help();
             return 0;
@@ -262,13 +261,18 @@ static int rec_train(int argc, char **argv) {
             continue;
         }
 
-        bool ok = value != NULL;
+        static const char *const valued[] = {
+            "--data", "--backbone", "--out",     "--init",      "--epochs",
+            "--patience", "--batch-size", "--lr", "--seed",     "--dim",
+            "--max-len", "--negatives", "--dropout", NULL};
+        const char *value = cli_option_value("rec train", valued, argc, argv, i);
+        if (value == NULL) {
+            return 2;
+        }
+        bool ok = true;
         double number = 0;
         int64_t integer = 0;
-        if (!ok) {
-            cli_error("%s needs a value; run 'multiround rec train --help'", option);
-            return 2;
-        } else if (strcmp(option, "--data") == 0) {
+        if (strcmp(option, "--data") == 0) {
             data_path = value;
         } else if (strcmp(option, "--backbone") == 0) {
             backbone = value;
@@ -416,7 +420,6 @@ static int parse_use_options(int argc, char **argv, bool recommend, use_options 
     const char *command = recommend ? "recommend" : "eval";
     for (int i = 1; i < argc; i++) {
         const char *option = argv[i];
-        const char *value = i + 1 < argc ? argv[i + 1] : NULL;
         if (strcmp(option, "--help") == 0 || strcmp(option, "-h") == 0) {
             recommend ? print_recommend_help() : print_eval_help();
             return 0;
@@ -429,11 +432,17 @@ static int parse_use_options(int argc, char **argv, bool recommend, use_options 
             continue;
         }
 
-        bool ok = value != NULL;
-        if (!ok) {
-            cli_error("%s needs a value; run 'multiround rec %s --help'", option, command);
+        static const char *const eval_valued[] = {"--data", "--model", "--split", NULL};
+        static const char *const recommend_valued[] = {"--data", "--model", "--user", "-k",
+                                                       NULL};
+        const char *value = cli_option_value(recommend ? "rec recommend" : "rec eval",
+                                             recommend ? recommend_valued : eval_valued, argc,
+                                             argv, i);
+        if (value == NULL) {
             return 2;
-        } else if (strcmp(option, "--data") == 0) {
+        }
+        bool ok = true;
+        if (strcmp(option, "--data") == 0) {
             options->data_path = value;
         } else if (strcmp(option, "--model") == 0) {
             options->model_dir = value;

@@ -98,7 +98,6 @@ int cli_rec_bench(int argc, char **argv) {
 
     for (int i = 1; i < argc; i++) {
         const char *option = argv[i];
-        const char *value = i + 1 < argc ? argv[i + 1] : NULL;
         if (strcmp(option, "--help") == 0 || strcmp(option, "-h") == 0) {
             print_bench_help();
             return 0;
@@ -115,11 +114,15 @@ int cli_rec_bench(int argc, char **argv) {
             continue;
         }
 
-        bool ok = true;
+        static const char *const valued[] = {"--data",          "--backbone",   "--init",
+                                             "--steps",         "--warmup-steps",
+                                             "--batch-size",    "--seed",       NULL};
+        const char *value = cli_option_value("rec bench", valued, argc, argv, i);
         if (value == NULL) {
-            cli_error("%s needs a value; run 'multiround rec bench --help'", option);
             return 2;
-        } else if (strcmp(option, "--data") == 0) {
+        }
+        bool ok = true;
+        if (strcmp(option, "--data") == 0) {
             data_path = value;
         } else if (strcmp(option, "--backbone") == 0) {
             backbone = value;

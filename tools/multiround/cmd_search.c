@@ -315,7 +315,8 @@ typedef struct pending_question {
 } pending_question;
 
 /* Reads the question and gold titles of a parsed line into question;
- * prints an error and returns false when the question is missing. */
+ * prints an error naming the line and returns false when the question is
+ * missing or the titles are not an array of strings. */
 static bool read_question(cJSON *root, const char *file, int64_t line_number,
                           pending_question *question) {
     const cJSON *text = cJSON_GetObjectItemCaseSensitive(root, "question");
@@ -328,11 +329,27 @@ static bool read_question(cJSON *root, const char *file, int64_t line_number,
     question->text = text->valuestring;
     question->n_gold = 0;
     const cJSON *titles = cJSON_GetObjectItemCaseSensitive(root, "supporting_titles");
+    if (titles == NULL || cJSON_IsNull(titles)) {
+        return true;
+    }
+    if (!cJSON_IsArray(titles)) {
+        cli_error("%s:%lld: \"supporting_titles\" must be an array of strings, such as "
+                  "[\"Title\"]",
+                  file, (long long)line_number);
+        return false;
+    }
     const cJSON *title = NULL;
+    int index = 0;
     cJSON_ArrayForEach(title, titles) {
-        if (cJSON_IsString(title) && question->n_gold < MAX_GOLD_TITLES) {
+        if (!cJSON_IsString(title)) {
+            cli_error("%s:%lld: supporting_titles[%d] is not a string", file,
+                      (long long)line_number, index);
+            return false;
+        }
+        if (question->n_gold < MAX_GOLD_TITLES) {
             question->gold[question->n_gold++] = title->valuestring;
         }
+        index++;
     }
     return true;
 }
@@ -410,14 +427,25 @@ static void print_evaluation(evaluation *eval, const search_options *options) {
     cJSON_AddNumberToObject(json, "query_batch", options->query_batch);
     cJSON_AddNumberToObject(json, "questions", (double)eval->questions);
     cJSON_AddNumberToObject(json, "questions_with_gold", (double)eval->with_gold);
+    /* Recall is undefined without gold titles: JSON gets null and the
+     * text n/a, never a 0 that reads as a measured value. */
+    bool has_gold = eval->with_gold > 0;
     char key[32];
     for (int c = 0; c < N_CUTOFFS; c++) {
         snprintf(key, sizeof key, "recall@%d", recall_cutoffs[c]);
-        cJSON_AddNumberToObject(json, key, eval->recall[c] / divisor);
+        if (has_gold) {
+            cJSON_AddNumberToObject(json, key, eval->recall[c] / divisor);
+        } else {
+            cJSON_AddNullToObject(json, key);
+        }
     }
     for (int c = 0; c < N_CUTOFFS; c++) {
         snprintf(key, sizeof key, "all_gold@%d", recall_cutoffs[c]);
-        cJSON_AddNumberToObject(json, key, eval->all_found[c] / divisor);
+        if (has_gold) {
+            cJSON_AddNumberToObject(json, key, eval->all_found[c] / divisor);
+        } else {
+            cJSON_AddNullToObject(json, key);
+        }
     }
     cJSON_AddNumberToObject(json, "latency_p50_ms", p50);
     cJSON_AddNumberToObject(json, "latency_p99_ms", p99);
@@ -434,9 +462,12 @@ static void print_evaluation(evaluation *eval, const search_options *options) {
         printf("questions: %lld (%lld with gold titles), mode %s, %d per batch\n",
                (long long)eval->questions, (long long)eval->with_gold, mode_names[options->mode],
                options->query_batch);
-        for (int c = 0; c < N_CUTOFFS; c++) {
+        for (int c = 0; c < N_CUTOFFS && has_gold; c++) {
             printf("recall@%-2d %.4f   all gold in top %-2d %.4f\n", recall_cutoffs[c],
                    eval->recall[c] / divisor, recall_cutoffs[c], eval->all_found[c] / divisor);
+        }
+        if (!has_gold) {
+            printf("recall: n/a (no question has gold titles)\n");
         }
         printf("latency: p50 %.3f ms, p99 %.3f ms, %.0f queries/s\n", p50, p99,
                seconds > 0 ? (double)eval->questions / seconds : 0.0);

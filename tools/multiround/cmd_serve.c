@@ -28,6 +28,8 @@ static void print_help(void) {
            "stops the server. One log line per request goes to stderr.\n\n"
            "options:\n"
            "  -m, --model PATH        GGUF model file (required)\n"
+           "  --lora DIR              PEFT LoRA adapter folder, merged into the weights\n"
+           "                          at load\n"
            "  --name ID               model id in replies (default: the file name without\n"
            "                          .gguf)\n"
            "  --host ADDR             IPv4 address to listen on (default: %s; any other\n"
@@ -67,16 +69,20 @@ static bool parse_seconds(const char *option, const char *text, double *value) {
     return true;
 }
 
-/* Parses one option that takes a value; prints an error and returns
- * false on a bad value or an unknown option. */
+/* The options of serve that take a value. */
+static const char *const valued_options[] = {
+    "-m",      "--model",     "--lora",      "--name",           "--chat-template",
+    "--host",  "--ctx",       "--max-tokens", "--port",          "--queue",
+    "--max-body", "--max-connections", "--shutdown-timeout", "--token-delay-ms", NULL};
+
+/* Parses one option that takes a value (one of valued_options); prints
+ * an error and returns false on a bad value. */
 static bool parse_valued_option(const char *option, const char *value, serve_options *o) {
     int64_t number = 0;
-    if (value == NULL) {
-        cli_error("%s needs a value", option);
-        return false;
-    }
     if (strcmp(option, "-m") == 0 || strcmp(option, "--model") == 0) {
         o->model.path = value;
+    } else if (strcmp(option, "--lora") == 0) {
+        o->model.lora_dir = value;
     } else if (strcmp(option, "--name") == 0) {
         o->model.id = value;
     } else if (strcmp(option, "--chat-template") == 0) {
@@ -145,7 +151,8 @@ static int parse_options(int argc, char **argv, serve_options *o) {
         if (shared > 0) {
             continue;
         }
-        if (!parse_valued_option(option, i + 1 < argc ? argv[i + 1] : NULL, o)) {
+        const char *value = cli_option_value("serve", valued_options, argc, argv, i);
+        if (value == NULL || !parse_valued_option(option, value, o)) {
             return 2;
         }
         i++;
@@ -175,6 +182,9 @@ int cli_serve(int argc, char **argv) {
     pthread_sigmask(SIG_BLOCK, &stop_signals, NULL);
     signal(SIGPIPE, SIG_IGN);
 
+    if (!cli_check_input_file("model", o.model.path)) {
+        return 1;
+    }
     mr_error err;
     mr_error_clear(&err);
     mr_local_model *model = mr_local_model_open(&o.model, &err);

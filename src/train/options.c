@@ -204,8 +204,12 @@ static void print_string_member(FILE *f, const char *key, const char *text) {
 }
 
 /* Writes value into text (32 bytes) with the fewest digits that read
- * back as the same float, so that 1e-3f reads 0.001. */
+ * back as the same float, so that 1e-3f reads 0.001 and 1e4f 10000. */
 static void format_float(char *text, float value) {
+    if (value == floorf(value) && fabsf(value) < 1e9f) {
+        snprintf(text, 32, "%.0f", (double)value);
+        return;
+    }
     snprintf(text, 32, "%.9g", (double)value);
     for (int digits = 1; digits < 9; digits++) {
         char shorter[32];

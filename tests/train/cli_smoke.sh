@@ -91,6 +91,13 @@ grep -q "^round-001  running  started      -            round-000/model (merge L
     "$work/status.out" || fail "rounds status lacks round 1: $(cat "$work/status.out")"
 grep -q "input  ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad  /data/prompts.txt" \
     "$work/status.out" || fail "rounds status --files lacks the input"
+# The example manifest shows a failed stage with its message.
+"$binary" rounds status "$root/examples/rounds" > "$work/example_status.out" ||
+    fail "rounds status of examples/rounds failed"
+grep -q "^round-001  failed   done         failed       -" "$work/example_status.out" ||
+    fail "the example's failed round is not shown: $(cat "$work/example_status.out")"
+grep -q "^round-001 stage judge failed: judge: 127.0.0.1:8080: connection refused" \
+    "$work/example_status.out" || fail "the example's failure message is not shown"
 if "$binary" rounds status "$work/empty" 2> "$work/status.err"; then
     fail "rounds status of a folder without a manifest succeeded"
 fi

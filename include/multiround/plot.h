@@ -1,7 +1,9 @@
 /*
  * multiround: SVG line charts of metrics logs.
  *
- * One chart has a panel per metric, stacked with a shared step axis. Each
+ * One chart has a panel per metric, stacked with a shared step axis. The
+ * step axis, and a value axis whose values are all integers, get integer
+ * ticks. Each
  * run is one colored line in every panel, and a legend names the runs.
  * The SVG is plain SVG 1.1 text, written without any library.
  */
@@ -29,20 +31,30 @@ typedef struct mr_plot_run {
 
 /* Chart settings; a zero field selects its default. */
 typedef struct mr_plot_options {
-    const char *const *metrics; /* metrics to draw, in order; NULL: every column
-                                   of any run except elapsed_s, first seen first */
+    const char *const *metrics; /* metrics to draw, in order; NULL: the columns of
+                                   every run except elapsed_s, those whose names
+                                   contain "loss" first, each group first seen
+                                   first, up to max_panels */
     int n_metrics;
     int smooth;                 /* trailing moving average over this many points;
                                    0 or 1 draws the raw values only */
     int width;                  /* pixels (default 800) */
     int panel_height;           /* pixels per panel (default 200) */
+    int max_panels;             /* panels drawn without metrics, loss metrics first
+                                   (default MR_PLOT_DEFAULT_PANELS) */
 } mr_plot_options;
+
+/* Panels a chart draws by default; the other metrics are left out and
+ * named in mr_plot_summary. */
+#define MR_PLOT_DEFAULT_PANELS 6
 
 /* What a chart left out: values that are NaN or infinite cannot be drawn. */
 typedef struct mr_plot_summary {
     int n_panels;
     int64_t points_drawn;       /* finite values drawn, over all runs and panels */
     int64_t points_skipped;     /* NaN or infinite values left out */
+    int metrics_left_out;       /* metrics not drawn because of max_panels */
+    char left_out_names[256];   /* their names, comma-separated, cut with "..." */
 } mr_plot_summary;
 
 /*

@@ -52,8 +52,10 @@ extern "C" {
 
 typedef enum mr_round_state {
     MR_ROUND_PENDING = 0, /* no stage has started */
-    MR_ROUND_RUNNING,     /* a stage has started and not every stage is done */
-    MR_ROUND_DONE         /* every stage is done */
+    MR_ROUND_RUNNING,     /* a stage has started and not every stage is done; a
+                             process killed in a stage leaves this state too */
+    MR_ROUND_DONE,        /* every stage is done */
+    MR_ROUND_FAILED       /* a stage returned an error; a rerun starts it again */
 } mr_round_state;
 
 /* An open run; see mr_rounds_open. */

@@ -89,7 +89,8 @@ typedef struct mr_train_options {
     int grad_accum;
     float lr;
     float min_lr;          /* end of the cosine decay */
-    int64_t warmup_steps;
+    int64_t warmup_steps;  /* linear warm-up; -1: min(10, max_steps), or on resume
+                              the value in OUT/config.json */
     mr_lr_decay decay;     /* MR_LR_COSINE or MR_LR_CONSTANT */
     float weight_decay;    /* applied to matrices only, not to norms or biases */
     double adam_beta1, adam_beta2;
@@ -112,6 +113,8 @@ typedef struct mr_train_options {
     bool pack;             /* join short examples into sequences of max_length */
     const char *chat_template; /* "chatml", "llama3" or "llama2"; NULL: from the GGUF */
     bool add_eos;          /* append EOS to each completion */
+    const char *completion_field; /* field learnt as the completion of prompt rows;
+                                     NULL: "completion" */
 
     /* Classifier. */
     int num_labels;
@@ -124,8 +127,8 @@ typedef struct mr_train_options {
 
 /*
  * Fills o with the defaults of kind. Optimisation: batch 8, accumulation
- * 1, 100 steps, max_length 256, AdamW lr 1e-4 (5e-6 for DPO), 10 warm-up
- * steps, cosine decay to 0, weight decay 0.01, betas 0.9 and 0.999, eps
+ * 1, 100 steps, max_length 256, AdamW lr 1e-4 (5e-6 for DPO), warm-up
+ * steps -1 (10, or max_steps when that is smaller), cosine decay to 0, weight decay 0.01, betas 0.9 and 0.999, eps
  * 1e-8 and clipping at 1. Bookkeeping: a log line every step, evaluation
  * and a checkpoint every 50 steps, seed 1, no held-out split. LoRA is off
  * (rank 8, alpha 16, dropout 0, targets q and v when switched on). SFT
@@ -148,10 +151,20 @@ typedef struct mr_train_result {
 
 /*
  * Runs the training that o describes and fills result (may be NULL).
- * Fails with MR_ERR_INVALID_ARGUMENT on an invalid option and with
- * MR_ERR_FORMAT naming the file and line of a malformed data row. A loss
- * or gradient norm that is not finite gives MR_ERR_NUMERIC naming the
- * step and the data lines. Loading and writing errors pass through.
+ * Fails with MR_ERR_INVALID_ARGUMENT on an invalid option, checked before
+ * any file is read, and then also names the first malformed data row if
+ * there is one. A malformed data row alone gives MR_ERR_FORMAT naming the
+ * file and line. A loss or gradient norm that is not finite gives
+ * MR_ERR_NUMERIC naming the step and the data lines. Loading and writing
+ * errors pass through.
+ *
+ * Without resume, an out_dir that contains a finished run (OUT/done) or a
+ * checkpoint (OUT/checkpoint.json) gives MR_ERR_STATE and is left as it
+ * is. With resume and a checkpoint, every setting that changes the result
+ * must equal the one in OUT/config.json (MR_ERR_STATE naming the keys that
+ * differ). Only max_steps may grow, and log_every, eval_every,
+ * checkpoint_every and stop_after may change. When the run fails before
+ * its first checkpoint, the out_dir folders it created are removed.
  */
 mr_status mr_train_run(const mr_train_options *o, mr_train_result *result, mr_error *err);
 

@@ -97,7 +97,8 @@ static mr_status read_messages(const cJSON *array, train_row *row, const char *p
 
 /* Fills row from one parsed object according to kind. */
 static mr_status read_row(const cJSON *object, mr_train_kind kind, int num_labels,
-                          train_row *row, const char *path, mr_error *err) {
+                          const char *completion_field, train_row *row, const char *path,
+                          mr_error *err) {
     int line = row->line;
     mr_status status = MR_OK;
     switch (kind) {
@@ -112,7 +113,8 @@ static mr_status read_row(const cJSON *object, mr_train_kind kind, int num_label
         }
         status = read_string(object, "prompt", true, &row->prompt, path, line, err);
         if (status == MR_OK) {
-            status = read_string(object, "completion", true, &row->completion, path, line, err);
+            status = read_string(object, completion_field, true, &row->completion, path, line,
+                                 err);
         }
         return status;
     }
@@ -153,6 +155,40 @@ static mr_status read_row(const cJSON *object, mr_train_kind kind, int num_label
     return mr_error_set(err, MR_ERR_INVALID_ARGUMENT, "train: unknown kind %d", (int)kind);
 }
 
+/* True when text ends inside a string or with a bracket left open, the
+ * marks of a line cut short. */
+static bool ends_early(const char *text) {
+    int depth = 0;
+    bool in_string = false;
+    for (const char *c = text; *c != '\0'; c++) {
+        if (in_string && *c == '\\' && c[1] != '\0') {
+            c++;
+        } else if (*c == '"') {
+            in_string = !in_string;
+        } else if (!in_string && (*c == '{' || *c == '[')) {
+            depth++;
+        } else if (!in_string && (*c == '}' || *c == ']')) {
+            depth--;
+        }
+    }
+    return in_string || depth > 0;
+}
+
+/* The error of a data line that is not valid JSON, with the 1-based
+ * column (in bytes) where cJSON stopped. */
+static mr_status invalid_json_error(const char *path, int line, const char *line_start,
+                                    const char *parse_end, mr_error *err) {
+    if (parse_end == NULL || parse_end < line_start) {
+        return mr_error_set(err, MR_ERR_FORMAT, "%s:%d: invalid JSON", path, line);
+    }
+    long column = (long)(parse_end - line_start) + 1;
+    return mr_error_set(err, MR_ERR_FORMAT, "%s:%d:%ld: invalid JSON near '%.16s'%s", path,
+                        line, column, parse_end,
+                        ends_early(line_start) ? "; the line ends before the JSON value does, "
+                                                 "so the row may be cut short"
+                                               : "");
+}
+
 /* True for a preference row with an empty side, which has nothing to
  * compare. */
 static bool has_empty_side(const train_row *row) {
@@ -161,7 +197,16 @@ static bool has_empty_side(const train_row *row) {
 }
 
 mr_status train_read_jsonl(const char *path, mr_train_kind kind, int num_labels,
-                           train_row **rows_out, int *n_out, mr_error *err) {
+                           train_row **rows, int *n, mr_error *err) {
+    return train_read_rows(path, kind, num_labels, NULL, rows, n, err);
+}
+
+mr_status train_read_rows(const char *path, mr_train_kind kind, int num_labels,
+                          const char *completion_field, train_row **rows_out, int *n_out,
+                          mr_error *err) {
+    if (completion_field == NULL) {
+        completion_field = "completion";
+    }
     *rows_out = NULL;
     *n_out = 0;
     char *text = NULL;
@@ -191,6 +236,7 @@ mr_status train_read_jsonl(const char *path, mr_train_kind kind, int num_labels,
         }
         *end = '\0';
         line++;
+        char *line_start = cursor;
         char *start = cursor;
         cursor = end + 1;
         while (*start == ' ' || *start == '\t' || *start == '\r') {
@@ -200,14 +246,22 @@ mr_status train_read_jsonl(const char *path, mr_train_kind kind, int num_labels,
             continue;
         }
 
-        cJSON *object = cJSON_Parse(start);
+        const char *parse_end = NULL;
+        cJSON *object = cJSON_ParseWithOpts(start, &parse_end, true);
+        if (object == NULL) {
+            status = invalid_json_error(path, line, line_start, parse_end, err);
+            break;
+        }
         if (!cJSON_IsObject(object)) {
             cJSON_Delete(object);
-            status = mr_error_set(err, MR_ERR_FORMAT, "%s:%d: not a JSON object", path, line);
+            status = mr_error_set(err, MR_ERR_FORMAT,
+                                  "%s:%d: not a JSON object; each line needs one {...} "
+                                  "object",
+                                  path, line);
             break;
         }
         rows[n].line = line;
-        status = read_row(object, kind, num_labels, &rows[n], path, err);
+        status = read_row(object, kind, num_labels, completion_field, &rows[n], path, err);
         cJSON_Delete(object);
         n++;
         if (status == MR_OK && has_empty_side(&rows[n - 1])) {

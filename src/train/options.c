@@ -3,6 +3,7 @@
  * the per-kind entry points.
  */
 #include <inttypes.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -34,7 +35,7 @@ void mr_train_options_default(mr_train_options *o, mr_train_kind kind) {
     o->grad_accum = 1;
     o->lr = kind == MR_TRAIN_DPO ? 5e-6f : 1e-4f;
     o->min_lr = 0.0f;
-    o->warmup_steps = 10;
+    o->warmup_steps = -1;
     o->decay = MR_LR_COSINE;
     o->weight_decay = 0.01f;
     o->adam_beta1 = 0.9;
@@ -58,111 +59,264 @@ void mr_train_options_default(mr_train_options *o, mr_train_kind kind) {
  * Options
  * ------------------------------------------------------------------------ */
 
-mr_status train_validate_options(const mr_train_options *o, mr_error *err) {
-    if (mr_train_kind_name(o->kind) == NULL) {
-        return mr_error_set(err, MR_ERR_INVALID_ARGUMENT, "train: unknown kind %d", (int)o->kind);
+void train_resolve_warmup(mr_train_options *o, int64_t stored_warmup) {
+    if (o->warmup_steps >= 0) {
+        return;
     }
-    if (o->data_path == NULL || o->out_dir == NULL) {
-        return mr_error_set(err, MR_ERR_INVALID_ARGUMENT,
-                            "train: data_path and out_dir are required");
+    if (stored_warmup >= 0) {
+        o->warmup_steps = stored_warmup;
+        return;
     }
-    if (o->model_path == NULL && o->tokenizer_path == NULL) {
-        return mr_error_set(err, MR_ERR_INVALID_ARGUMENT,
-                            "train: a random model (no model_path) needs tokenizer_path");
-    }
-    if (o->batch_size < 1 || o->batch_size > TRAIN_MAX_BATCH || o->grad_accum < 1 ||
-        o->max_steps < 1 || o->max_length < 2) {
-        return mr_error_set(err, MR_ERR_INVALID_ARGUMENT,
-                            "train: batch_size %d must be in [1, " MR_STRINGIFY(TRAIN_MAX_BATCH)
-                            "], grad_accum %d and max_steps %lld >= 1 and max_length %d >= 2",
-                            o->batch_size, o->grad_accum, (long long)o->max_steps,
-                            o->max_length);
-    }
-    if (!(o->lr >= 0.0f) || !(o->weight_decay >= 0.0f) || o->eval_every_nth < 0) {
-        return mr_error_set(err, MR_ERR_INVALID_ARGUMENT,
-                            "train: lr %g and weight_decay %g must be >= 0 and eval_every_nth "
-                            "%d >= 0",
-                            o->lr, o->weight_decay, o->eval_every_nth);
-    }
-    if (o->decay != MR_LR_COSINE && o->decay != MR_LR_CONSTANT) {
-        return mr_error_set(err, MR_ERR_INVALID_ARGUMENT,
-                            "train: the schedule must be cosine or constant");
-    }
-    if (o->kind == MR_TRAIN_CLASSIFY && o->num_labels < 2) {
-        return mr_error_set(err, MR_ERR_INVALID_ARGUMENT, "train: num_labels %d must be >= 2",
-                            o->num_labels);
-    }
-    if (o->kind == MR_TRAIN_DPO) {
-        if (!(o->dpo_beta > 0.0f) || !(o->sft_weight >= 0.0f)) {
-            return mr_error_set(err, MR_ERR_INVALID_ARGUMENT,
-                                "train: dpo beta %g must be > 0 and sft_weight %g >= 0",
-                                o->dpo_beta, o->sft_weight);
-        }
-        if (o->reference == MR_DPO_REFERENCE_ADAPTER_OFF && !o->lora) {
-            return mr_error_set(err, MR_ERR_INVALID_ARGUMENT,
-                                "train: the reference adapter_off needs lora; switch lora on or "
-                                "use the reference copy");
-        }
-    }
-    if (o->pack && o->kind != MR_TRAIN_SFT) {
-        return mr_error_set(err, MR_ERR_INVALID_ARGUMENT, "train: pack applies to SFT only");
+    o->warmup_steps = o->max_steps < TRAIN_DEFAULT_WARMUP ? o->max_steps : TRAIN_DEFAULT_WARMUP;
+}
+
+/* Fails with a message that names the config key and its valid range. */
+#define REQUIRE(condition, ...)                                                \
+    do {                                                                       \
+        if (!(condition)) {                                                    \
+            return mr_error_set(err, MR_ERR_INVALID_ARGUMENT, __VA_ARGS__);    \
+        }                                                                      \
+    } while (0)
+
+/* Checks the sizes and counts of o. */
+static mr_status validate_sizes(const mr_train_options *o, mr_error *err) {
+    REQUIRE(o->batch_size >= 1 && o->batch_size <= TRAIN_MAX_BATCH,
+            "train: batch_size is %d; it must be in [1, " MR_STRINGIFY(TRAIN_MAX_BATCH) "]",
+            o->batch_size);
+    REQUIRE(o->grad_accum >= 1, "train: grad_accum is %d; it must be >= 1", o->grad_accum);
+    REQUIRE(o->max_steps >= 1, "train: max_steps is %lld; it must be >= 1",
+            (long long)o->max_steps);
+    REQUIRE(o->max_length >= 2, "train: max_length is %d; it must be >= 2", o->max_length);
+    REQUIRE(o->eval_every_nth >= 0, "train: eval_every_nth is %d; it must be >= 0 (0: none)",
+            o->eval_every_nth);
+    REQUIRE(o->eval_max_examples >= 0,
+            "train: eval_max_examples is %d; it must be >= 0 (0: all)", o->eval_max_examples);
+    REQUIRE(o->log_every >= 0 && o->eval_every >= 0 && o->checkpoint_every >= 0 &&
+                o->stop_after >= 0,
+            "train: log_every (%lld), eval_every (%lld), checkpoint_every (%lld) and "
+            "stop_after (%lld) must be >= 0 (0: never)",
+            (long long)o->log_every, (long long)o->eval_every, (long long)o->checkpoint_every,
+            (long long)o->stop_after);
+    return MR_OK;
+}
+
+/* Checks the optimizer, schedule and LoRA settings of o, whose warm-up
+ * is resolved. */
+static mr_status validate_optimizer(const mr_train_options *o, mr_error *err) {
+    REQUIRE(o->lr >= 0.0f && isfinite(o->lr), "train: lr is %g; it must be finite and >= 0",
+            (double)o->lr);
+    REQUIRE(o->decay == MR_LR_COSINE || o->decay == MR_LR_CONSTANT,
+            "train: schedule must be \"cosine\" or \"constant\"");
+    REQUIRE(o->decay == MR_LR_CONSTANT || (o->min_lr >= 0.0f && o->min_lr <= o->lr),
+            "train: min_lr is %g; it must be in [0, lr = %g]", (double)o->min_lr,
+            (double)o->lr);
+    REQUIRE(o->warmup_steps >= 0 && o->warmup_steps <= o->max_steps,
+            "train: warmup_steps (%lld) is larger than max_steps (%lld); lower warmup_steps, "
+            "raise max_steps, or leave warmup_steps out to get min(10, max_steps)",
+            (long long)o->warmup_steps, (long long)o->max_steps);
+    REQUIRE(o->weight_decay >= 0.0f && isfinite(o->weight_decay),
+            "train: weight_decay is %g; it must be finite and >= 0", (double)o->weight_decay);
+    REQUIRE(o->adam_beta1 >= 0.0 && o->adam_beta1 < 1.0 && o->adam_beta2 >= 0.0 &&
+                o->adam_beta2 < 1.0,
+            "train: adam_beta1 (%g) and adam_beta2 (%g) must be in [0, 1)", o->adam_beta1,
+            o->adam_beta2);
+    REQUIRE(o->adam_eps > 0.0f && isfinite(o->adam_eps),
+            "train: adam_eps is %g; it must be finite and > 0", (double)o->adam_eps);
+    REQUIRE(isfinite(o->clip_norm), "train: clip_norm is %g; it must be finite",
+            (double)o->clip_norm);
+    if (o->lora) {
+        const mr_lora_config *l = &o->lora_config;
+        REQUIRE(l->rank >= 1 && l->rank <= 65536,
+                "train: lora_rank is %d; it must be in [1, 65536]", l->rank);
+        REQUIRE(l->alpha > 0.0f && isfinite(l->alpha),
+                "train: lora_alpha is %g; it must be finite and > 0", (double)l->alpha);
+        REQUIRE(l->dropout >= 0.0f && l->dropout < 1.0f,
+                "train: lora_dropout is %g; it must be in [0, 1)", (double)l->dropout);
+        REQUIRE(l->targets != 0, "train: lora_targets is empty; name at least one target");
     }
     return MR_OK;
 }
 
-mr_status train_write_config(const mr_train_options *o, mr_error *err) {
+/* Checks the settings that only some kinds use. */
+static mr_status validate_kind_options(const mr_train_options *o, mr_error *err) {
+    REQUIRE(o->kind != MR_TRAIN_CLASSIFY || o->num_labels >= 2,
+            "train: num_labels is %d; it must be >= 2", o->num_labels);
+    if (o->kind == MR_TRAIN_DPO) {
+        REQUIRE(o->dpo_beta > 0.0f && isfinite(o->dpo_beta),
+                "train: beta is %g; it must be finite and > 0", (double)o->dpo_beta);
+        REQUIRE(o->sft_weight >= 0.0f && isfinite(o->sft_weight),
+                "train: sft_weight is %g; it must be finite and >= 0", (double)o->sft_weight);
+        REQUIRE(o->reference != MR_DPO_REFERENCE_ADAPTER_OFF || o->lora,
+                "train: reference \"adapter_off\" needs lora; switch lora on or use the "
+                "reference \"copy\"");
+    }
+    REQUIRE(!o->pack || o->kind == MR_TRAIN_SFT, "train: pack applies to sft only");
+    REQUIRE(o->completion_field == NULL || o->kind == MR_TRAIN_SFT,
+            "train: completion_field applies to sft only");
+    REQUIRE(o->completion_field == NULL || o->completion_field[0] != '\0',
+            "train: completion_field is empty; name a string field of the data rows");
+    return MR_OK;
+}
+
+mr_status train_validate_options(const mr_train_options *o, mr_error *err) {
+    REQUIRE(mr_train_kind_name(o->kind) != NULL, "train: unknown kind %d", (int)o->kind);
+    REQUIRE(o->data_path != NULL, "train: data (the training JSON Lines file) is required");
+    REQUIRE(o->out_dir != NULL && o->out_dir[0] != '\0',
+            "train: out (the run folder) is required");
+    REQUIRE(o->model_path != NULL || o->tokenizer_path != NULL,
+            "train: a random model (no model) needs a tokenizer");
+    mr_status status = validate_sizes(o, err);
+    if (status == MR_OK) {
+        status = validate_optimizer(o, err);
+    }
+    if (status == MR_OK) {
+        status = validate_kind_options(o, err);
+    }
+    if (status == MR_OK && o->model_path == NULL) {
+        status = mr_llama_config_validate(&o->init_config, err);
+    }
+    return status;
+}
+
+#undef REQUIRE
+
+/* Writes text as a JSON string literal to f, escaping what JSON needs. */
+static void print_json_string(FILE *f, const char *text) {
+    fputc('"', f);
+    for (const unsigned char *c = (const unsigned char *)(text != NULL ? text : ""); *c != '\0';
+         c++) {
+        if (*c == '"' || *c == '\\') {
+            fprintf(f, "\\%c", *c);
+        } else if (*c < 0x20) {
+            fprintf(f, "\\u%04x", *c);
+        } else {
+            fputc(*c, f);
+        }
+    }
+    fputc('"', f);
+}
+
+/* Writes "key": "text", with text escaped for JSON. */
+static void print_string_member(FILE *f, const char *key, const char *text) {
+    fprintf(f, "  \"%s\": ", key);
+    print_json_string(f, text);
+    fprintf(f, ",\n");
+}
+
+/* Writes value into text (32 bytes) with the fewest digits that read
+ * back as the same float, so that 1e-3f reads 0.001 and 1e4f 10000. */
+static void format_float(char *text, float value) {
+    if (value == floorf(value) && fabsf(value) < 1e9f) {
+        snprintf(text, 32, "%.0f", (double)value);
+        return;
+    }
+    snprintf(text, 32, "%.9g", (double)value);
+    for (int digits = 1; digits < 9; digits++) {
+        char shorter[32];
+        snprintf(shorter, sizeof shorter, "%.*g", digits, (double)value);
+        if ((float)strtod(shorter, NULL) == value) {
+            memcpy(text, shorter, sizeof shorter);
+            return;
+        }
+    }
+}
+
+/* Writes "key": value, as format_float() writes the value. */
+static void print_float_member(FILE *f, const char *key, float value) {
+    char text[32];
+    format_float(text, value);
+    fprintf(f, "  \"%s\": %s,\n", key, text);
+}
+
+/* Writes the random model's shape under the key names of a Hugging Face
+ * config.json, or null when the run loads a model. */
+static void print_init(FILE *f, const mr_train_options *o) {
+    if (o->model_path != NULL) {
+        fprintf(f, "  \"init\": null,\n");
+        return;
+    }
+    const mr_llama_config *c = &o->init_config;
+    char rope_theta[32], rms_norm_eps[32];
+    format_float(rope_theta, c->rope_base);
+    format_float(rms_norm_eps, c->rms_eps);
+    fprintf(f,
+            "  \"init\": {\"vocab_size\": %d, \"hidden_size\": %d, \"num_hidden_layers\": %d, "
+            "\"num_attention_heads\": %d, \"num_key_value_heads\": %d, \"head_dim\": %d, "
+            "\"intermediate_size\": %d, \"max_position_embeddings\": %d, \"rope_theta\": %s, "
+            "\"rms_norm_eps\": %s, \"tie_word_embeddings\": %s, \"qkv_bias\": %s, "
+            "\"rope_layout\": \"%s\"},\n",
+            c->vocab_size, c->dim, c->layers, c->heads, c->kv_heads, c->head_dim, c->ffn_dim,
+            c->context_length, rope_theta, rms_norm_eps,
+            c->tied_output ? "true" : "false", c->qkv_bias ? "true" : "false",
+            c->rope_layout == MR_ROPE_HALVES ? "halves" : "adjacent");
+}
+
+char *train_format_config(const mr_train_options *o) {
     char lora_targets[16];
     snprintf(lora_targets, sizeof lora_targets, "0x%02x", o->lora_config.targets);
     char *text = NULL;
     size_t size = 0;
     FILE *f = open_memstream(&text, &size);
     if (f == NULL) {
-        return mr_error_set(err, MR_ERR_NO_MEMORY, "train: out of memory");
+        return NULL;
     }
     fprintf(f, "{\n  \"kind\": \"%s\",\n", mr_train_kind_name(o->kind));
-    fprintf(f, "  \"model\": \"%s\",\n  \"tokenizer\": \"%s\",\n",
-            o->model_path ? o->model_path : "", o->tokenizer_path ? o->tokenizer_path : "");
-    const mr_llama_config *c = &o->init_config;
-    fprintf(f,
-            "  \"init\": {\"vocab_size\": %d, \"dim\": %d, \"layers\": %d, \"heads\": %d, "
-            "\"kv_heads\": %d, \"head_dim\": %d, \"ffn_dim\": %d, \"context_length\": %d},\n",
-            c->vocab_size, c->dim, c->layers, c->heads, c->kv_heads, c->head_dim, c->ffn_dim,
-            c->context_length);
-    fprintf(f, "  \"data\": \"%s\",\n  \"eval_data\": \"%s\",\n  \"eval_every_nth\": %d,\n",
-            o->data_path, o->eval_path ? o->eval_path : "", o->eval_every_nth);
+    print_string_member(f, "model", o->model_path);
+    print_string_member(f, "tokenizer", o->tokenizer_path);
+    print_init(f, o);
+    print_string_member(f, "data", o->data_path);
+    print_string_member(f, "eval_data", o->eval_path);
+    fprintf(f, "  \"eval_every_nth\": %d,\n", o->eval_every_nth);
     fprintf(f, "  \"max_length\": %d,\n  \"eval_max_examples\": %d,\n", o->max_length,
             o->eval_max_examples);
     fprintf(f, "  \"seed\": %" PRIu64 ",\n  \"max_steps\": %" PRId64 ",\n", o->seed,
             o->max_steps);
     fprintf(f, "  \"batch_size\": %d,\n  \"grad_accum\": %d,\n", o->batch_size, o->grad_accum);
-    fprintf(f, "  \"lr\": %.9g,\n  \"min_lr\": %.9g,\n  \"warmup_steps\": %" PRId64 ",\n",
-            o->lr, o->min_lr, o->warmup_steps);
+    print_float_member(f, "lr", o->lr);
+    print_float_member(f, "min_lr", o->min_lr);
+    fprintf(f, "  \"warmup_steps\": %" PRId64 ",\n", o->warmup_steps);
     fprintf(f, "  \"schedule\": \"%s\",\n", o->decay == MR_LR_COSINE ? "cosine" : "constant");
-    fprintf(f, "  \"weight_decay\": %.9g,\n  \"adam_beta1\": %.17g,\n  \"adam_beta2\": %.17g,\n",
-            o->weight_decay, o->adam_beta1, o->adam_beta2);
-    fprintf(f, "  \"adam_eps\": %.9g,\n  \"clip_norm\": %.9g,\n", o->adam_eps, o->clip_norm);
-    fprintf(f,
-            "  \"lora\": %s,\n  \"lora_rank\": %d,\n  \"lora_alpha\": %.9g,\n"
-            "  \"lora_dropout\": %.9g,\n  \"lora_targets\": \"%s\",\n",
-            o->lora ? "true" : "false", o->lora_config.rank, o->lora_config.alpha,
-            o->lora_config.dropout, lora_targets);
+    print_float_member(f, "weight_decay", o->weight_decay);
+    fprintf(f, "  \"adam_beta1\": %.17g,\n  \"adam_beta2\": %.17g,\n", o->adam_beta1,
+            o->adam_beta2);
+    print_float_member(f, "adam_eps", o->adam_eps);
+    print_float_member(f, "clip_norm", o->clip_norm);
+    fprintf(f, "  \"lora\": %s,\n  \"lora_rank\": %d,\n", o->lora ? "true" : "false",
+            o->lora_config.rank);
+    print_float_member(f, "lora_alpha", o->lora_config.alpha);
+    print_float_member(f, "lora_dropout", o->lora_config.dropout);
+    fprintf(f, "  \"lora_targets\": \"%s\",\n", lora_targets);
     fprintf(f,
             "  \"log_every\": %" PRId64 ",\n  \"eval_every\": %" PRId64
             ",\n  \"checkpoint_every\": %" PRId64 ",\n",
             o->log_every, o->eval_every, o->checkpoint_every);
-    fprintf(f, "  \"pack\": %s,\n  \"chat_template\": \"%s\",\n  \"add_eos\": %s,\n",
-            o->pack ? "true" : "false", o->chat_template ? o->chat_template : "",
-            o->add_eos ? "true" : "false");
-    fprintf(f, "  \"num_labels\": %d,\n  \"beta\": %.9g,\n  \"reference\": \"%s\",\n",
-            o->num_labels, o->dpo_beta,
+    fprintf(f, "  \"pack\": %s,\n", o->pack ? "true" : "false");
+    print_string_member(f, "chat_template", o->chat_template);
+    fprintf(f, "  \"add_eos\": %s,\n", o->add_eos ? "true" : "false");
+    print_string_member(f, "completion_field",
+                        o->completion_field != NULL ? o->completion_field : "completion");
+    fprintf(f, "  \"num_labels\": %d,\n", o->num_labels);
+    print_float_member(f, "beta", o->dpo_beta);
+    print_float_member(f, "sft_weight", o->sft_weight);
+    fprintf(f, "  \"reference\": \"%s\"\n}\n",
             o->reference == MR_DPO_REFERENCE_COPY ? "copy" : "adapter_off");
-    fprintf(f, "  \"sft_weight\": %.9g\n}\n", o->sft_weight);
-    fclose(f);
+    if (fclose(f) != 0) {
+        free(text);
+        return NULL;
+    }
+    return text;
+}
 
+mr_status train_write_config(const mr_train_options *o, mr_error *err) {
+    char *text = train_format_config(o);
+    if (text == NULL) {
+        return mr_error_set(err, MR_ERR_NO_MEMORY, "train: out of memory");
+    }
     char path[4096];
-    mr_status status = train_join_path(path, sizeof path, o->out_dir, "config.json")
-                           ? mr_file_write_atomic(path, text, size, err)
-                           : mr_error_set(err, MR_ERR_INVALID_ARGUMENT, "train: path too long");
+    mr_status status = mr_path_join(path, sizeof path, o->out_dir, "config.json", err);
+    if (status == MR_OK) {
+        status = mr_file_write_atomic(path, text, strlen(text), err);
+    }
     free(text);
     return status;
 }

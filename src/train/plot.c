@@ -218,6 +218,30 @@ static mr_status axis_make(double low, double high, int target, axis *out, mr_er
     return status;
 }
 
+/* Makes an axis as axis_make does, but with a tick step of at least 1,
+ * for data that are all integers such as steps. */
+static mr_status axis_make_integers(double low, double high, int target, axis *out,
+                                    mr_error *err) {
+    mr_status status = axis_make(low, high, target, out, err);
+    if (status != MR_OK || out->step >= 1.0) {
+        return status;
+    }
+
+    /* A step below 1 means a range of a few units, so this gives few ticks. */
+    double first = floor(low);
+    double last = ceil(high);
+    if (first == last) {
+        first -= 1.0;
+        last += 1.0;
+    }
+    out->first = first;
+    out->step = 1.0;
+    out->count = (int)(last - first) + 1;
+    out->low = first;
+    out->high = last;
+    return MR_OK;
+}
+
 /* Maps value on the axis onto pixels from start (low) to end (high). */
 static double axis_pixel(const axis *a, double value, double start, double end) {
     return start + (value - a->low) / (a->high - a->low) * (end - start);
@@ -230,6 +254,7 @@ typedef struct panel {
     double low, high;      /* range of finite values over all runs */
     int64_t finite;        /* finite values over all runs */
     int64_t skipped;       /* NaN or infinite values over all runs */
+    bool integers;         /* every finite value is an integer */
 } panel;
 
 /* The chart being drawn. */
@@ -241,6 +266,9 @@ typedef struct chart {
     panel *panels;
     int n_panels;
     axis x;
+    int metrics_left_out;      /* metrics past max_panels, not drawn */
+    char left_out_names[256];
+    bool left_out_cut;         /* left_out_names ends with "..." */
 } chart;
 
 /* True when the name is already a panel. */
@@ -271,11 +299,36 @@ static bool add_panel(chart *c, const char *metric, int *columns) {
     p->high = -INFINITY;
     p->finite = 0;
     p->skipped = 0;
+    p->integers = true;
     return true;
 }
 
-/* Chooses the panels: the requested metrics, or every column but
- * elapsed_s. columns has room for max_panels * n_runs entries. */
+/* True for a metric that goes in the first panels: a loss. */
+static bool is_loss_metric(const char *metric) {
+    return strstr(metric, "loss") != NULL;
+}
+
+/* Counts a metric that max_panels leaves out and adds its name to the
+ * list while the list has room, ending it with "..." when it is full. */
+static void leave_out(chart *c, const char *metric) {
+    const char *separator = c->metrics_left_out > 0 ? ", " : "";
+    c->metrics_left_out++;
+    if (c->left_out_cut) {
+        return;
+    }
+    size_t used = strlen(c->left_out_names);
+    size_t room = sizeof c->left_out_names - used;
+    if (strlen(separator) + strlen(metric) + sizeof ", ..." > room) {
+        snprintf(c->left_out_names + used, room, "%s...", separator);
+        c->left_out_cut = true;
+        return;
+    }
+    snprintf(c->left_out_names + used, room, "%s%s", separator, metric);
+}
+
+/* Chooses the panels: the requested metrics, or else the columns of
+ * every run but elapsed_s, losses first, up to max_panels. columns has
+ * room for max_panels * n_runs entries. */
 static mr_status choose_panels(chart *c, const mr_plot_options *options, int max_panels,
                                int *columns, mr_error *err) {
     if (options->metrics != NULL) {
@@ -294,12 +347,29 @@ static mr_status choose_panels(chart *c, const mr_plot_options *options, int max
         return MR_OK;
     }
 
-    for (int run = 0; run < c->n_runs; run++) {
-        const mr_runlog_data *data = c->runs[run].data;
-        for (int column = 0; column < data->n_columns && c->n_panels < max_panels; column++) {
-            const char *metric = data->names[column];
-            if (strcmp(metric, MR_RUNLOG_ELAPSED) != 0 && !has_panel(c, metric)) {
-                add_panel(c, metric, columns + (size_t)c->n_panels * (size_t)c->n_runs);
+    /* Pass 0 takes the losses and pass 1 the rest, each in first-seen order. */
+    for (int pass = 0; pass < 2; pass++) {
+        for (int run = 0; run < c->n_runs; run++) {
+            const mr_runlog_data *data = c->runs[run].data;
+            for (int column = 0; column < data->n_columns; column++) {
+                const char *metric = data->names[column];
+                if (strcmp(metric, MR_RUNLOG_ELAPSED) == 0 ||
+                    is_loss_metric(metric) != (pass == 0) || has_panel(c, metric)) {
+                    continue;
+                }
+                if (c->n_panels < max_panels) {
+                    add_panel(c, metric, columns + (size_t)c->n_panels * (size_t)c->n_runs);
+                    continue;
+                }
+
+                /* A metric in several runs is left out once. */
+                bool seen = false;
+                for (int earlier = 0; earlier < run && !seen; earlier++) {
+                    seen = mr_runlog_data_column(c->runs[earlier].data, metric) >= 0;
+                }
+                if (!seen) {
+                    leave_out(c, metric);
+                }
             }
         }
     }
@@ -335,6 +405,7 @@ static void measure_panels(chart *c) {
                 }
                 p->low = fmin(p->low, value);
                 p->high = fmax(p->high, value);
+                p->integers = p->integers && value == floor(value);
                 p->finite++;
             }
 
@@ -498,7 +569,8 @@ static mr_status draw_panel(text_buffer *out, const chart *c, int i, mr_error *e
     }
 
     axis y;
-    mr_status status = axis_make(p->low, p->high, Y_TICK_TARGET, &y, err);
+    mr_status status = p->integers ? axis_make_integers(p->low, p->high, Y_TICK_TARGET, &y, err)
+                                   : axis_make(p->low, p->high, Y_TICK_TARGET, &y, err);
     if (status != MR_OK) {
         return status;
     }
@@ -544,6 +616,12 @@ static void draw_legend(text_buffer *out, const chart *c) {
         append(out, "<text x=\"%.2f\" y=\"20\" fill=\"#555555\">(faint: raw values; solid: "
                     "moving average of %d points)</text>\n",
                x, c->smooth);
+        x += 7.0 * 52;
+    }
+    if (c->metrics_left_out > 0) {
+        append(out, "<text x=\"%.2f\" y=\"20\" fill=\"#555555\">(%d more metric%s not drawn; "
+                    "choose with --metrics)</text>\n",
+               x, c->metrics_left_out, c->metrics_left_out == 1 ? "" : "s");
     }
 }
 
@@ -559,7 +637,7 @@ static mr_status make_x_axis(chart *c, mr_error *err) {
         }
     }
     int target = (c->width - MARGIN_LEFT - MARGIN_RIGHT) / PIXELS_PER_X_TICK;
-    return axis_make(low, high, target, &c->x, err);
+    return axis_make_integers(low, high, target, &c->x, err);
 }
 
 /* Checks the runs and the options before any drawing. */
@@ -645,7 +723,10 @@ mr_status mr_plot_render_svg(const mr_plot_run *runs, int n_runs,
         return mr_error_set(err, MR_ERR_NO_MEMORY, "plot: out of memory");
     }
 
-    status = choose_panels(&c, options, max_panels, columns, err);
+    int limit = options->max_panels > 0 ? options->max_panels : MR_PLOT_DEFAULT_PANELS;
+    status = choose_panels(&c, options, options->metrics == NULL && limit < max_panels ? limit
+                                                                                    : max_panels,
+                           columns, err);
     int64_t finite = 0;
     int64_t skipped = 0;
     if (status == MR_OK) {
@@ -673,6 +754,8 @@ mr_status mr_plot_render_svg(const mr_plot_run *runs, int n_runs,
         summary->n_panels = c.n_panels;
         summary->points_drawn = finite;
         summary->points_skipped = skipped;
+        summary->metrics_left_out = c.metrics_left_out;
+        memcpy(summary->left_out_names, c.left_out_names, sizeof c.left_out_names);
     }
     free(c.panels);
     free(columns);

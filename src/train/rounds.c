@@ -399,6 +399,23 @@ static mr_status note_output_model(mr_rounds *rounds, int r, const char *output_
     return MR_OK;
 }
 
+/* Records in the manifest that stage failed with message, so that
+ * `rounds status` can show it. A failure to write is logged, because the
+ * caller returns the stage's error. */
+static void record_failure(mr_rounds *rounds, int r, rounds_stage_record *stage,
+                           const char *message) {
+    rounds_manifest *m = &rounds->manifest;
+    stage->error = strdup(message[0] != '\0' ? message : "(no message)");
+    m->rounds[r].state = MR_ROUND_FAILED;
+    mr_error write_err;
+    if (stage->error == NULL ||
+        rounds_manifest_write(rounds->manifest_path, m, &write_err) != MR_OK) {
+        mr_log(MR_LOG_WARN, "rounds", "round %d stage %s: the failure is not recorded in %s: %s",
+               r, stage->name, rounds->manifest_path,
+               stage->error == NULL ? "out of memory" : write_err.message);
+    }
+}
+
 /* Runs stage s of round r with the context filled in, writing the
  * manifest before (attempt counted) and after (done). */
 static mr_status run_stage(mr_rounds *rounds, mr_stage_context *context, int s,
@@ -408,6 +425,8 @@ static mr_status run_stage(mr_rounds *rounds, mr_stage_context *context, int s,
     rounds_stage_record *stage = &m->rounds[r].stages[s];
 
     stage->attempts++;
+    free(stage->error);
+    stage->error = NULL;
     rounds_file_list_clear(&stage->inputs);
     rounds_file_list_clear(&stage->outputs);
     m->rounds[r].state = MR_ROUND_RUNNING;
@@ -426,6 +445,7 @@ static mr_status run_stage(mr_rounds *rounds, mr_stage_context *context, int s,
     if (status != MR_OK) {
         mr_log(MR_LOG_ERROR, "rounds", "round %d stage %s failed: %s", r, stage->name,
                stage_err.message);
+        record_failure(rounds, r, stage, stage_err.message);
         return mr_error_set(err, status,
                             "rounds: round-%03d stage '%s' failed: %s; run again to restart "
                             "the stage",

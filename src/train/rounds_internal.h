@@ -32,6 +32,7 @@ typedef struct rounds_stage_record {
     char *name;
     bool done;
     int attempts;
+    char *error;         /* message of the last attempt when it failed, else NULL */
     rounds_file_list inputs;
     rounds_file_list outputs;
 } rounds_stage_record;

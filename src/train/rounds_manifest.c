@@ -34,6 +34,8 @@ const char *rounds_state_name(mr_round_state state) {
         return "running";
     case MR_ROUND_DONE:
         return "done";
+    case MR_ROUND_FAILED:
+        return "failed";
     }
     return "unknown";
 }
@@ -87,6 +89,7 @@ static void round_free(rounds_round_record *round, int n_stages) {
     if (round->stages != NULL) {
         for (int s = 0; s < n_stages; s++) {
             free(round->stages[s].name);
+            free(round->stages[s].error);
             rounds_file_list_clear(&round->stages[s].inputs);
             rounds_file_list_clear(&round->stages[s].outputs);
         }
@@ -207,6 +210,7 @@ static cJSON *round_to_json(const rounds_manifest *m, int r) {
         cJSON_AddStringToObject(item, "name", stage->name);
         cJSON_AddBoolToObject(item, "done", stage->done);
         cJSON_AddNumberToObject(item, "attempts", stage->attempts);
+        add_string_or_null(item, "error", stage->error);
         cJSON_AddItemToObject(item, "inputs", file_list_to_json(&stage->inputs));
         cJSON_AddItemToObject(item, "outputs", file_list_to_json(&stage->outputs));
         cJSON_AddItemToArray(stages, item);
@@ -343,6 +347,14 @@ static mr_status read_stage(const cJSON *json, const char *path, const char *whe
         return bad_member(path, where, "attempts", "a count", err);
     }
     stage->attempts = (int)attempts->valuedouble;
+
+    /* Manifests written before failures were recorded have no "error". */
+    if (cJSON_GetObjectItemCaseSensitive(json, "error") != NULL) {
+        status = read_optional_string(json, "error", path, where, &stage->error, err);
+        if (status != MR_OK) {
+            return status;
+        }
+    }
     status = read_file_list(json, "inputs", path, where, &stage->inputs, err);
     if (status != MR_OK) {
         return status;
@@ -364,8 +376,11 @@ static mr_status read_round(const cJSON *json, const char *path, rounds_manifest
         round->state = MR_ROUND_RUNNING;
     } else if (strcmp(state_text, "done") == 0) {
         round->state = MR_ROUND_DONE;
+    } else if (strcmp(state_text, "failed") == 0) {
+        round->state = MR_ROUND_FAILED;
     } else {
-        return bad_member(path, where, "state", "\"pending\", \"running\" or \"done\"", err);
+        return bad_member(path, where, "state",
+                          "\"pending\", \"running\", \"done\" or \"failed\"", err);
     }
 
     mr_status status = read_optional_string(json, "start_model", path, where,
@@ -484,12 +499,15 @@ mr_status rounds_manifest_read(const char *path, rounds_manifest *m, mr_error *e
  * The status table
  * ------------------------------------------------------------------------ */
 
-/* Writes a stage's cell: "done", "started" (not finished) or "-", with
- * the attempt count when it is above one. */
+/* Writes a stage's cell: "done", "failed" (its last attempt returned an
+ * error), "started" (running, or killed) or "-", with the attempt count
+ * when it is above one. */
 static void stage_cell(const rounds_stage_record *stage, char *out, size_t size) {
     const char *word = "-";
     if (stage->done) {
         word = "done";
+    } else if (stage->error != NULL) {
+        word = "failed";
     } else if (stage->attempts > 0) {
         word = "started";
     }
@@ -548,6 +566,14 @@ mr_status mr_rounds_print_status(const char *run_dir, FILE *out, bool files, mr_
     }
     fprintf(out, "\nA number in brackets counts the attempts of a stage started more than "
                  "once.\n");
+    for (int r = 0; r < m.n_rounds; r++) {
+        for (int s = 0; s < m.n_stages; s++) {
+            const rounds_stage_record *stage = &m.rounds[r].stages[s];
+            if (!stage->done && stage->error != NULL) {
+                fprintf(out, "round-%03d stage %s failed: %s\n", r, stage->name, stage->error);
+            }
+        }
+    }
 
     if (files) {
         for (int r = 0; r < m.n_rounds; r++) {

@@ -39,10 +39,17 @@ typedef struct train_row {
  * them; free with train_rows_free). Blank lines are skipped, and so are
  * preference rows with an empty chosen or rejected side, with a warning
  * that counts them. A row that is not a JSON object, lacks a field or has
- * one of the wrong type gives MR_ERR_FORMAT naming the path and the line.
+ * one of the wrong type gives MR_ERR_FORMAT naming the path and the line,
+ * and text that is not JSON gives it with the column too.
  */
 mr_status train_read_jsonl(const char *path, mr_train_kind kind, int num_labels,
                            train_row **rows, int *n, mr_error *err);
+
+/* train_read_jsonl() with the SFT completion read from the field named
+ * completion_field (NULL: "completion"). */
+mr_status train_read_rows(const char *path, mr_train_kind kind, int num_labels,
+                          const char *completion_field, train_row **rows, int *n,
+                          mr_error *err);
 void train_rows_free(train_row *rows, int n);
 
 /* Frees the strings of one row and zeroes it. */
@@ -109,11 +116,43 @@ typedef struct train_metrics {
     double weight;         /* micro-batches or examples added */
 } train_metrics;
 
-/* Checks the options that the trainer relies on (options.c). */
+/* Warm-up steps of a run that leaves warmup_steps at -1, unless
+ * max_steps is smaller. */
+#define TRAIN_DEFAULT_WARMUP 10
+
+/* Sets a warmup_steps of -1 to stored_warmup when that is >= 0 (the value
+ * of a resumed run), else to min(TRAIN_DEFAULT_WARMUP, max_steps)
+ * (options.c). */
+void train_resolve_warmup(mr_train_options *o, int64_t stored_warmup);
+
+/* Checks every option before any file is read, with messages that name
+ * the config keys (options.c). The warm-up must be resolved. */
 mr_status train_validate_options(const mr_train_options *o, mr_error *err);
 
-/* Writes every option, defaults included, to OUT/config.json (options.c). */
+/* Returns every option, defaults included, as the JSON text of
+ * OUT/config.json (free it), or NULL when out of memory (options.c). */
+char *train_format_config(const mr_train_options *o);
+
+/* Writes train_format_config(o) to OUT/config.json (options.c). */
 mr_status train_write_config(const mr_train_options *o, mr_error *err);
+
+/* The part of out_dir that a run created (run_dir.c). */
+typedef struct train_run_dir {
+    char *created; /* topmost folder of out_dir that did not exist, or NULL */
+} train_run_dir;
+
+/*
+ * Copies in to *out with the warm-up resolved, validates it and checks
+ * out_dir: it rejects a new run over a finished or checkpointed one, and
+ * a resume whose settings differ from OUT/config.json. Then it creates
+ * out_dir, noting in *dir what it created (run_dir.c).
+ */
+mr_status train_run_dir_prepare(const mr_train_options *in, mr_train_options *out,
+                                train_run_dir *dir, mr_error *err);
+
+/* Removes what train_run_dir_prepare created when the run failed and left
+ * no checkpoint, then frees dir (run_dir.c). */
+void train_run_dir_finish(train_run_dir *dir, const mr_train_options *o, bool failed);
 
 /* Adds value under name (a string literal) to m. */
 void train_metrics_add(train_metrics *m, const char *name, double value);

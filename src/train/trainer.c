@@ -191,7 +191,8 @@ static mr_status setup_data(trainer *t, mr_error *err) {
     const mr_train_options *o = &t->o;
     train_row *rows = NULL;
     int n_rows = 0;
-    mr_status status = train_read_jsonl(o->data_path, o->kind, o->num_labels, &rows, &n_rows, err);
+    mr_status status = train_read_rows(o->data_path, o->kind, o->num_labels,
+                                       o->completion_field, &rows, &n_rows, err);
     if (status != MR_OK) {
         return status;
     }
@@ -200,8 +201,8 @@ static mr_status setup_data(trainer *t, mr_error *err) {
     train_row *eval_rows = NULL;
     int n_eval_rows = 0;
     if (o->eval_path != NULL) {
-        status = train_read_jsonl(o->eval_path, o->kind, o->num_labels, &eval_rows,
-                                  &n_eval_rows, err);
+        status = train_read_rows(o->eval_path, o->kind, o->num_labels, o->completion_field,
+                                 &eval_rows, &n_eval_rows, err);
     } else if (o->eval_every_nth > 0) {
         eval_rows = calloc((size_t)n_rows, sizeof *eval_rows);
         if (eval_rows == NULL) {
@@ -219,6 +220,7 @@ static mr_status setup_data(trainer *t, mr_error *err) {
             n_rows = kept;
         }
     }
+    int n_held_out = n_eval_rows;
     if (status == MR_OK && o->eval_max_examples > 0 && n_eval_rows > o->eval_max_examples) {
         for (int i = o->eval_max_examples; i < n_eval_rows; i++) {
             train_row_clear(&eval_rows[i]);
@@ -238,7 +240,12 @@ static mr_status setup_data(trainer *t, mr_error *err) {
         status = mr_error_set(err, MR_ERR_FORMAT, "%s: no usable training examples",
                               o->data_path);
     }
-    if (status == MR_OK) {
+    if (status == MR_OK && n_held_out > n_eval_rows) {
+        mr_log(MR_LOG_INFO, "train",
+               "%d training and %d held-out examples, of which %d are evaluated "
+               "(eval_max_examples %d)",
+               t->n_train, n_held_out, t->n_eval, o->eval_max_examples);
+    } else if (status == MR_OK) {
         mr_log(MR_LOG_INFO, "train", "%d training and %d held-out examples", t->n_train,
                t->n_eval);
     }
@@ -574,10 +581,14 @@ static mr_status train_loop(trainer *t, mr_train_result *result, mr_error *err) 
                    "%.0f tokens/s",
                    t->step, o->max_steps, result->last_loss, metric_value(&m, MR_METRIC_LR),
                    metric_value(&m, "grad_norm"), tokens / (seconds > 0 ? seconds : 1));
-            if (eval_now) {
+            /* SFT has no accuracy, so its line leaves it out. */
+            double accuracy = metric_value(&eval, "eval/accuracy");
+            if (eval_now && isnan(accuracy)) {
+                mr_log(MR_LOG_INFO, "train", "step %" PRId64 ": eval loss %.4f", t->step,
+                       metric_value(&eval, "eval/loss"));
+            } else if (eval_now) {
                 mr_log(MR_LOG_INFO, "train", "step %" PRId64 ": eval loss %.4f, accuracy %.4f",
-                       t->step, metric_value(&eval, "eval/loss"),
-                       metric_value(&eval, "eval/accuracy"));
+                       t->step, metric_value(&eval, "eval/loss"), accuracy);
             }
         }
         if (eval_now) {
@@ -617,25 +628,23 @@ static void trainer_free(trainer *t) {
     free(t->order);
 }
 
-mr_status mr_train_run(const mr_train_options *o, mr_train_result *result_out,
+mr_status mr_train_run(const mr_train_options *options, mr_train_result *result_out,
                        mr_error *err) {
     mr_train_result result = {0, NAN, NAN, NAN, NAN, NAN};
     if (result_out != NULL) {
         *result_out = result;
     }
-    mr_status status = train_validate_options(o, err);
+    trainer t;
+    memset(&t, 0, sizeof t);
+    t.order_epoch = -1;
+    train_run_dir dir;
+    mr_status status = train_run_dir_prepare(options, &t.o, &dir, err);
     if (status != MR_OK) {
         return status;
     }
-    trainer t;
-    memset(&t, 0, sizeof t);
-    t.o = *o;
-    t.order_epoch = -1;
+    const mr_train_options *o = &t.o;
 
-    status = train_make_dirs(o->out_dir, err);
-    if (status == MR_OK) {
-        status = setup_model(&t, err);
-    }
+    status = setup_model(&t, err);
     if (status == MR_OK) {
         status = setup_data(&t, err);
     }
@@ -678,6 +687,7 @@ mr_status mr_train_run(const mr_train_options *o, mr_train_result *result_out,
         status = mr_runlog_close(log, err);
     }
     trainer_free(&t);
+    train_run_dir_finish(&dir, o, status != MR_OK);
     if (result_out != NULL) {
         *result_out = result;
     }

@@ -1,8 +1,9 @@
 /*
  * SVG plots: tick choices and labels for hand-made ranges, well-formed
  * XML, exact line coordinates with and without smoothing, NaN and
- * infinities left out and reported, and clear errors for empty logs and
- * unknown metrics.
+ * infinities left out and reported, integer ticks on integer axes, the
+ * default limit on panels, and clear errors for empty logs and unknown
+ * metrics.
  */
 #include <errno.h>
 #include <math.h>
@@ -264,10 +265,11 @@ static void plot_draws_exact_line(void) {
           NULL);
     CHECK_INT_EQ(count_occurrences(svg, "<polyline"), 1);
 
-    /* Value ticks 0, 2, ..., 10 and step ticks 0, 0.5, ..., 3. */
+    /* Value ticks 0, 2, ..., 10 and whole step ticks 0, 1, 2, 3. */
     CHECK(strstr(svg, "text-anchor=\"end\">10</text>") != NULL);
     CHECK(strstr(svg, "text-anchor=\"end\">8</text>") != NULL);
-    CHECK(strstr(svg, "text-anchor=\"middle\">2.5</text>") != NULL);
+    CHECK(strstr(svg, "text-anchor=\"middle\">3</text>") != NULL);
+    CHECK(strstr(svg, "text-anchor=\"middle\">2.5</text>") == NULL);
     CHECK(strstr(svg, ">run-a</text>") != NULL);
     CHECK(strstr(svg, ">loss</text>") != NULL);
     CHECK(strstr(svg, ">step</text>") != NULL);
@@ -405,6 +407,99 @@ static void plot_panels_follow_requested_metrics(void) {
     CHECK(strstr(err.message, "'accuracy'") != NULL);
 }
 
+/* A run of 4 steps gets ticks at whole steps, and a metric whose values
+ * are all integers gets whole-number ticks too. */
+static void plot_integer_axes_get_integer_ticks(void) {
+    table t;
+    int64_t steps[] = {0, 1, 2, 3, 4};
+    double values[] = {3, 4, 3, 4, 4};
+    table_init(&t, "tokens", steps, values, 5);
+    mr_plot_run run = {"run", &t.data};
+    char *svg = NULL;
+    mr_error err;
+    CHECK_STATUS(mr_plot_render_svg(&run, 1, NULL, &svg, NULL, &err), MR_OK);
+    if (svg == NULL) {
+        return;
+    }
+    CHECK(strstr(svg, "text-anchor=\"middle\">0.5</text>") == NULL);
+    CHECK(strstr(svg, "text-anchor=\"middle\">1.5</text>") == NULL);
+    CHECK(strstr(svg, "text-anchor=\"middle\">1</text>") != NULL);
+    CHECK(strstr(svg, "text-anchor=\"middle\">4</text>") != NULL);
+    CHECK(strstr(svg, "text-anchor=\"end\">3.2</text>") == NULL);
+    CHECK(strstr(svg, "text-anchor=\"end\">3</text>") != NULL);
+    CHECK(strstr(svg, "text-anchor=\"end\">4</text>") != NULL);
+    free(svg);
+
+    /* Fractional values keep fractional ticks. */
+    double fractions[] = {3.1, 3.5, 3.3, 3.9, 3.6};
+    table_init(&t, "loss", steps, fractions, 5);
+    CHECK_STATUS(mr_plot_render_svg(&run, 1, NULL, &svg, NULL, &err), MR_OK);
+    CHECK(svg != NULL && strstr(svg, "text-anchor=\"end\">3.2</text>") != NULL);
+    free(svg);
+}
+
+/* Without --metrics a chart of 19 metrics draws 6 panels, losses first,
+ * and names the 13 it leaves out. */
+static void plot_default_panels_losses_first(void) {
+    enum { COLUMNS = 20 };
+    char *names[COLUMNS];
+    char storage[COLUMNS][16];
+    names[0] = "elapsed_s";
+    names[1] = "lr";
+    for (int i = 2; i < COLUMNS - 2; i++) {
+        snprintf(storage[i], sizeof storage[i], "m%d", i - 1);
+        names[i] = storage[i];
+    }
+    names[COLUMNS - 2] = "eval/loss";
+    names[COLUMNS - 1] = "loss";
+    int64_t steps[] = {1, 2};
+    double values[2 * COLUMNS];
+    unsigned char present[2 * COLUMNS];
+    for (int i = 0; i < 2 * COLUMNS; i++) {
+        values[i] = i;
+        present[i] = 1;
+    }
+    mr_runlog_data data = {.n_rows = 2, .n_columns = COLUMNS, .steps = steps, .names = names,
+                           .values = values, .present = present};
+    mr_plot_run run = {"run", &data};
+
+    char *svg = NULL;
+    mr_plot_summary summary;
+    mr_error err;
+    CHECK_STATUS(mr_plot_render_svg(&run, 1, NULL, &svg, &summary, &err), MR_OK);
+    CHECK_INT_EQ(summary.n_panels, MR_PLOT_DEFAULT_PANELS);
+    CHECK_INT_EQ(summary.metrics_left_out, 13);
+    CHECK(strncmp(summary.left_out_names, "m4, m5, ", 8) == 0);
+    CHECK(strstr(summary.left_out_names, "m16") != NULL);
+    if (svg != NULL) {
+        const char *eval_loss = strstr(svg, ">eval/loss</text>");
+        const char *loss = strstr(svg, ">loss</text>");
+        const char *lr = strstr(svg, ">lr</text>");
+        CHECK(eval_loss != NULL);
+        CHECK(loss != NULL);
+        CHECK(lr != NULL);
+        CHECK(eval_loss < loss);
+        CHECK(loss < lr);
+        CHECK(strstr(svg, ">m3</text>") != NULL);
+        CHECK(strstr(svg, ">m4</text>") == NULL);
+        CHECK(strstr(svg, "(13 more metrics not drawn; choose with --metrics)") != NULL);
+    }
+    free(svg);
+
+    /* max_panels raises the limit; requested metrics have none. */
+    mr_plot_options options = {.max_panels = 100};
+    CHECK_STATUS(mr_plot_render_svg(&run, 1, &options, &svg, &summary, &err), MR_OK);
+    CHECK_INT_EQ(summary.n_panels, 19);
+    CHECK_INT_EQ(summary.metrics_left_out, 0);
+    free(svg);
+    const char *wanted[] = {"m1", "m2", "m3", "m4", "m5", "m6", "m7", "m8"};
+    options = (mr_plot_options){.metrics = wanted, .n_metrics = 8};
+    CHECK_STATUS(mr_plot_render_svg(&run, 1, &options, &svg, &summary, &err), MR_OK);
+    CHECK_INT_EQ(summary.n_panels, 8);
+    CHECK_INT_EQ(summary.metrics_left_out, 0);
+    free(svg);
+}
+
 static void plot_rejects_empty_and_all_nonfinite(void) {
     mr_runlog_data empty = {0};
     mr_plot_run run = {"runs/empty", &empty};
@@ -466,6 +561,8 @@ int main(void) {
     MR_RUN(plot_skips_and_reports_nonfinite);
     MR_RUN(plot_overlays_runs);
     MR_RUN(plot_panels_follow_requested_metrics);
+    MR_RUN(plot_integer_axes_get_integer_ticks);
+    MR_RUN(plot_default_panels_losses_first);
     MR_RUN(plot_rejects_empty_and_all_nonfinite);
     MR_RUN(plot_writes_file_xmllint_accepts);
     return mr_test_finish();

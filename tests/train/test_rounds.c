@@ -566,6 +566,29 @@ static void check_resumed(const char *run_dir, const pipeline *p, int stop_round
     }
 }
 
+/* Checks that `rounds status` shows stage s of round r as failed, with
+ * the stage's message, and the round's state as failed. */
+static void check_failure_in_status(const char *run_dir, int r, int s, const char *label) {
+    char *table = NULL;
+    size_t size = 0;
+    FILE *out = open_memstream(&table, &size);
+    mr_error err;
+    CHECK_STATUS(mr_rounds_print_status(run_dir, out, false, &err), MR_OK);
+    fclose(out);
+    char row[64], line[128];
+    snprintf(row, sizeof row, "round-%03d  failed ", r);
+    snprintf(line, sizeof line, "round-%03d stage %s failed: injected failure\n", r,
+             stages[s].name);
+    if (table == NULL || strstr(table, row) == NULL || strstr(table, line) == NULL) {
+        mr_test_fail(__FILE__, __LINE__, "%s: the status lacks '%s' or '%s':\n%s", label, row,
+                     line, table != NULL ? table : "");
+    }
+    if (table != NULL && strstr(table, " failed       ") == NULL) {
+        mr_test_fail(__FILE__, __LINE__, "%s: no stage cell reads failed:\n%s", label, table);
+    }
+    free(table);
+}
+
 /* Runs the pipeline interrupted at one round, stage and point, resumes
  * it, and compares with the reference. */
 static void run_interrupted_case(int r, int s, interrupt_point point, interrupt_mode mode) {
@@ -607,6 +630,7 @@ static void run_interrupted_case(int r, int s, interrupt_point point, interrupt_
             mr_test_fail(__FILE__, __LINE__, "%s: message '%s' lacks '%s'", label, err.message,
                          expected);
         }
+        check_failure_in_status(run_dir, r, s, label);
     }
 
     /* Resume without interruption. */
@@ -840,8 +864,10 @@ static void rounds_status_table(void) {
     CHECK(strstr(table, "round-000  done     done         done         done         ") !=
           NULL);
     CHECK(strstr(table, " -> round-000/model\n") != NULL);
-    CHECK(strstr(table, "round-001  running  done         started      -            "
+    /* Round 1's judge stage returned an error, which the manifest keeps. */
+    CHECK(strstr(table, "round-001  failed   done         failed       -            "
                         "round-000/model -> -\n") != NULL);
+    CHECK(strstr(table, "round-001 stage judge failed: injected failure\n") != NULL);
     CHECK(strstr(table, "round-002  pending  -            -            -            - -> -\n") !=
           NULL);
     /* With files: round 0's generate read the prompts and wrote its answers. */

@@ -79,6 +79,53 @@ static void jsonl_errors_name_line(void) {
     unlink(path);
 }
 
+/* Text that is not JSON is reported with its line and column, and a cut
+ * line with a hint, not as "not a JSON object". */
+static void jsonl_invalid_json_names_column(void) {
+    const char *path = write_temp("cut.jsonl",
+                                  "{\"prompt\": \"a\", \"completion\": \"b\"}\n"
+                                  "{\"prompt\": \"a\", \"compl\n");
+    train_row *rows = NULL;
+    int n = 0;
+    mr_error err;
+    CHECK_STATUS(train_read_jsonl(path, MR_TRAIN_SFT, 2, &rows, &n, &err), MR_ERR_FORMAT);
+    CHECK(strstr(err.message, ":2:") != NULL);
+    CHECK(strstr(err.message, "invalid JSON") != NULL);
+    CHECK(strstr(err.message, "the row may be cut short") != NULL);
+    CHECK(strstr(err.message, "not a JSON object") == NULL);
+
+    path = write_temp("token.jsonl", "{\"prompt\": \"a\", \"completion\": nope}\n");
+    CHECK_STATUS(train_read_jsonl(path, MR_TRAIN_SFT, 2, &rows, &n, &err), MR_ERR_FORMAT);
+    CHECK(strstr(err.message, ":1:31: invalid JSON near 'nope}'") != NULL);
+    CHECK(strstr(err.message, "cut short") == NULL);
+
+    path = write_temp("trailing.jsonl", "{\"prompt\": \"a\", \"completion\": \"b\"} x\n");
+    CHECK_STATUS(train_read_jsonl(path, MR_TRAIN_SFT, 2, &rows, &n, &err), MR_ERR_FORMAT);
+    CHECK(strstr(err.message, ":1:36: invalid JSON near 'x'") != NULL);
+    unlink(path);
+}
+
+/* completion_field names the field that SFT learns, such as the chosen
+ * side of preference pairs. */
+static void jsonl_reads_completion_field(void) {
+    const char *path = write_temp("chosen.jsonl",
+                                  "{\"prompt\": \"p\", \"chosen\": \" c\", \"rejected\": \"r\"}\n");
+    train_row *rows = NULL;
+    int n = 0;
+    mr_error err;
+    CHECK_STATUS(train_read_rows(path, MR_TRAIN_SFT, 2, "chosen", &rows, &n, &err), MR_OK);
+    CHECK_INT_EQ(n, 1);
+    if (n == 1) {
+        CHECK(strcmp(rows[0].prompt, "p") == 0);
+        CHECK(strcmp(rows[0].completion, " c") == 0);
+    }
+    train_rows_free(rows, n);
+
+    CHECK_STATUS(train_read_jsonl(path, MR_TRAIN_SFT, 2, &rows, &n, &err), MR_ERR_FORMAT);
+    CHECK(strstr(err.message, ":1: missing string field \"completion\"") != NULL);
+    unlink(path);
+}
+
 /* Preference rows with an empty side are dropped; the others keep their
  * line numbers. */
 static void jsonl_skips_empty_sides(void) {
@@ -289,6 +336,8 @@ int main(void) {
     mr_log_set_level(MR_LOG_WARN);
     MR_RUN(sft_loss_matches_torch);
     MR_RUN(jsonl_errors_name_line);
+    MR_RUN(jsonl_invalid_json_names_column);
+    MR_RUN(jsonl_reads_completion_field);
     MR_RUN(jsonl_skips_empty_sides);
     MR_RUN(encode_pair_masks_completion);
     MR_RUN(chat_masks_assistant_turns);

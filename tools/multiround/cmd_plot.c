@@ -22,8 +22,9 @@ static void print_help(void) {
            "are left out and reported.\n\noptions:\n"
            "  -o FILE        SVG file to write (default: RUN_DIR/metrics.svg for one\n"
            "                 run; required for several)\n"
-           "  --metrics LIST comma-separated metrics to draw, in order (default: every\n"
-           "                 metric except elapsed_s)\n"
+           "  --metrics LIST comma-separated metrics to draw, in order (default: the\n"
+           "                 metrics whose names contain 'loss', then the others, 6 panels\n"
+           "                 at most; elapsed_s is left out)\n"
            "  --smooth N     also draw a trailing moving average over N points\n"
            "                 (default: 0, none)\n"
            "  --width N      chart width in pixels (default: 800)\n");
@@ -166,6 +167,12 @@ static int draw(const plot_args *args, const char *output, mr_runlog_data **tabl
                summary.points_skipped == 1 ? "" : "s");
     }
     printf("\n");
+    if (summary.metrics_left_out > 0) {
+        printf("plot: drew %d panels, losses first; left out %d more metric%s (%s); choose "
+               "them with --metrics\n",
+               summary.n_panels, summary.metrics_left_out,
+               summary.metrics_left_out == 1 ? "" : "s", summary.left_out_names);
+    }
     return 0;
 }
 

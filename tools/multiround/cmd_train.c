@@ -3,10 +3,12 @@
  * runs one trainer with the settings of a JSON config file (train.h).
  */
 #include <cJSON.h>
+#include <limits.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "cli.h"
 #include "multiround/fileio.h"
@@ -33,14 +35,21 @@ static void print_help(void) {
         "  ppo       PPO with a value head over the same episodes ('train ppo --help')\n\n"
         "options:\n"
         "  --config FILE  JSON object of the settings below (required)\n"
-        "  --resume       continue from OUT/checkpoint.json when it exists\n");
+        "  --resume       continue from OUT/checkpoint.json when it exists; the settings\n"
+        "                 must match OUT/config.json, except that max_steps may grow and\n"
+        "                 log_every, eval_every, checkpoint_every and stop_after may\n"
+        "                 change. Without it, an OUT with a checkpoint or done is an error\n");
     cli_print_shared_options(stdout);
     printf(
         "\nconfig keys (default in brackets; paths relative to the working folder):\n"
         "  model              GGUF file or Hugging Face folder [none: a random model of init]\n"
-        "  init               {vocab_size, dim, layers, heads, kv_heads, head_dim, ffn_dim,\n"
-        "                     context_length, rope_base [10000], rms_eps [1e-5],\n"
-        "                     tied_output [false]} of a random model\n"
+        "  init               a random model's Hugging Face config.json, as an object or\n"
+        "                     the path of the file (or of its folder): vocab_size,\n"
+        "                     hidden_size, num_hidden_layers, num_attention_heads,\n"
+        "                     intermediate_size, num_key_value_heads [heads], head_dim\n"
+        "                     [hidden_size / heads], max_position_embeddings [2048],\n"
+        "                     rope_theta [10000], rms_norm_eps [1e-6],\n"
+        "                     tie_word_embeddings [false]; as for 'multiround lm init'\n"
         "  tokenizer          GGUF file or tokenizer.json [the model's own]\n"
         "  data               training JSON Lines file (required)\n"
         "  eval_data          held-out JSON Lines file [none]\n"
@@ -54,7 +63,8 @@ static void print_help(void) {
         "  grad_accum         micro-batches per step [1]\n"
         "  lr                 peak learning rate [1e-4; dpo 5e-6]\n"
         "  min_lr             learning rate at the end of the cosine [0]\n"
-        "  warmup_steps       steps of linear warm-up [10]\n"
+        "  warmup_steps       steps of linear warm-up, at most max_steps\n"
+        "                     [10, or max_steps when smaller]\n"
         "  schedule           \"cosine\" or \"constant\" after warm-up [cosine]\n"
         "  weight_decay       AdamW decay of matrices; norms and biases get none [0.01]\n"
         "  adam_beta1, adam_beta2, adam_eps   [0.9, 0.999, 1e-8]\n"
@@ -71,6 +81,8 @@ static void print_help(void) {
         "                     then crosses examples [false]\n"
         "  chat_template      \"chatml\", \"llama3\" or \"llama2\" [from the GGUF]\n"
         "  add_eos            append EOS to completions [true]\n"
+        "  completion_field   sft: the row field learnt after \"prompt\", such as \"chosen\"\n"
+        "                     of preference pairs [completion]\n"
         "  num_labels         classify: number of classes [2]\n"
         "  beta               dpo: beta of the sigmoid loss [0.1]\n"
         "  reference          dpo: \"copy\" (frozen copy) or \"adapter_off\" (needs lora) [copy]\n"
@@ -97,36 +109,242 @@ static bool parse_target(const char *name, unsigned *out) {
     return false;
 }
 
-/* Reads the init object of a random model. */
+/* Returns the JSON type of item in words, for messages. */
+static const char *json_type_name(const cJSON *item) {
+    if (cJSON_IsString(item)) {
+        return "a string";
+    }
+    if (cJSON_IsNumber(item)) {
+        return "a number";
+    }
+    if (cJSON_IsBool(item)) {
+        return cJSON_IsTrue(item) ? "true" : "false";
+    }
+    if (cJSON_IsNull(item)) {
+        return "null";
+    }
+    return cJSON_IsArray(item) ? "an array" : "an object";
+}
+
+/* Prints that config key has a value of the wrong type; returns false. */
+static bool wrong_type(const char *key, const char *expected, const cJSON *item) {
+    cli_error("config key '%s' must be %s, got %s", key, expected, json_type_name(item));
+    return false;
+}
+
+/* Keys of the init object in the names that multiround used before it
+ * took Hugging Face config.json names, with their replacements. */
+static const char *const old_init_keys[][2] = {
+    {"dim", "hidden_size"},
+    {"layers", "num_hidden_layers"},
+    {"heads", "num_attention_heads"},
+    {"kv_heads", "num_key_value_heads"},
+    {"ffn_dim", "intermediate_size"},
+    {"context_length", "max_position_embeddings"},
+    {"rope_base", "rope_theta"},
+    {"rms_eps", "rms_norm_eps"},
+    {"tied_output", "tie_word_embeddings"},
+};
+
+/* Reads the Hugging Face config.json at path, or in the folder path, as
+ * `lm init` does. */
+static bool read_init_file(const char *path, mr_llama_config *c) {
+    char file[4096];
+    struct stat info;
+    mr_error err;
+    if (stat(path, &info) == 0 && S_ISDIR(info.st_mode)) {
+        if (mr_path_join(file, sizeof file, path, "config.json", &err) != MR_OK) {
+            cli_error("%s", err.message);
+            return false;
+        }
+        path = file;
+    }
+    char *text = NULL;
+    size_t size = 0;
+    mr_status status = mr_file_read_all(path, CONFIG_MAX_BYTES, (void **)&text, &size, &err);
+    if (status == MR_OK) {
+        status = mr_llama_config_from_hf_json(text, path, c, &err);
+    }
+    free(text);
+    if (status != MR_OK) {
+        cli_error("config key 'init': %s", err.message);
+        return false;
+    }
+    return true;
+}
+
+/* Reads the init setting of a random model: an object of Hugging Face
+ * config.json keys (model_type "llama" unless the object sets
+ * architectures or model_type), or the path of a config.json. */
 static bool read_init(const cJSON *init, mr_llama_config *c) {
-    c->rope_base = 10000.0f;
-    c->rms_eps = 1e-5f;
-    c->rope_layout = MR_ROPE_ADJACENT;
-    int *fields[] = {&c->vocab_size, &c->dim,      &c->layers,  &c->heads,
-                     &c->kv_heads,   &c->head_dim, &c->ffn_dim, &c->context_length};
-    static const char *const names[] = {"vocab_size", "dim",      "layers",  "heads",
-                                        "kv_heads",   "head_dim", "ffn_dim", "context_length"};
-    const cJSON *item;
-    cJSON_ArrayForEach(item, init) {
-        bool known = false;
-        for (int i = 0; i < 8; i++) {
-            if (strcmp(item->string, names[i]) == 0 && cJSON_IsNumber(item)) {
-                *fields[i] = (int)item->valuedouble;
-                known = true;
+    if (cJSON_IsString(init)) {
+        return read_init_file(init->valuestring, c);
+    }
+    if (!cJSON_IsObject(init)) {
+        return wrong_type("init", "an object of Hugging Face config.json keys or the path of a "
+                                  "config.json",
+                          init);
+    }
+    for (size_t i = 0; i < sizeof old_init_keys / sizeof old_init_keys[0]; i++) {
+        if (cJSON_GetObjectItemCaseSensitive(init, old_init_keys[i][0]) != NULL) {
+            cli_error("config key 'init.%s' is not a Hugging Face config.json key; use '%s'",
+                      old_init_keys[i][0], old_init_keys[i][1]);
+            return false;
+        }
+    }
+
+    cJSON *copy = cJSON_Duplicate(init, true);
+    if (copy != NULL && cJSON_GetObjectItemCaseSensitive(copy, "architectures") == NULL &&
+        cJSON_GetObjectItemCaseSensitive(copy, "model_type") == NULL) {
+        cJSON_AddStringToObject(copy, "model_type", "llama");
+    }
+    char *text = copy != NULL ? cJSON_PrintUnformatted(copy) : NULL;
+    cJSON_Delete(copy);
+    if (text == NULL) {
+        cli_error("out of memory");
+        return false;
+    }
+    mr_error err;
+    mr_status status = mr_llama_config_from_hf_json(text, "the config key 'init'", c, &err);
+    free(text);
+    if (status != MR_OK) {
+        cli_error("%s", err.message);
+        return false;
+    }
+    return true;
+}
+
+/* Reads an integer in [low, high] from item into *out; false (error
+ * printed) for another type or a fraction. */
+static bool read_integer(const char *key, const cJSON *item, double low, double high,
+                         double *out) {
+    if (!cJSON_IsNumber(item)) {
+        return wrong_type(key, "an integer", item);
+    }
+    double v = item->valuedouble;
+    if (v != floor(v) || v < low || v > high) {
+        cli_error("config key '%s' must be an integer in [%.0f, %.0f], got %.17g", key, low,
+                  high, v);
+        return false;
+    }
+    *out = v;
+    return true;
+}
+
+/* Applies the config keys whose values are strings, integers or floats.
+ * Returns 1 when key is one of them and applied, 0 when it is another
+ * key, and -1 (error printed) for a value of the wrong type. */
+static int apply_plain_key(const cJSON *item, mr_train_options *o) {
+    const char *key = item->string;
+    static const char *const string_keys[] = {"model",     "tokenizer",     "data",
+                                              "eval_data", "out",           "chat_template",
+                                              "completion_field"};
+    const char **string_fields[] = {&o->model_path, &o->tokenizer_path, &o->data_path,
+                                    &o->eval_path,  &o->out_dir,        &o->chat_template,
+                                    &o->completion_field};
+    for (size_t i = 0; i < sizeof string_keys / sizeof string_keys[0]; i++) {
+        if (strcmp(key, string_keys[i]) == 0) {
+            if (!cJSON_IsString(item)) {
+                wrong_type(key, "a string", item);
+                return -1;
             }
+            *string_fields[i] = item->valuestring;
+            return 1;
         }
-        if (strcmp(item->string, "rope_base") == 0 && cJSON_IsNumber(item)) {
-            c->rope_base = (float)item->valuedouble;
-            known = true;
-        } else if (strcmp(item->string, "rms_eps") == 0 && cJSON_IsNumber(item)) {
-            c->rms_eps = (float)item->valuedouble;
-            known = true;
-        } else if (strcmp(item->string, "tied_output") == 0 && cJSON_IsBool(item)) {
-            c->tied_output = cJSON_IsTrue(item);
-            known = true;
+    }
+
+    static const char *const int_keys[] = {"eval_every_nth", "eval_max_examples", "max_length",
+                                           "batch_size",     "grad_accum",        "lora_rank",
+                                           "num_labels"};
+    int *int_fields[] = {&o->eval_every_nth, &o->eval_max_examples, &o->max_length,
+                         &o->batch_size,     &o->grad_accum,        &o->lora_config.rank,
+                         &o->num_labels};
+    double v = 0.0;
+    for (size_t i = 0; i < sizeof int_keys / sizeof int_keys[0]; i++) {
+        if (strcmp(key, int_keys[i]) == 0) {
+            if (!read_integer(key, item, INT_MIN, INT_MAX, &v)) {
+                return -1;
+            }
+            *int_fields[i] = (int)v;
+            return 1;
         }
-        if (!known) {
-            cli_error("config: unknown or mistyped key init.%s", item->string);
+    }
+
+    /* Integers of up to 2^53, which a double represents exactly. */
+    static const char *const step_keys[] = {"max_steps", "warmup_steps", "log_every",
+                                            "eval_every", "checkpoint_every", "stop_after"};
+    int64_t *step_fields[] = {&o->max_steps,  &o->warmup_steps,     &o->log_every,
+                              &o->eval_every, &o->checkpoint_every, &o->stop_after};
+    for (size_t i = 0; i < sizeof step_keys / sizeof step_keys[0]; i++) {
+        if (strcmp(key, step_keys[i]) == 0) {
+            if (!read_integer(key, item, -9007199254740992.0, 9007199254740992.0, &v)) {
+                return -1;
+            }
+            *step_fields[i] = (int64_t)v;
+            return 1;
+        }
+    }
+
+    static const char *const float_keys[] = {"lr",        "min_lr",     "weight_decay",
+                                             "adam_eps",  "clip_norm",  "lora_alpha",
+                                             "lora_dropout", "beta",    "sft_weight"};
+    float *float_fields[] = {&o->lr,       &o->min_lr,    &o->weight_decay,
+                             &o->adam_eps, &o->clip_norm, &o->lora_config.alpha,
+                             &o->lora_config.dropout, &o->dpo_beta, &o->sft_weight};
+    for (size_t i = 0; i < sizeof float_keys / sizeof float_keys[0]; i++) {
+        if (strcmp(key, float_keys[i]) == 0) {
+            if (!cJSON_IsNumber(item)) {
+                wrong_type(key, "a number", item);
+                return -1;
+            }
+            *float_fields[i] = (float)item->valuedouble;
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* Reads the config key of a true/false setting into *out. */
+static bool read_flag(const cJSON *item, bool *out) {
+    if (!cJSON_IsBool(item)) {
+        return wrong_type(item->string, "true or false", item);
+    }
+    *out = cJSON_IsTrue(item);
+    return true;
+}
+
+/* Reads one of two names into *out: false for first, true for second. */
+static bool read_choice(const cJSON *item, const char *first, const char *second, bool *out) {
+    if (cJSON_IsString(item) && strcmp(item->valuestring, first) == 0) {
+        *out = false;
+        return true;
+    }
+    if (cJSON_IsString(item) && strcmp(item->valuestring, second) == 0) {
+        *out = true;
+        return true;
+    }
+    if (cJSON_IsString(item)) {
+        cli_error("config key '%s' must be \"%s\" or \"%s\", got \"%s\"", item->string, first,
+                  second, item->valuestring);
+        return false;
+    }
+    return wrong_type(item->string, "a string", item);
+}
+
+/* Reads the lora_targets array. */
+static bool read_targets(const cJSON *item, unsigned *targets) {
+    if (!cJSON_IsArray(item)) {
+        return wrong_type("lora_targets", "an array of target names", item);
+    }
+    *targets = 0;
+    const cJSON *name;
+    cJSON_ArrayForEach(name, item) {
+        if (!cJSON_IsString(name) || !parse_target(name->valuestring, targets)) {
+            cli_error("config key 'lora_targets' contains %s%s%s; use q, k, v, o, gate, up, "
+                      "down or all",
+                      cJSON_IsString(name) ? "the unknown target '" : json_type_name(name),
+                      cJSON_IsString(name) ? name->valuestring : "",
+                      cJSON_IsString(name) ? "'" : "");
             return false;
         }
     }
@@ -137,94 +355,104 @@ static bool read_init(const cJSON *init, mr_llama_config *c) {
  * or a value of the wrong type. */
 static bool apply_key(const cJSON *item, mr_train_options *o) {
     const char *key = item->string;
-    const char *text = cJSON_IsString(item) ? item->valuestring : NULL;
-    bool number = cJSON_IsNumber(item), flag = cJSON_IsBool(item);
-    double v = number ? item->valuedouble : 0.0;
+    int plain = apply_plain_key(item, o);
+    if (plain != 0) {
+        return plain > 0;
+    }
 
-    static const char *const string_keys[] = {"model", "tokenizer", "data", "eval_data", "out",
-                                              "chat_template"};
-    const char **string_fields[] = {&o->model_path, &o->tokenizer_path, &o->data_path,
-                                    &o->eval_path,  &o->out_dir,        &o->chat_template};
-    for (int i = 0; i < 6; i++) {
-        if (strcmp(key, string_keys[i]) == 0 && text != NULL) {
-            *string_fields[i] = text;
-            return true;
+    bool choice = false;
+    if (strcmp(key, "adam_beta1") == 0 || strcmp(key, "adam_beta2") == 0) {
+        if (!cJSON_IsNumber(item)) {
+            return wrong_type(key, "a number", item);
         }
-    }
-    static const char *const int_keys[] = {"eval_every_nth", "eval_max_examples", "max_length",
-                                           "batch_size",     "grad_accum",        "lora_rank",
-                                           "num_labels"};
-    int *int_fields[] = {&o->eval_every_nth, &o->eval_max_examples, &o->max_length,
-                         &o->batch_size,     &o->grad_accum,        &o->lora_config.rank,
-                         &o->num_labels};
-    for (int i = 0; i < 7; i++) {
-        if (strcmp(key, int_keys[i]) == 0 && number) {
-            *int_fields[i] = (int)v;
-            return true;
+        *(key[9] == '1' ? &o->adam_beta1 : &o->adam_beta2) = item->valuedouble;
+    } else if (strcmp(key, "seed") == 0) {
+        double v = 0.0;
+        if (!read_integer(key, item, 0.0, 18446744073709549568.0, &v)) {
+            return false;
         }
-    }
-    static const char *const step_keys[] = {"max_steps", "warmup_steps", "log_every",
-                                            "eval_every", "checkpoint_every", "stop_after"};
-    int64_t *step_fields[] = {&o->max_steps,  &o->warmup_steps,     &o->log_every,
-                              &o->eval_every, &o->checkpoint_every, &o->stop_after};
-    for (int i = 0; i < 6; i++) {
-        if (strcmp(key, step_keys[i]) == 0 && number) {
-            *step_fields[i] = (int64_t)v;
-            return true;
-        }
-    }
-    static const char *const float_keys[] = {"lr",        "min_lr",     "weight_decay",
-                                             "adam_eps",  "clip_norm",  "lora_alpha",
-                                             "lora_dropout", "beta",    "sft_weight"};
-    float *float_fields[] = {&o->lr,       &o->min_lr,    &o->weight_decay,
-                             &o->adam_eps, &o->clip_norm, &o->lora_config.alpha,
-                             &o->lora_config.dropout, &o->dpo_beta, &o->sft_weight};
-    for (int i = 0; i < 9; i++) {
-        if (strcmp(key, float_keys[i]) == 0 && number) {
-            *float_fields[i] = (float)v;
-            return true;
-        }
-    }
-    if (strcmp(key, "adam_beta1") == 0 && number) {
-        o->adam_beta1 = v;
-    } else if (strcmp(key, "adam_beta2") == 0 && number) {
-        o->adam_beta2 = v;
-    } else if (strcmp(key, "seed") == 0 && number && v >= 0) {
         o->seed = (uint64_t)v;
-    } else if (strcmp(key, "lora") == 0 && flag) {
-        o->lora = cJSON_IsTrue(item);
-    } else if (strcmp(key, "pack") == 0 && flag) {
-        o->pack = cJSON_IsTrue(item);
-    } else if (strcmp(key, "add_eos") == 0 && flag) {
-        o->add_eos = cJSON_IsTrue(item);
-    } else if (strcmp(key, "resume") == 0 && flag) {
-        o->resume = cJSON_IsTrue(item);
-    } else if (strcmp(key, "schedule") == 0 && text != NULL &&
-               (strcmp(text, "cosine") == 0 || strcmp(text, "constant") == 0)) {
-        o->decay = strcmp(text, "cosine") == 0 ? MR_LR_COSINE : MR_LR_CONSTANT;
-    } else if (strcmp(key, "reference") == 0 && text != NULL &&
-               (strcmp(text, "copy") == 0 || strcmp(text, "adapter_off") == 0)) {
-        o->reference = strcmp(text, "copy") == 0 ? MR_DPO_REFERENCE_COPY
-                                                 : MR_DPO_REFERENCE_ADAPTER_OFF;
-    } else if (strcmp(key, "init") == 0 && cJSON_IsObject(item)) {
-        return read_init(item, &o->init_config);
-    } else if (strcmp(key, "lora_targets") == 0 && cJSON_IsArray(item)) {
-        o->lora_config.targets = 0;
-        const cJSON *name;
-        cJSON_ArrayForEach(name, item) {
-            if (!cJSON_IsString(name) || !parse_target(name->valuestring, &o->lora_config.targets)) {
-                cli_error("config: lora_targets holds an unknown target; use q, k, v, o, gate, "
-                          "up, down or all");
-                return false;
-            }
+    } else if (strcmp(key, "lora") == 0) {
+        return read_flag(item, &o->lora);
+    } else if (strcmp(key, "pack") == 0) {
+        return read_flag(item, &o->pack);
+    } else if (strcmp(key, "add_eos") == 0) {
+        return read_flag(item, &o->add_eos);
+    } else if (strcmp(key, "resume") == 0) {
+        return read_flag(item, &o->resume);
+    } else if (strcmp(key, "schedule") == 0) {
+        if (!read_choice(item, "cosine", "constant", &choice)) {
+            return false;
         }
+        o->decay = choice ? MR_LR_CONSTANT : MR_LR_COSINE;
+    } else if (strcmp(key, "reference") == 0) {
+        if (!read_choice(item, "copy", "adapter_off", &choice)) {
+            return false;
+        }
+        o->reference = choice ? MR_DPO_REFERENCE_ADAPTER_OFF : MR_DPO_REFERENCE_COPY;
+    } else if (strcmp(key, "init") == 0) {
+        return read_init(item, &o->init_config);
+    } else if (strcmp(key, "lora_targets") == 0) {
+        return read_targets(item, &o->lora_config.targets);
     } else {
-        cli_error("config: unknown key '%s' or a value of the wrong type; run 'multiround "
-                  "train --help'",
+        cli_error("config key '%s' is unknown; run 'multiround train --help' for the keys",
                   key);
         return false;
     }
     return true;
+}
+
+/* True when text ends inside a string or with a bracket left open, the
+ * marks of a file cut short. */
+static bool ends_early(const char *text) {
+    int depth = 0;
+    bool in_string = false;
+    for (const char *c = text; *c != '\0'; c++) {
+        if (in_string && *c == '\\' && c[1] != '\0') {
+            c++;
+        } else if (*c == '"') {
+            in_string = !in_string;
+        } else if (!in_string && (*c == '{' || *c == '[')) {
+            depth++;
+        } else if (!in_string && (*c == '}' || *c == ']')) {
+            depth--;
+        }
+    }
+    return in_string || depth > 0;
+}
+
+/* Parses the config text of path into a JSON object, printing the line
+ * and column where invalid JSON stops the parser. Returns NULL on error. */
+static cJSON *parse_config(const char *path, const char *text) {
+    const char *end = NULL;
+    cJSON *config = cJSON_ParseWithOpts(text, &end, true);
+    if (config == NULL) {
+        int line = 1;
+        const char *line_start = text;
+        for (const char *c = text; end != NULL && c < end; c++) {
+            if (*c == '\n') {
+                line++;
+                line_start = c + 1;
+            }
+        }
+        if (end == NULL) {
+            cli_error("%s: invalid JSON", path);
+        } else if (*end == '\0') {
+            cli_error("%s:%d:%d: invalid JSON: the file ends before the JSON object does", path,
+                      line, (int)(end - line_start) + 1);
+        } else {
+            cli_error("%s:%d:%d: invalid JSON near '%.16s'%s", path, line,
+                      (int)(end - line_start) + 1, end,
+                      ends_early(text) ? "; the file ends before the JSON object does" : "");
+        }
+        return NULL;
+    }
+    if (!cJSON_IsObject(config)) {
+        cli_error("%s: not a JSON object; a config is one {\"key\": value, ...} object", path);
+        cJSON_Delete(config);
+        return NULL;
+    }
+    return config;
 }
 
 /* Parses a kind name; false for grpo, ppo (handled before) and unknown names. */
@@ -293,11 +521,9 @@ int cli_train(int argc, char **argv) {
         cli_error("%s", err.message);
         return 1;
     }
-    cJSON *config = cJSON_Parse(text);
+    cJSON *config = parse_config(config_path, text);
     free(text);
-    if (!cJSON_IsObject(config)) {
-        cli_error("%s: not a JSON object", config_path);
-        cJSON_Delete(config);
+    if (config == NULL) {
         return 1;
     }
     mr_train_options o;
@@ -305,7 +531,8 @@ int cli_train(int argc, char **argv) {
     const cJSON *item;
     bool ok = true;
     cJSON_ArrayForEach(item, config) {
-        ok = ok && apply_key(item, &o);
+        /* Every key is applied, so that one run reports every bad key. */
+        ok = apply_key(item, &o) && ok;
     }
     o.resume = o.resume || resume;
 

@@ -1,0 +1,254 @@
+/*
+ * Run folder checks of the trainers: a new run never replaces a finished
+ * or checkpointed one, a resumed run keeps the settings that change its
+ * result, and a run that fails before its first checkpoint removes the
+ * folders it created.
+ */
+#include <cjson/cJSON.h>
+#include <ftw.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "multiround/fileio.h"
+#include "train_internal.h"
+
+/* config.json files larger than this are rejected. */
+#define STORED_CONFIG_MAX_BYTES (1u << 20)
+
+/* Keys of config.json that a resumed run may change: they set how often
+ * the run logs, evaluates and saves, not what it computes. max_steps is
+ * checked apart, because it may only grow. */
+static const char *const resume_free_keys[] = {"log_every", "eval_every", "checkpoint_every"};
+
+/* True when OUT/name exists. */
+static bool run_file_exists(const char *out_dir, const char *name) {
+    char path[4096];
+    return mr_path_join(path, sizeof path, out_dir, name, NULL) == MR_OK && mr_path_exists(path);
+}
+
+/* Reads and parses OUT/config.json into *stored (NULL when the file does
+ * not exist). */
+static mr_status read_stored_config(const char *out_dir, cJSON **stored, mr_error *err) {
+    *stored = NULL;
+    char path[4096];
+    mr_status status = mr_path_join(path, sizeof path, out_dir, "config.json", err);
+    if (status != MR_OK || !mr_path_exists(path)) {
+        return status;
+    }
+    char *text = NULL;
+    size_t size = 0;
+    status = mr_file_read_all(path, STORED_CONFIG_MAX_BYTES, (void **)&text, &size, err);
+    if (status != MR_OK) {
+        return status;
+    }
+    *stored = cJSON_Parse(text);
+    free(text);
+    if (!cJSON_IsObject(*stored)) {
+        cJSON_Delete(*stored);
+        *stored = NULL;
+        return mr_error_set(err, MR_ERR_FORMAT,
+                            "train: %s is not a JSON object; restore it or start a new run in "
+                            "another out folder",
+                            path);
+    }
+    return MR_OK;
+}
+
+/* Returns the integer member key of json, or fallback when it is absent. */
+static int64_t json_int(const cJSON *json, const char *key, int64_t fallback) {
+    const cJSON *item = cJSON_GetObjectItemCaseSensitive(json, key);
+    return cJSON_IsNumber(item) ? (int64_t)item->valuedouble : fallback;
+}
+
+/* True when a resumed run may give key a value other than the stored one. */
+static bool may_differ(const char *key, const cJSON *stored, const cJSON *now) {
+    for (size_t i = 0; i < sizeof resume_free_keys / sizeof resume_free_keys[0]; i++) {
+        if (strcmp(key, resume_free_keys[i]) == 0) {
+            return true;
+        }
+    }
+    return strcmp(key, "max_steps") == 0 && cJSON_IsNumber(stored) && cJSON_IsNumber(now) &&
+           now->valuedouble >= stored->valuedouble;
+}
+
+/* Appends "key (stored A, now B)" to list, which has size bytes. */
+static void append_difference(char *list, size_t size, const char *key, const cJSON *stored,
+                              const cJSON *now) {
+    char *stored_text = stored != NULL ? cJSON_PrintUnformatted(stored) : NULL;
+    char *now_text = now != NULL ? cJSON_PrintUnformatted(now) : NULL;
+    size_t used = strlen(list);
+    snprintf(list + used, size - used, "%s%s (stored %s, now %s)", used > 0 ? ", " : "", key,
+             stored_text != NULL ? stored_text : "absent", now_text != NULL ? now_text : "absent");
+    free(stored_text);
+    free(now_text);
+}
+
+/* Compares the settings of o with the stored config.json of its run and
+ * fails with MR_ERR_STATE naming every key that may not change. */
+static mr_status check_same_settings(const mr_train_options *o, const cJSON *stored,
+                                     mr_error *err) {
+    char *text = train_format_config(o);
+    cJSON *now = text != NULL ? cJSON_Parse(text) : NULL;
+    free(text);
+    if (now == NULL) {
+        return mr_error_set(err, MR_ERR_NO_MEMORY, "train: out of memory");
+    }
+
+    char differences[640] = "";
+    const cJSON *item;
+    cJSON_ArrayForEach(item, now) {
+        const cJSON *old = cJSON_GetObjectItemCaseSensitive(stored, item->string);
+        if (!may_differ(item->string, old, item) &&
+            (old == NULL || !cJSON_Compare(old, item, true))) {
+            append_difference(differences, sizeof differences, item->string, old, item);
+        }
+    }
+    cJSON_ArrayForEach(item, stored) {
+        if (cJSON_GetObjectItemCaseSensitive(now, item->string) == NULL) {
+            append_difference(differences, sizeof differences, item->string, item, NULL);
+        }
+    }
+    cJSON_Delete(now);
+    if (differences[0] == '\0') {
+        return MR_OK;
+    }
+    return mr_error_set(err, MR_ERR_STATE,
+                        "train: cannot resume %s: its config.json differs in %s; resume with "
+                        "the stored settings or start a new run in another out folder (a "
+                        "resumed run may raise max_steps and change log_every, eval_every, "
+                        "checkpoint_every and stop_after)",
+                        o->out_dir, differences);
+}
+
+/* Rejects a new run in a folder that holds a finished or started run. */
+static mr_status check_no_earlier_run(const mr_train_options *o, mr_error *err) {
+    const char *found = NULL;
+    if (run_file_exists(o->out_dir, "done")) {
+        found = "a finished run (done)";
+    } else if (run_file_exists(o->out_dir, "checkpoint.json")) {
+        found = "a started run (checkpoint.json)";
+    }
+    if (found == NULL) {
+        return MR_OK;
+    }
+    return mr_error_set(err, MR_ERR_STATE,
+                        "train: the out folder %s already contains %s; pass --resume (the "
+                        "resume option) to continue it, or choose another out folder",
+                        o->out_dir, found);
+}
+
+/* Appends the first error of the data file, if it has one, to the
+ * message of an invalid option in err. */
+static void add_data_error(const mr_train_options *o, mr_error *err) {
+    if (err == NULL || o->data_path == NULL || mr_train_kind_name(o->kind) == NULL ||
+        o->num_labels < 1) {
+        return;
+    }
+    train_row *rows = NULL;
+    int n = 0;
+    mr_error data_err;
+    mr_error_clear(&data_err);
+    if (train_read_rows(o->data_path, o->kind, o->num_labels, o->completion_field, &rows, &n,
+                        &data_err) != MR_OK) {
+        size_t used = strlen(err->message);
+        snprintf(err->message + used, sizeof err->message - used, "; the data has an error too: %s",
+                 data_err.message);
+    }
+    train_rows_free(rows, n);
+}
+
+/* Returns a copy of the topmost folder of path that does not exist yet,
+ * or NULL when path exists (or memory runs out). */
+static char *first_missing_folder(const char *path) {
+    char *copy = strdup(path);
+    if (copy == NULL) {
+        return NULL;
+    }
+    for (char *p = copy + 1; *p != '\0'; p++) {
+        if (*p != '/' || p[-1] == '/') {
+            continue;
+        }
+        *p = '\0';
+        if (!mr_path_exists(copy)) {
+            return copy;
+        }
+        *p = '/';
+    }
+    if (!mr_path_exists(copy)) {
+        return copy;
+    }
+    free(copy);
+    return NULL;
+}
+
+mr_status train_run_dir_prepare(const mr_train_options *in, mr_train_options *out,
+                                train_run_dir *dir, mr_error *err) {
+    *out = *in;
+    dir->created = NULL;
+
+    /* A resumed run takes a warm-up left at its default from config.json,
+     * so that raising max_steps keeps the schedule's start. */
+    bool has_checkpoint = in->out_dir != NULL && run_file_exists(in->out_dir, "checkpoint.json");
+    cJSON *stored = NULL;
+    mr_status status = MR_OK;
+    if (in->resume && has_checkpoint) {
+        status = read_stored_config(in->out_dir, &stored, err);
+        if (status != MR_OK) {
+            return status;
+        }
+    }
+    train_resolve_warmup(out, json_int(stored, "warmup_steps", -1));
+
+    /* A resume that changes a setting is named as such before the
+     * option checks, which the changed value may also fail. */
+    if (stored != NULL) {
+        status = check_same_settings(out, stored, err);
+    }
+    if (status == MR_OK) {
+        status = train_validate_options(out, err);
+        if (status != MR_OK) {
+            add_data_error(out, err);
+        }
+    }
+    if (status == MR_OK && !out->resume) {
+        status = check_no_earlier_run(out, err);
+    }
+    if (status == MR_OK) {
+        dir->created = first_missing_folder(out->out_dir);
+        status = mr_make_dirs(out->out_dir, err);
+    }
+
+    /* A finished run that resumes to more steps is no longer finished. */
+    if (status == MR_OK && stored != NULL &&
+        out->max_steps > json_int(stored, "max_steps", out->max_steps)) {
+        char path[4096];
+        if (mr_path_join(path, sizeof path, out->out_dir, "done", NULL) == MR_OK) {
+            unlink(path);
+        }
+    }
+    cJSON_Delete(stored);
+    return status;
+}
+
+/* Removes one entry of a tree walked bottom-up by nftw. */
+static int remove_entry(const char *path, const struct stat *info, int flag, struct FTW *walk) {
+    (void)info;
+    (void)flag;
+    (void)walk;
+    if (remove(path) != 0) {
+        mr_log(MR_LOG_WARN, "train", "cannot remove %s", path);
+    }
+    return 0;
+}
+
+void train_run_dir_finish(train_run_dir *dir, const mr_train_options *o, bool failed) {
+    if (failed && dir->created != NULL && !run_file_exists(o->out_dir, "checkpoint.json")) {
+        nftw(dir->created, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
+        mr_log(MR_LOG_INFO, "train", "removed %s, which the failed run created", dir->created);
+    }
+    free(dir->created);
+    dir->created = NULL;
+}

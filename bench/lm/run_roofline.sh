@@ -4,9 +4,9 @@
 #     sh bench/lm/run_roofline.sh [BUILD_DIR] [PROMPT] [GEN] [PRESETS]
 #
 # Measures read bandwidth with bench_bandwidth (1 and 2 threads, best of
-# 20 passes), then
-# runs bench_lm for each preset in PRESETS (default "135m 500m") in F32,
-# F16 and Q8_0 on 1 and 2 threads, 3 repeats each (medians reported),
+# 20 passes), then runs bench_lm for each preset in PRESETS (default
+# "135m 500m") in F32, F16 and Q8_0 on 1 and 2 threads, 3 repeats each
+# (medians reported),
 # passing the bandwidth of the same thread count. Each bench_lm run is a
 # separate process, so the memory of one model (about 0.5 GB for 135m
 # and 1.9 GB for 500m in F32) is freed before the next. Prints the load

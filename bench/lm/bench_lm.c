@@ -10,7 +10,7 @@
  *         (the training preset: a smaller vocabulary keeps the logits of
  *         a batch small)
  *   135m  C 576, 30 layers, 9 heads of 64 with 3 KV heads, SwiGLU 1536,
- *         V 49152, tied (SmolLM-135M's shape)
+ *         V 49152, tied (the shape of SmolLM2-135M)
  *   500m  C 1024, 24 layers, 16 heads of 64, SwiGLU 4096, V 32000, untied
  *         (about 470M parameters, near Qwen2.5-0.5B's size with a
  *         smaller vocabulary)

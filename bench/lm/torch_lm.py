@@ -1,5 +1,5 @@
 """PyTorch peer of bench/lm/bench_lm.c: the same Llama model, prompt and
-greedy generation, timed the same way.
+greedy generation, or training step, timed the same way.
 
 The weights come from the Hugging Face folder that `bench_lm --save-hf DIR`
 writes (config.json and an F32 model.safetensors). The forward pass and
@@ -10,12 +10,20 @@ package.
 
     /usr/bin/python3 bench/lm/torch_lm.py DIR [--threads N] [--prompt N]
                                               [--gen N] [--repeats N]
+    /usr/bin/python3 bench/lm/torch_lm.py DIR --train [--threads N]
+                                              [--batch B] [--length T] [--steps N]
 
-Prints one line per repeat and a summary line
+Inference prints one line per repeat and a summary line
 
     torch type f32 threads N prompt_tok_s X gen_tok_s Y ids I1,I2,...
 
-with the medians over repeats and the first 16 generated ids.
+with the medians over repeats and the first 16 generated ids. --train
+times the step of `bench_lm --train`: mean next-token cross-entropy of a
+[B, T] batch of fixed ids, backward, and torch.optim.AdamW (lr 1e-4,
+defaults otherwise, as mr_optim_config_default gives), after one untimed
+step, and prints
+
+    torch train threads N tok_s X first_loss L
 """
 import argparse
 import json
@@ -77,6 +85,34 @@ class Llama:
         rotated = torch.cat([-x[..., half:], x[..., :half]], -1)
         return x * cos + rotated * sin
 
+    def train_loss(self, tokens, targets):
+        """Mean next-token cross-entropy of tokens [B, T] against targets [B, T]."""
+        batch, t_len = tokens.shape
+        positions = torch.arange(t_len)
+        x = self.w["model.embed_tokens.weight"][tokens]
+        group = self.heads // self.kv_heads
+        mask = torch.ones(t_len, t_len, dtype=torch.bool).tril()
+        for i in range(self.layers):
+            p = f"model.layers.{i}."
+            h = self.rms_norm(x, self.w[p + "input_layernorm.weight"])
+            q = (h @ self.w[p + "self_attn.q_proj.weight"].T).view(batch, t_len, self.heads, -1)
+            k = (h @ self.w[p + "self_attn.k_proj.weight"].T).view(batch, t_len, self.kv_heads, -1)
+            v = (h @ self.w[p + "self_attn.v_proj.weight"].T).view(batch, t_len, self.kv_heads, -1)
+            q = self.rope(q.transpose(1, 2), positions)
+            k = self.rope(k.transpose(1, 2), positions).repeat_interleave(group, 1)
+            v = v.transpose(1, 2).repeat_interleave(group, 1)
+            scores = q @ k.transpose(2, 3) / self.head_dim ** 0.5
+            scores = scores.masked_fill(~mask, float("-inf"))
+            att = (scores.softmax(-1) @ v).transpose(1, 2).reshape(batch, t_len, -1)
+            x = x + att @ self.w[p + "self_attn.o_proj.weight"].T
+            h = self.rms_norm(x, self.w[p + "post_attention_layernorm.weight"])
+            gate = h @ self.w[p + "mlp.gate_proj.weight"].T
+            up = h @ self.w[p + "mlp.up_proj.weight"].T
+            x = x + (torch.nn.functional.silu(gate) * up) @ self.w[p + "mlp.down_proj.weight"].T
+        logits = self.rms_norm(x, self.w["model.norm.weight"]) @ self.out_weight.T
+        return torch.nn.functional.cross_entropy(logits.reshape(batch * t_len, -1),
+                                                 targets.reshape(-1))
+
     def new_cache(self, length):
         shape = (self.layers, self.kv_heads, length, self.head_dim)
         return torch.zeros(shape), torch.zeros(shape)
@@ -131,6 +167,31 @@ def run_once(model, prompt_len, gen_len):
     return prompt_len / (middle - start), gen_len / (end - middle), generated
 
 
+def run_training(model, batch, length, steps):
+    """Run steps + 1 training steps, the first untimed; return tokens/s and the first loss."""
+    vocab = model.config["vocab_size"]
+    sequence = torch.tensor([(i * 7919 + 13) % vocab for i in range(batch * length + 1)])
+    tokens = sequence[:-1].view(batch, length)
+    targets = sequence[1:].view(batch, length)
+    params = list({id(t): t for t in model.w.values()}.values())
+    for t in params:
+        t.requires_grad_(True)
+    optimizer = torch.optim.AdamW(params, lr=1e-4)
+    first_loss = None
+    start = None
+    for step in range(steps + 1):
+        if step == 1:
+            start = time.perf_counter()
+        loss = model.train_loss(tokens, targets)
+        loss.backward()
+        if step == 0:
+            first_loss = float(loss)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=False)
+    elapsed = time.perf_counter() - start
+    return batch * length * steps / elapsed, first_loss
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("folder")
@@ -138,10 +199,18 @@ def main():
     parser.add_argument("--prompt", type=int, default=128)
     parser.add_argument("--gen", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--train", action="store_true", help="time training steps instead")
+    parser.add_argument("--batch", type=int, default=4, help="training sequences per step")
+    parser.add_argument("--length", type=int, default=64, help="training tokens per sequence")
+    parser.add_argument("--steps", type=int, default=3, help="timed training steps")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
     model = Llama(args.folder)
+    if args.train:
+        tok_s, first_loss = run_training(model, args.batch, args.length, args.steps)
+        print(f"torch train threads {args.threads} tok_s {tok_s:.1f} first_loss {first_loss:.6f}")
+        return
     prompt_rates, gen_rates = [], []
     for r in range(args.repeats):
         prompt_rate, gen_rate, generated = run_once(model, args.prompt, args.gen)

@@ -3,11 +3,14 @@
  * products and matrix-vector products. include/multiround/quant.h gives
  * the byte layouts.
  *
- * Every sum runs in a fixed order: eight float partial sums, lane i % 8
- * for element i, added together in lane order at the end of a block or
- * row. That order lets the compiler vectorise the loops without changing
- * results, and mr_qmatvec gives each row to one thread, so results do not
- * depend on the thread count.
+ * The scalar dot products here are the portable fallback and the
+ * reference; quant_simd.c has the AVX2 kernels that mr_qdot uses when the
+ * build targets AVX2, FMA and F16C. Every scalar sum runs in a fixed
+ * order: eight float partial sums, lane i % 8 for element i, added
+ * together in lane order at the end of a block or row. That order lets
+ * the compiler vectorise the loops without changing results, and
+ * mr_qmatvec gives each row to one thread, so results do not depend on
+ * the thread count.
  */
 #include "multiround/quant.h"
 
@@ -16,6 +19,7 @@
 #include <strings.h>
 
 #include "engine/half.h"
+#include "quant_internal.h"
 
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
 #error "quant.c reads little-endian blocks with memcpy and needs a little-endian host"
@@ -341,7 +345,7 @@ static float dot_q4_0(const unsigned char *row, const float *x, int64_t n) {
     return total;
 }
 
-float mr_qdot(mr_qtype type, const void *row, const float *x, int64_t n) {
+float mr_qdot_scalar(mr_qtype type, const void *row, const float *x, int64_t n) {
     switch (type) {
     case MR_QTYPE_F32: return dot_f32(row, x, n);
     case MR_QTYPE_F16: return dot_f16(row, x, n);
@@ -350,6 +354,14 @@ float mr_qdot(mr_qtype type, const void *row, const float *x, int64_t n) {
     case MR_QTYPE_Q4_0: return dot_q4_0(row, x, n);
     }
     return 0.0f;
+}
+
+float mr_qdot(mr_qtype type, const void *row, const float *x, int64_t n) {
+#if MR_QUANT_SIMD
+    return mr_qdot_simd(type, row, x, n);
+#else
+    return mr_qdot_scalar(type, row, x, n);
+#endif
 }
 
 void mr_qmatvec(mr_qtype type, const void *w, int64_t rows, int64_t n, const float *x,

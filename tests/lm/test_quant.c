@@ -7,12 +7,14 @@
  * except that those two canonicalise NaN differently).
  */
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "multiround/common.h"
 #include "multiround/quant.h"
 #include "multiround/rng.h"
+#include "quant_internal.h"
 #include "test.h"
 
 static float bits_to_float(uint32_t bits) {
@@ -546,7 +548,148 @@ static void qmatvec_rows_equal_qdot_any_threads(void) {
     }
 }
 
+/* Lengths that leave every kind of remainder: after the 32-element main
+ * loop, after the 8-element loop, and odd block counts for the two-sum
+ * Q8_0 and Q4_0 kernels. */
+static const int64_t simd_lengths[] = {1, 7, 8, 9, 31, 33, 37, 63, 65, 100, 257, 1023, 4097};
+static const int64_t simd_block_counts[] = {1, 2, 3, 5, 9, 33, 129};
+
+/* Checks mr_qdot (the SIMD kernels in an AVX2 build) against the scalar
+ * reference for one row. Each of the two float sums lies within
+ * (n + 4) 2^-24 sum |w_i x_i| of the exact sum whatever its order, so
+ * they differ by at most twice that. */
+static void check_simd_against_scalar(mr_qtype type, int64_t n, uint64_t seed, float scale) {
+    float *w = malloc((size_t)n * sizeof *w);
+    float *x = malloc((size_t)n * sizeof *x);
+    float *decoded = malloc((size_t)n * sizeof *decoded);
+    unsigned char *row = malloc(mr_qtype_row_bytes(type, n));
+    fill_normal(w, n, scale, seed);
+    fill_normal(x, n, 1.0f, seed + 1);
+    mr_quantize_row(type, w, row, n);
+    mr_dequantize_row(type, row, decoded, n);
+    double magnitude = 0.0;
+    for (int64_t i = 0; i < n; i++) {
+        magnitude += fabs((double)decoded[i] * (double)x[i]);
+    }
+
+    float fast = mr_qdot(type, row, x, n);
+    float reference = mr_qdot_scalar(type, row, x, n);
+    double tolerance = 2.0 * (double)(n + 4) * 0x1p-24 * magnitude;
+    if (!(fabs((double)fast - (double)reference) <= tolerance)) {
+        mr_test_fail(__FILE__, __LINE__,
+                     "%s dot of %lld elements is %.9g, scalar reference %.9g (tolerance %g)",
+                     mr_qtype_name(type), (long long)n, (double)fast, (double)reference,
+                     tolerance);
+    }
+    check_dot(type, row, x, n);
+
+    free(w);
+    free(x);
+    free(decoded);
+    free(row);
+}
+
+static void qdot_simd_matches_scalar_per_element(void) {
+    const mr_qtype types[] = {MR_QTYPE_F32, MR_QTYPE_F16, MR_QTYPE_BF16};
+    for (size_t t = 0; t < 3; t++) {
+        for (size_t k = 0; k < sizeof simd_lengths / sizeof simd_lengths[0]; k++) {
+            check_simd_against_scalar(types[t], simd_lengths[k], 700 + (uint64_t)k, 1.0f);
+        }
+    }
+}
+
+static void qdot_simd_matches_scalar_blocks(void) {
+    const mr_qtype types[] = {MR_QTYPE_Q8_0, MR_QTYPE_Q4_0};
+    for (size_t t = 0; t < 2; t++) {
+        for (size_t k = 0; k < sizeof simd_block_counts / sizeof simd_block_counts[0]; k++) {
+            check_simd_against_scalar(types[t], 32 * simd_block_counts[k], 800 + (uint64_t)k,
+                                      0.05f);
+        }
+    }
+}
+
+static void qdot_simd_small_exact_values(void) {
+    /* Small integers: every product and partial sum is exact in float,
+     * so any summation order gives the same value. Element i of w is
+     * (i % 5) - 2 and of x is (i % 3) + 1. */
+    enum { N = 75 };
+    float w[N];
+    float x[N];
+    double expected = 0.0;
+    for (int i = 0; i < N; i++) {
+        w[i] = (float)(i % 5 - 2);
+        x[i] = (float)(i % 3 + 1);
+        expected += (double)w[i] * (double)x[i];
+    }
+    const mr_qtype types[] = {MR_QTYPE_F32, MR_QTYPE_F16, MR_QTYPE_BF16};
+    for (size_t t = 0; t < 3; t++) {
+        unsigned char row[N * 4];
+        mr_quantize_row(types[t], w, row, N);
+        CHECK_NEAR(mr_qdot(types[t], row, x, N), expected, 0.0);
+        CHECK_NEAR(mr_qdot_scalar(types[t], row, x, N), expected, 0.0);
+    }
+
+    /* A Q8_0 row of 64 with max |w| = 127 in both blocks has d = 1, so the
+     * codes equal w and the product is exact. */
+    float wq[64];
+    float xq[64];
+    double expected_q8 = 0.0;
+    for (int i = 0; i < 64; i++) {
+        wq[i] = i % 32 == 5 ? 127.0f : (float)(i % 7 - 3);
+        xq[i] = (float)(i % 4) - 1.5f;
+        expected_q8 += (double)wq[i] * (double)xq[i];
+    }
+    unsigned char q8[68];
+    mr_quantize_row(MR_QTYPE_Q8_0, wq, q8, 64);
+    CHECK_NEAR(mr_qdot(MR_QTYPE_Q8_0, q8, xq, 64), expected_q8, 0.0);
+}
+
+static void qmatvec_odd_shapes_same_on_1_and_2_threads(void) {
+    /* Row lengths off the kernels' 8- and 32-element steps, and row
+     * counts that split unevenly over two threads. */
+    const struct {
+        mr_qtype type;
+        int64_t n;
+    } cases[] = {{MR_QTYPE_F32, 1001}, {MR_QTYPE_F16, 999}, {MR_QTYPE_BF16, 515},
+                 {MR_QTYPE_Q8_0, 32 * 33}, {MR_QTYPE_Q4_0, 32 * 35}};
+    const int64_t rows = 131;
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        mr_qtype type = cases[c].type;
+        int64_t n = cases[c].n;
+        size_t row_bytes = mr_qtype_row_bytes(type, n);
+        float *w = malloc((size_t)(rows * n) * sizeof *w);
+        float *x = malloc((size_t)n * sizeof *x);
+        unsigned char *stored = malloc(row_bytes * (size_t)rows);
+        float *y1 = malloc((size_t)rows * sizeof *y1);
+        float *y2 = malloc((size_t)rows * sizeof *y2);
+        fill_normal(w, rows * n, 0.1f, 900 + (uint64_t)c);
+        fill_normal(x, n, 1.0f, 950 + (uint64_t)c);
+        for (int64_t r = 0; r < rows; r++) {
+            mr_quantize_row(type, w + r * n, stored + (size_t)r * row_bytes, n);
+        }
+
+        matvec_with_threads(1, type, stored, rows, n, x, y1);
+        matvec_with_threads(2, type, stored, rows, n, x, y2);
+
+        if (memcmp(y1, y2, (size_t)rows * sizeof *y1) != 0) {
+            mr_test_fail(__FILE__, __LINE__, "%s matvec of %lld x %lld differs on 1 and 2 threads",
+                         mr_qtype_name(type), (long long)rows, (long long)n);
+        }
+        for (int64_t r = 0; r < rows; r += 13) {
+            check_dot(type, stored + (size_t)r * row_bytes, x, n);
+        }
+        free(w);
+        free(x);
+        free(stored);
+        free(y1);
+        free(y2);
+    }
+}
+
 int main(void) {
+    if (!MR_QUANT_SIMD) {
+        printf("note: built without AVX2, FMA and F16C, so mr_qdot is the scalar reference\n");
+    }
     MR_RUN(type_table_matches_ggml);
     MR_RUN(type_names_round_trip);
     MR_RUN(f16_narrowing_exact_bits);
@@ -561,5 +704,9 @@ int main(void) {
     MR_RUN(qdot_odd_lengths_per_element);
     MR_RUN(qdot_f32_exact_small);
     MR_RUN(qmatvec_rows_equal_qdot_any_threads);
+    MR_RUN(qdot_simd_matches_scalar_per_element);
+    MR_RUN(qdot_simd_matches_scalar_blocks);
+    MR_RUN(qdot_simd_small_exact_values);
+    MR_RUN(qmatvec_odd_shapes_same_on_1_and_2_threads);
     return mr_test_finish();
 }

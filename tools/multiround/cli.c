@@ -1,5 +1,6 @@
 /* Option parsing, error and progress helpers shared by the subcommands. */
 #include <errno.h>
+#include <math.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
@@ -34,6 +35,24 @@ bool cli_parse_int64(const char *option, const char *text, int64_t min,
     if (errno != 0 || end == text || *end != '\0' || parsed < min || parsed > max) {
         cli_error("invalid value '%s' for %s: expected an integer from %lld to %lld", text,
                   option, (long long)min, (long long)max);
+        return false;
+    }
+    *value = parsed;
+    return true;
+}
+
+bool cli_parse_double(const char *option, const char *text, double min, double max,
+                      double *value) {
+    if (text == NULL) {
+        cli_error("%s needs a value", option);
+        return false;
+    }
+    errno = 0;
+    char *end = NULL;
+    double parsed = strtod(text, &end);
+    if (errno != 0 || end == text || *end != '\0' || !isfinite(parsed) || parsed < min ||
+        parsed > max) {
+        cli_error("%s must be a number in [%g, %g], got '%s'", option, min, max, text);
         return false;
     }
     *value = parsed;

@@ -75,6 +75,11 @@ void cli_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 bool cli_parse_int64(const char *option, const char *text, int64_t min,
                      int64_t max, int64_t *value);
 
+/* Parses text as a finite number in [min, max] for option. On failure
+ * prints an error naming the option and the range and returns false. */
+bool cli_parse_double(const char *option, const char *text, double min, double max,
+                      double *value);
+
 /*
  * Handles the options every subcommand accepts. When argv[*index] is
  * --threads, reads its value, applies it with mr_threads_set(), advances

@@ -6,8 +6,6 @@
  * going after a failed turn. Otherwise it reads every line as a turn and
  * stops at the first failure.
  */
-#include <errno.h>
-#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -65,21 +63,6 @@ static void print_help(void) {
     cli_print_shared_options(stdout);
 }
 
-/* Parses text as a finite number in [min, max]. */
-static bool parse_number(const char *option, const char *text, double min, double max,
-                         double *value) {
-    char *end = NULL;
-    errno = 0;
-    double parsed = strtod(text, &end);
-    if (end == text || *end != '\0' || errno != 0 || !isfinite(parsed) || parsed < min ||
-        parsed > max) {
-        cli_error("%s must be a number in [%g, %g], got '%s'", option, min, max, text);
-        return false;
-    }
-    *value = parsed;
-    return true;
-}
-
 /* The options of chat that take a value. */
 static const char *const valued_options[] = {
     "--url",  "--model", "-m",     "--model-path", "--lora",    "--chat-template",
@@ -103,14 +86,14 @@ static bool parse_valued_option(const char *option, const char *value, chat_opti
     } else if (strcmp(option, "-n") == 0 || strcmp(option, "--max-tokens") == 0) {
         return cli_parse_int64(option, value, 1, 1000000, &o->max_tokens);
     } else if (strcmp(option, "--temp") == 0) {
-        return parse_number(option, value, 0.0, 2.0, &o->temperature);
+        return cli_parse_double(option, value, 0.0, 2.0, &o->temperature);
     } else if (strcmp(option, "--top-p") == 0) {
-        return parse_number(option, value, 1e-6, 1.0, &o->top_p);
+        return cli_parse_double(option, value, 1e-6, 1.0, &o->top_p);
     } else if (strcmp(option, "--seed") == 0) {
         o->use_seed = true;
         return cli_parse_int64(option, value, INT64_MIN, INT64_MAX, &o->seed);
     } else if (strcmp(option, "--timeout") == 0) {
-        return parse_number(option, value, 0.001, 86400.0, &o->timeout_s);
+        return cli_parse_double(option, value, 0.001, 86400.0, &o->timeout_s);
     } else if (strcmp(option, "--stop") == 0) {
         if (o->n_stop == CHAT_MAX_STOPS || value[0] == '\0') {
             cli_error("--stop takes a non-empty text, at most %d times", CHAT_MAX_STOPS);

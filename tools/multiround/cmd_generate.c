@@ -4,8 +4,6 @@
  * in the model's chat template. Text goes to stdout as it is generated;
  * a statistics line per generation goes to stderr.
  */
-#include <errno.h>
-#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -65,20 +63,11 @@ static void print_help(void) {
     cli_print_shared_options(stdout);
 }
 
-/* Parses text as a finite float in [min, max] for option; prints an error
- * and returns false otherwise. */
+/* Parses text as a finite number in [min, max] for option into a float. */
 static bool parse_float(const char *option, const char *text, double min, double max,
                         float *value) {
-    if (text == NULL) {
-        cli_error("%s needs a number", option);
-        return false;
-    }
-    char *end = NULL;
-    errno = 0;
-    double parsed = strtod(text, &end);
-    if (end == text || *end != '\0' || errno != 0 || !isfinite(parsed) || parsed < min ||
-        parsed > max) {
-        cli_error("%s must be a number in [%g, %g], got '%s'", option, min, max, text);
+    double parsed = 0.0;
+    if (!cli_parse_double(option, text, min, max, &parsed)) {
         return false;
     }
     *value = (float)parsed;

@@ -7,8 +7,6 @@
  *   recommend  prints the top items for one user
  *   bench      times training and evaluation (cmd_rec_bench.c)
  */
-#include <errno.h>
-#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -120,26 +118,6 @@ static void show_progress(const mr_rec_progress *progress, void *user_data) {
 /* ------------------------------------------------------------------------
  * Option parsing
  * ------------------------------------------------------------------------ */
-
-/* Parses text as a finite number in [min, max] for option. */
-static bool parse_double(const char *option, const char *text, double min, double max,
-                         double *value) {
-    if (text == NULL) {
-        cli_error("%s needs a value", option);
-        return false;
-    }
-    errno = 0;
-    char *end = NULL;
-    double parsed = strtod(text, &end);
-    if (errno != 0 || end == text || *end != '\0' || !isfinite(parsed) || parsed < min ||
-        parsed > max) {
-        cli_error("invalid value '%s' for %s: expected a number from %g to %g", text, option,
-                  min, max);
-        return false;
-    }
-    *value = parsed;
-    return true;
-}
 
 /* Parses an int option into an int field. */
 static bool parse_int(const char *option, const char *text, int64_t min, int64_t max,
@@ -287,7 +265,7 @@ static int rec_train(int argc, char **argv) {
         } else if (strcmp(option, "--batch-size") == 0) {
             ok = parse_int(option, value, 1, 1 << 20, &options.batch_size);
         } else if (strcmp(option, "--lr") == 0) {
-            ok = parse_double(option, value, 1e-12, 10.0, &number);
+            ok = cli_parse_double(option, value, 1e-12, 10.0, &number);
             options.lr = (float)number;
         } else if (strcmp(option, "--seed") == 0) {
             ok = cli_parse_int64(option, value, 0, INT64_MAX, &integer);
@@ -299,7 +277,7 @@ static int rec_train(int argc, char **argv) {
         } else if (strcmp(option, "--negatives") == 0) {
             ok = parse_int(option, value, 1, 1 << 16, &overrides.negatives);
         } else if (strcmp(option, "--dropout") == 0) {
-            ok = parse_double(option, value, 0.0, 0.999, &overrides.dropout);
+            ok = cli_parse_double(option, value, 0.0, 0.999, &overrides.dropout);
         } else {
             cli_error("unknown option '%s' for rec train; run 'multiround rec train --help'",
                       option);

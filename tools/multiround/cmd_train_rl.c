@@ -8,7 +8,6 @@
  */
 #include <cJSON.h>
 #include <errno.h>
-#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -126,20 +125,6 @@ static void print_help(const char *name) {
     cli_print_shared_options(stdout);
 }
 
-/* Parses text as a finite number in [min, max] for option. */
-static bool parse_double(const char *option, const char *text, double min, double max,
-                         double *value) {
-    char *end = NULL;
-    errno = 0;
-    double v = strtod(text, &end);
-    if (errno != 0 || end == text || *end != '\0' || !isfinite(v) || v < min || v > max) {
-        cli_error("%s needs a number from %g to %g, got '%s'", option, min, max, text);
-        return false;
-    }
-    *value = v;
-    return true;
-}
-
 /* Stores the value of one spec'd option; returns false after an error. */
 static bool set_option(rl_options *o, const option_spec *s, const char *text) {
     void *target = (char *)o + s->offset;
@@ -169,7 +154,7 @@ static bool set_option(rl_options *o, const option_spec *s, const char *text) {
         *(uint64_t *)target = (uint64_t)i;
         return true;
     case OPT_FLOAT:
-        if (!parse_double(s->name, text, s->min, s->max, &d)) {
+        if (!cli_parse_double(s->name, text, s->min, s->max, &d)) {
             return false;
         }
         *(float *)target = (float)d;

@@ -28,7 +28,12 @@ def reduce_steps(numbers, ops):
     while ops:
         at = ops.index("*") if "*" in ops else 0
         a, op, b = numbers[at], ops[at], numbers[at + 1]
-        value = a * b if op == "*" else a + b if op == "+" else a - b
+        if op == "*":
+            value = a * b
+        elif op == "+":
+            value = a + b
+        else:
+            value = a - b
         if value < 0:
             return None
         steps.append((a, op, b, value))

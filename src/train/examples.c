@@ -105,7 +105,7 @@ static void truncate_sequence(train_sequence *seq, int boundary, bool has_bos, i
     }
     int start = has_bos ? 1 : 0;
     int droppable = boundary - 1 - start;
-    int drop = droppable > 0 ? (over < droppable ? over : droppable) : 0;
+    int drop = over < droppable ? over : droppable;
     if (drop > 0) {
         remove_tokens(seq, start, drop);
     }

@@ -4,14 +4,13 @@
  * mr_llama_eval() runs its tokens in chunks of up to LLAMA_CHUNK rows.
  * Per chunk and block it writes the rotated keys and the values of every
  * row into the cache first, then each row attends to the cache's
- * positions 0..its own. A single row goes through mr_qmatvec() on the
- * stored type. Several rows go through mr_sgemm(): directly on F32
- * weights, and for other types on rows decoded LLAMA_DECODE_ROWS at a time.
+ * positions 0..its own. The rest of a block is the row kernels of
+ * llama_rows.c. A single row goes through mr_qmatvec() on the stored type,
+ * several rows through mr_sgemm().
  *
- * The arithmetic mirrors the training path (llama_train.c): rotary angles
- * are computed in double as the engine's rope does, and attention uses a
- * softmax with the maximum subtracted. Summation orders differ from the
- * engine's, so the two paths agree to rounding, not bit for bit.
+ * Attention uses a softmax with the maximum subtracted, as the training
+ * path (llama_train.c) does. Summation orders differ from the engine's,
+ * so the two paths agree to rounding, not bit for bit.
  */
 #include <math.h>
 #include <stdlib.h>
@@ -21,14 +20,10 @@
 #include <omp.h>
 #endif
 
-#include "engine/blas.h"
 #include "llama_internal.h"
 
 /* Most tokens one chunk of a prompt holds; bounds the scratch memory. */
 #define LLAMA_CHUNK 64
-
-/* Weight rows decoded at once for a batched product on quantised types. */
-#define LLAMA_DECODE_ROWS 256
 
 struct mr_llama_cache {
     mr_llama_config config; /* of the model the cache was made for */
@@ -36,19 +31,8 @@ struct mr_llama_cache {
     float *keys;   /* [L][Hkv][length][D] */
     float *values; /* [L][Hkv][length][D] */
 
-    /* Scratch for one chunk of up to LLAMA_CHUNK rows. */
-    float *x;       /* [rows, C] residual stream */
-    float *h;       /* [rows, C] normalised input of a sublayer */
-    float *q;       /* [rows, Hq D] */
-    float *k;       /* [rows, Hkv D] */
-    float *v;       /* [rows, Hkv D] */
-    float *att;     /* [rows, Hq D] attention output */
-    float *gate;    /* [rows, F] */
-    float *up;      /* [rows, F] */
-    float *proj;    /* [rows, C] sublayer output */
-    float *cos_sin; /* [rows, D] cosines then sines of each pair */
-    float *decoded; /* [LLAMA_DECODE_ROWS, max input width] */
-    float *scores;  /* [threads, length] */
+    llama_activations act; /* scratch for one chunk of up to LLAMA_CHUNK rows */
+    float *scores;         /* [threads, length] */
     int threads;
 };
 
@@ -73,29 +57,15 @@ mr_llama_cache *mr_llama_cache_create(const mr_llama *model, int length, mr_erro
 #endif
 
     size_t kv_floats = (size_t)c->layers * (size_t)llama_kv_width(c) * (size_t)length;
-    size_t rows = LLAMA_CHUNK;
-    size_t widest_in = (size_t)c->dim;
-    widest_in = (size_t)llama_q_width(c) > widest_in ? (size_t)llama_q_width(c) : widest_in;
-    widest_in = (size_t)c->ffn_dim > widest_in ? (size_t)c->ffn_dim : widest_in;
-
     cache->keys = calloc(kv_floats, sizeof(float));
     cache->values = calloc(kv_floats, sizeof(float));
-    cache->x = malloc(rows * (size_t)c->dim * sizeof(float));
-    cache->h = malloc(rows * (size_t)c->dim * sizeof(float));
-    cache->q = malloc(rows * (size_t)llama_q_width(c) * sizeof(float));
-    cache->k = malloc(rows * (size_t)llama_kv_width(c) * sizeof(float));
-    cache->v = malloc(rows * (size_t)llama_kv_width(c) * sizeof(float));
-    cache->att = malloc(rows * (size_t)llama_q_width(c) * sizeof(float));
-    cache->gate = malloc(rows * (size_t)c->ffn_dim * sizeof(float));
-    cache->up = malloc(rows * (size_t)c->ffn_dim * sizeof(float));
-    cache->proj = malloc(rows * (size_t)c->dim * sizeof(float));
-    cache->cos_sin = malloc(rows * (size_t)c->head_dim * sizeof(float));
-    cache->decoded = malloc((size_t)LLAMA_DECODE_ROWS * widest_in * sizeof(float));
     cache->scores = malloc((size_t)cache->threads * (size_t)length * sizeof(float));
-    if (cache->keys == NULL || cache->values == NULL || cache->x == NULL || cache->h == NULL ||
-        cache->q == NULL || cache->k == NULL || cache->v == NULL || cache->att == NULL ||
-        cache->gate == NULL || cache->up == NULL || cache->proj == NULL ||
-        cache->cos_sin == NULL || cache->decoded == NULL || cache->scores == NULL) {
+    bool allocated = llama_activations_alloc(&cache->act, model, LLAMA_CHUNK);
+
+    /* Decoding one token is one row, and a matrix-vector product on the
+     * stored type spares decoding the weight rows for a matrix product. */
+    cache->act.single_row_matvec = true;
+    if (!allocated || cache->keys == NULL || cache->values == NULL || cache->scores == NULL) {
         mr_llama_cache_free(cache);
         mr_error_set(err, MR_ERR_NO_MEMORY,
                      "llama: no memory for a cache of %d positions (%.1f MiB of keys and values)",
@@ -111,17 +81,7 @@ void mr_llama_cache_free(mr_llama_cache *cache) {
     }
     free(cache->keys);
     free(cache->values);
-    free(cache->x);
-    free(cache->h);
-    free(cache->q);
-    free(cache->k);
-    free(cache->v);
-    free(cache->att);
-    free(cache->gate);
-    free(cache->up);
-    free(cache->proj);
-    free(cache->cos_sin);
-    free(cache->decoded);
+    llama_activations_free(&cache->act);
     free(cache->scores);
     free(cache);
 }
@@ -131,94 +91,11 @@ int mr_llama_cache_length(const mr_llama_cache *cache) {
 }
 
 /*
- * y [rows, out] = x [rows, in] @ W^T (+ bias) for a weight with ne = [in,
- * out]. decoded has room for LLAMA_DECODE_ROWS rows of in floats.
- */
-static void weight_product(const mr_llama_weight *w, const mr_llama_weight *bias,
-                           const float *x, int64_t rows, float *y, float *decoded) {
-    int64_t in = w->ne[0], out = w->ne[1];
-    if (rows == 1) {
-        mr_qmatvec(w->type, w->data, out, in, x, y);
-    } else if (w->type == MR_QTYPE_F32) {
-        mr_sgemm(false, true, rows, out, in, 1.0f, x, in, w->data, in, 0.0f, y, out);
-    } else {
-        for (int64_t first = 0; first < out; first += LLAMA_DECODE_ROWS) {
-            int64_t count = out - first < LLAMA_DECODE_ROWS ? out - first : LLAMA_DECODE_ROWS;
-#pragma omp parallel for schedule(static)
-            for (int64_t r = 0; r < count; r++) {
-                llama_weight_row(w, first + r, decoded + r * in);
-            }
-            mr_sgemm(false, true, rows, count, in, 1.0f, x, in, decoded, in, 0.0f, y + first,
-                     out);
-        }
-    }
-
-    if (bias != NULL) {
-        const float *b = bias->data;
-        for (int64_t r = 0; r < rows; r++) {
-            for (int64_t i = 0; i < out; i++) {
-                y[r * out + i] += b[i];
-            }
-        }
-    }
-}
-
-/* dst = src / sqrt(mean(src^2) + eps) * weight, per row of width n. */
-static void rms_norm_rows(const float *src, const float *weight, float eps, int64_t rows,
-                          int64_t n, float *dst) {
-    for (int64_t r = 0; r < rows; r++) {
-        const float *x = src + r * n;
-        float *y = dst + r * n;
-        double sum = 0.0;
-        for (int64_t i = 0; i < n; i++) {
-            sum += (double)x[i] * x[i];
-        }
-        float inv = (float)(1.0 / sqrt(sum / (double)n + (double)eps));
-        for (int64_t i = 0; i < n; i++) {
-            y[i] = x[i] * inv * weight[i];
-        }
-    }
-}
-
-/* Fills cos_sin [rows, D]: the D/2 cosines then the D/2 sines of row r's
- * pair angles at position first + r, computed as the engine's rope does. */
-static void rope_table(const mr_llama_config *c, int first, int64_t rows, float *cos_sin) {
-    int64_t half = c->head_dim / 2;
-    for (int64_t r = 0; r < rows; r++) {
-        double pos = (double)(first + r);
-        for (int64_t i = 0; i < half; i++) {
-            double angle =
-                pos * pow((double)c->rope_base, -2.0 * (double)i / (double)c->head_dim);
-            cos_sin[r * c->head_dim + i] = (float)cos(angle);
-            cos_sin[r * c->head_dim + half + i] = (float)sin(angle);
-        }
-    }
-}
-
-/* Rotates each head of rows [rows, heads * D] by the table's angles. */
-static void rope_rows(const mr_llama_config *c, const float *cos_sin, int64_t rows, int heads,
-                      float *x) {
-    int64_t dim = c->head_dim, half = dim / 2;
-    bool adjacent = c->rope_layout == MR_ROPE_ADJACENT;
-    for (int64_t r = 0; r < rows; r++) {
-        const float *cs = cos_sin + r * dim;
-        for (int h = 0; h < heads; h++) {
-            float *head = x + (r * heads + h) * dim;
-            for (int64_t i = 0; i < half; i++) {
-                int64_t ia = adjacent ? 2 * i : i;
-                int64_t ib = adjacent ? 2 * i + 1 : i + half;
-                float a = head[ia], b = head[ib];
-                head[ia] = a * cs[i] - b * cs[half + i];
-                head[ib] = a * cs[half + i] + b * cs[i];
-            }
-        }
-    }
-}
-
-/*
  * Attention of rows at positions first..first+rows-1 over the cache of
- * layer, into cache->att [rows, Hq D]. (row, head) pairs run in parallel,
- * each with its own score row, so every sum has a fixed order.
+ * layer, into cache->act.att [rows, Hq D]. (row, head) pairs run in
+ * parallel, each with its own score row, so every sum has a fixed order.
+ * It stays apart from llama_embed.c's attention, which has no cache and
+ * runs each whole text as BLAS products.
  */
 static void attention_rows(mr_llama_cache *cache, int layer, int first, int64_t rows) {
     const mr_llama_config *c = &cache->config;
@@ -243,8 +120,8 @@ static void attention_rows(mr_llama_cache *cache, int layer, int first, int64_t 
             int64_t kv_offset = layer_offset + (int64_t)(h / group) * length * dim;
             const float *keys = cache->keys + kv_offset;
             const float *values = cache->values + kv_offset;
-            const float *q = cache->q + (r * c->heads + h) * dim;
-            float *out = cache->att + (r * c->heads + h) * dim;
+            const float *q = cache->act.q + (r * c->heads + h) * dim;
+            float *out = cache->act.att + (r * c->heads + h) * dim;
 
             float max = -INFINITY;
             for (int64_t j = 0; j < visible; j++) {
@@ -284,60 +161,21 @@ static void store_kv(mr_llama_cache *cache, int layer, int first, int64_t rows) 
         int64_t base = ((int64_t)layer * c->kv_heads + h) * length * dim;
         for (int64_t r = 0; r < rows; r++) {
             int64_t at = base + (first + r) * dim;
-            memcpy(cache->keys + at, cache->k + (r * c->kv_heads + h) * dim,
+            memcpy(cache->keys + at, cache->act.k + (r * c->kv_heads + h) * dim,
                    (size_t)dim * sizeof(float));
-            memcpy(cache->values + at, cache->v + (r * c->kv_heads + h) * dim,
+            memcpy(cache->values + at, cache->act.v + (r * c->kv_heads + h) * dim,
                    (size_t)dim * sizeof(float));
         }
     }
 }
 
-/* Runs one block on the chunk in cache->x [rows, C]. */
+/* Runs one block on the chunk in cache->act.x [rows, C]. */
 static void block_rows(const mr_llama *model, mr_llama_cache *cache, int layer, int first,
                        int64_t rows) {
-    const mr_llama_config *c = &model->config;
-    int64_t dim = c->dim;
-
-    /* Attention. */
-    rms_norm_rows(cache->x, llama_block_weight(model, layer, LLAMA_ATTN_NORM)->data, c->rms_eps,
-                  rows, dim, cache->h);
-    weight_product(llama_block_weight(model, layer, LLAMA_ATTN_Q),
-                   llama_block_weight(model, layer, LLAMA_ATTN_Q_BIAS), cache->h, rows, cache->q,
-                   cache->decoded);
-    weight_product(llama_block_weight(model, layer, LLAMA_ATTN_K),
-                   llama_block_weight(model, layer, LLAMA_ATTN_K_BIAS), cache->h, rows, cache->k,
-                   cache->decoded);
-    weight_product(llama_block_weight(model, layer, LLAMA_ATTN_V),
-                   llama_block_weight(model, layer, LLAMA_ATTN_V_BIAS), cache->h, rows, cache->v,
-                   cache->decoded);
-    rope_rows(c, cache->cos_sin, rows, c->heads, cache->q);
-    rope_rows(c, cache->cos_sin, rows, c->kv_heads, cache->k);
+    llama_block_qkv(model, &cache->act, layer, rows);
     store_kv(cache, layer, first, rows);
     attention_rows(cache, layer, first, rows);
-    weight_product(llama_block_weight(model, layer, LLAMA_ATTN_OUTPUT), NULL, cache->att, rows,
-                   cache->proj, cache->decoded);
-    for (int64_t i = 0; i < rows * dim; i++) {
-        cache->x[i] += cache->proj[i];
-    }
-
-    /* SwiGLU feed-forward. */
-    rms_norm_rows(cache->x, llama_block_weight(model, layer, LLAMA_FFN_NORM)->data, c->rms_eps,
-                  rows, dim, cache->h);
-    weight_product(llama_block_weight(model, layer, LLAMA_FFN_GATE), NULL, cache->h, rows,
-                   cache->gate, cache->decoded);
-    weight_product(llama_block_weight(model, layer, LLAMA_FFN_UP), NULL, cache->h, rows,
-                   cache->up, cache->decoded);
-    int64_t hidden = rows * c->ffn_dim;
-#pragma omp parallel for schedule(static)
-    for (int64_t i = 0; i < hidden; i++) {
-        float g = cache->gate[i];
-        cache->gate[i] = g / (1.0f + expf(-g)) * cache->up[i];
-    }
-    weight_product(llama_block_weight(model, layer, LLAMA_FFN_DOWN), NULL, cache->gate, rows,
-                   cache->proj, cache->decoded);
-    for (int64_t i = 0; i < rows * dim; i++) {
-        cache->x[i] += cache->proj[i];
-    }
+    llama_block_finish(model, &cache->act, layer, rows);
 }
 
 /* Checks the arguments of mr_llama_eval; fills err when they are invalid. */
@@ -407,6 +245,8 @@ mr_status mr_llama_eval(const mr_llama *model, mr_llama_cache *cache, const int3
     const mr_llama_config *c = &model->config;
     const mr_llama_weight *embedding = &model->weights[model->token_embd];
     const mr_llama_weight *output = &model->weights[model->output];
+    const float *output_norm = model->weights[model->output_norm].data;
+    llama_activations *act = &cache->act;
 
     for (int done = 0; done < n; done += LLAMA_CHUNK) {
         int64_t rows = n - done < LLAMA_CHUNK ? n - done : LLAMA_CHUNK;
@@ -414,9 +254,9 @@ mr_status mr_llama_eval(const mr_llama *model, mr_llama_cache *cache, const int3
 
         /* Embed, then run every block. */
         for (int64_t r = 0; r < rows; r++) {
-            llama_weight_row(embedding, tokens[done + r], cache->x + r * c->dim);
+            llama_weight_row(embedding, tokens[done + r], act->x + r * c->dim);
+            llama_rope_angles(c, first + r, act->cos_sin + r * c->head_dim);
         }
-        rope_table(c, first, rows, cache->cos_sin);
         for (int layer = 0; layer < c->layers; layer++) {
             block_rows(model, cache, layer, first, rows);
         }
@@ -424,15 +264,13 @@ mr_status mr_llama_eval(const mr_llama *model, mr_llama_cache *cache, const int3
         /* Logits of every row, or of the last row of the last chunk. */
         bool last_chunk = done + rows == n;
         if (mode == MR_LLAMA_LOGITS_ALL) {
-            rms_norm_rows(cache->x, model->weights[model->output_norm].data, c->rms_eps, rows,
-                          c->dim, cache->h);
-            weight_product(output, NULL, cache->h, rows, logits + (int64_t)done * c->vocab_size,
-                           cache->decoded);
+            llama_rms_norm_rows(act->x, output_norm, c->rms_eps, rows, c->dim, act->h);
+            llama_weight_product(act, output, NULL, act->h, rows,
+                                 logits + (int64_t)done * c->vocab_size);
         } else if (mode == MR_LLAMA_LOGITS_LAST && last_chunk) {
-            const float *x_last = cache->x + (rows - 1) * c->dim;
-            rms_norm_rows(x_last, model->weights[model->output_norm].data, c->rms_eps, 1, c->dim,
-                          cache->h);
-            weight_product(output, NULL, cache->h, 1, logits, cache->decoded);
+            const float *x_last = act->x + (rows - 1) * c->dim;
+            llama_rms_norm_rows(x_last, output_norm, c->rms_eps, 1, c->dim, act->h);
+            llama_weight_product(act, output, NULL, act->h, 1, logits);
         }
     }
     return MR_OK;

@@ -129,4 +129,77 @@ mr_tensor *llama_forward_loss(const mr_llama *model, mr_ctx *ctx, mr_tensor *tok
                               mr_tensor *targets, mr_tensor *mask,
                               const llama_forward_options *options);
 
+/*
+ * Row kernels of the two inference paths, mr_llama_eval() (llama_infer.c)
+ * and mr_llama_embed() (llama_embed.c), in llama_rows.c. They run on the
+ * typed weights over a matrix of token rows. Their own loops compute each
+ * row alone, so neither the thread count nor the row count changes a row's
+ * result. The BLAS products may round a row differently for another row
+ * count, and a product of one row rounds differently when
+ * llama_activations.single_row_matvec is set.
+ */
+
+/* Weight rows decoded at once for a batched product on a non-F32 type. */
+#define LLAMA_DECODE_ROWS 256
+
+/* The activations of one block over up to a fixed number of token rows. */
+typedef struct llama_activations {
+    float *x;       /* [rows, C] residual stream */
+    float *h;       /* [rows, C] normalised input of a sublayer */
+    float *q;       /* [rows, Hq D] */
+    float *k;       /* [rows, Hkv D] */
+    float *v;       /* [rows, Hkv D] */
+    float *att;     /* [rows, Hq D] attention output */
+    float *gate;    /* [rows, F] */
+    float *up;      /* [rows, F] */
+    float *proj;    /* [rows, C] sublayer output */
+    float *cos_sin; /* [rows, D] cosines then sines of each pair's angle */
+    float *decoded; /* [LLAMA_DECODE_ROWS, widest weight row] */
+    bool single_row_matvec; /* a product of one row runs as mr_qmatvec() on
+                             * the stored type, not as a matrix product */
+} llama_activations;
+
+/* Allocates the buffers of a for rows token rows of model. Returns false,
+ * with nothing left allocated, when memory runs out. */
+bool llama_activations_alloc(llama_activations *a, const mr_llama *model, int64_t rows);
+
+/* Frees the buffers of a and clears it, so that freeing it again is safe. */
+void llama_activations_free(llama_activations *a);
+
+/*
+ * Computes y [rows, out] = x [rows, in] W^T (+ bias) for a weight w with
+ * ne = [in, out]. F32 weights go to BLAS as stored. Other types are
+ * decoded LLAMA_DECODE_ROWS rows at a time into a->decoded first. A single
+ * row goes through mr_qmatvec() on the stored type instead when
+ * a->single_row_matvec is set.
+ */
+void llama_weight_product(llama_activations *a, const mr_llama_weight *w,
+                          const mr_llama_weight *bias, const float *x, int64_t rows, float *y);
+
+/* Computes dst = src / sqrt(mean(src^2) + eps) * weight for each row of
+ * width n, summing the squares in double. */
+void llama_rms_norm_rows(const float *src, const float *weight, float eps, int64_t rows,
+                         int64_t n, float *dst);
+
+/* Fills one row of a cos_sin table [D] for position: the D/2 cosines, then
+ * the D/2 sines of the pair angles, computed in double as the engine's
+ * rope does. */
+void llama_rope_angles(const mr_llama_config *c, int64_t position, float *cos_sin);
+
+/*
+ * Runs the first half of block layer on a->x [rows, C]: the attention
+ * RMSNorm, the q, k and v projections with their biases, and the rotation
+ * of q and k by a->cos_sin. Attention itself is left to the caller, which
+ * reads a->q, a->k and a->v and writes a->att.
+ */
+void llama_block_qkv(const mr_llama *model, llama_activations *a, int layer,
+                     int64_t rows);
+
+/*
+ * Runs the rest of block layer after attention: adds the output projection
+ * of a->att to a->x, then the SwiGLU feed-forward sublayer.
+ */
+void llama_block_finish(const mr_llama *model, llama_activations *a, int layer,
+                        int64_t rows);
+
 #endif /* MR_LM_LLAMA_INTERNAL_H */

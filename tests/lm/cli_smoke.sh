@@ -111,6 +111,33 @@ if "$binary" generate -m "$model" -p x --temp 3 2> "$work/temp.err"; then
 fi
 grep -q "\[0, 2\]" "$work/temp.err" || fail "generate --temp range is not [0, 2]"
 
+# generate and chat parse their common sampling options with one parser,
+# so their help lines and their messages for invalid values are the same.
+"$binary" generate --help > "$work/generate.help"
+"$binary" chat --help > "$work/chat.help"
+for option in "-n, --max-tokens N" "--temp T" "--top-p P" "--stop TEXT"; do
+    grep -F -e "  $option " "$work/generate.help" > "$work/generate.line" ||
+        fail "generate --help has no line for $option"
+    grep -F -e "  $option " "$work/chat.help" > "$work/chat.line" ||
+        fail "chat --help has no line for $option"
+    if [ "$option" = "-n, --max-tokens N" ]; then
+        # The default differs: 128 for generate, 256 for chat -m.
+        sed -i 's/(default: [0-9]*)//' "$work/generate.line" "$work/chat.line"
+    fi
+    cmp -s "$work/generate.line" "$work/chat.line" ||
+        fail "generate and chat differ on $option: $(cat "$work/generate.line" "$work/chat.line")"
+done
+for option in -n --temp --top-p --seed; do
+    if "$binary" generate -m "$model" -p x "$option" 1e99 2> "$work/generate.err"; then
+        fail "generate accepted $option 1e99"
+    fi
+    if echo x | "$binary" chat -m "$model" "$option" 1e99 > /dev/null 2> "$work/chat.err"; then
+        fail "chat accepted $option 1e99"
+    fi
+    cmp -s "$work/generate.err" "$work/chat.err" ||
+        fail "generate and chat reject $option 1e99 differently: $(cat "$work/generate.err" "$work/chat.err")"
+done
+
 # A model without a chat template: the error names the option.
 if echo hello | "$binary" chat -m "$model" > /dev/null 2> "$work/template.err"; then
     fail "chat without a template exited 0"

@@ -78,6 +78,16 @@ bool cli_check_input_file(const char *what, const char *path) {
     return true;
 }
 
+/* Returns the value after the option at argv[index], or prints that the
+ * option of command needs a value and returns NULL. */
+static const char *option_argument(const char *command, int argc, char **argv, int index) {
+    if (index + 1 >= argc) {
+        cli_error("%s needs a value; run 'multiround %s --help'", argv[index], command);
+        return NULL;
+    }
+    return argv[index + 1];
+}
+
 const char *cli_option_value(const char *command, const char *const *names, int argc,
                              char **argv, int index) {
     const char *option = argv[index];
@@ -90,11 +100,7 @@ const char *cli_option_value(const char *command, const char *const *names, int 
                   command);
         return NULL;
     }
-    if (index + 1 >= argc) {
-        cli_error("%s needs a value; run 'multiround %s --help'", option, command);
-        return NULL;
-    }
-    return argv[index + 1];
+    return option_argument(command, argc, argv, index);
 }
 
 int cli_parse_shared_option(int argc, char **argv, int *index) {
@@ -114,6 +120,166 @@ int cli_parse_shared_option(int argc, char **argv, int *index) {
 void cli_print_shared_options(FILE *out) {
     fprintf(out, "  --threads N   threads for kernels and BLAS (default: 0, one per core)\n"
                  "  --help        print this help and exit\n");
+}
+
+void cli_sampling_init(cli_sampling *sampling, unsigned accepted, int64_t max_tokens) {
+    mr_sampler_params defaults;
+    mr_sampler_params_default(&defaults);
+    memset(sampling, 0, sizeof *sampling);
+    sampling->accepted = accepted;
+    sampling->max_tokens = max_tokens;
+    sampling->temperature = defaults.temperature;
+    sampling->top_k = defaults.top_k;
+    sampling->top_p = defaults.top_p;
+    sampling->min_p = defaults.min_p;
+    sampling->repeat_penalty = defaults.repeat_penalty;
+    sampling->repeat_last_n = defaults.repeat_last_n;
+    sampling->seed = (int64_t)defaults.seed;
+}
+
+/* The names of the sampling options. -n is the only short name. */
+static const struct {
+    unsigned bit;
+    const char *name;
+    const char *short_name;
+} sampling_option_names[] = {
+    {CLI_SAMPLING_MAX_TOKENS, "--max-tokens", "-n"},
+    {CLI_SAMPLING_TEMPERATURE, "--temp", NULL},
+    {CLI_SAMPLING_TOP_K, "--top-k", NULL},
+    {CLI_SAMPLING_TOP_P, "--top-p", NULL},
+    {CLI_SAMPLING_MIN_P, "--min-p", NULL},
+    {CLI_SAMPLING_REPEAT_PENALTY, "--repeat-penalty", NULL},
+    {CLI_SAMPLING_REPEAT_LAST_N, "--repeat-last-n", NULL},
+    {CLI_SAMPLING_SEED, "--seed", NULL},
+    {CLI_SAMPLING_STOP, "--stop", NULL},
+};
+
+/* Returns the CLI_SAMPLING_* bit of option, or 0 when it is no sampling
+ * option. */
+static unsigned sampling_option_bit(const char *option) {
+    size_t count = sizeof sampling_option_names / sizeof sampling_option_names[0];
+    for (size_t i = 0; i < count; i++) {
+        const char *short_name = sampling_option_names[i].short_name;
+        if (strcmp(option, sampling_option_names[i].name) == 0 ||
+            (short_name != NULL && strcmp(option, short_name) == 0)) {
+            return sampling_option_names[i].bit;
+        }
+    }
+    return 0;
+}
+
+/* Parses text as the value of the sampling option with the given bit into
+ * sampling. Returns false with an error printed when it is invalid. */
+static bool parse_sampling_value(unsigned bit, const char *option, const char *text,
+                                 cli_sampling *sampling) {
+    switch (bit) {
+    case CLI_SAMPLING_MAX_TOKENS:
+        return cli_parse_int64(option, text, 1, 1000000, &sampling->max_tokens);
+    case CLI_SAMPLING_TEMPERATURE:
+        return cli_parse_double(option, text, 0.0, 2.0, &sampling->temperature);
+    case CLI_SAMPLING_TOP_K:
+        return cli_parse_int64(option, text, 0, INT32_MAX, &sampling->top_k);
+    case CLI_SAMPLING_TOP_P:
+        return cli_parse_double(option, text, 1e-6, 1.0, &sampling->top_p);
+    case CLI_SAMPLING_MIN_P:
+        return cli_parse_double(option, text, 0.0, 1.0, &sampling->min_p);
+    case CLI_SAMPLING_REPEAT_PENALTY:
+        return cli_parse_double(option, text, 1e-3, 100.0, &sampling->repeat_penalty);
+    case CLI_SAMPLING_REPEAT_LAST_N:
+        return cli_parse_int64(option, text, -1, INT32_MAX, &sampling->repeat_last_n);
+    case CLI_SAMPLING_SEED:
+        return cli_parse_int64(option, text, INT64_MIN, INT64_MAX, &sampling->seed);
+    case CLI_SAMPLING_STOP:
+        if (sampling->n_stop == CLI_STOP_MAX || text[0] == '\0') {
+            cli_error("--stop takes a non-empty text, at most %d times", CLI_STOP_MAX);
+            return false;
+        }
+        sampling->stops[sampling->n_stop++] = text;
+        return true;
+    default:
+        return false;
+    }
+}
+
+int cli_parse_sampling_option(const char *command, int argc, char **argv, int *index,
+                              cli_sampling *sampling) {
+    const char *option = argv[*index];
+    unsigned bit = sampling_option_bit(option);
+    if ((bit & sampling->accepted) == 0) {
+        return 0;
+    }
+    const char *text = option_argument(command, argc, argv, *index);
+    if (text == NULL || !parse_sampling_value(bit, option, text, sampling)) {
+        return -1;
+    }
+    sampling->given |= bit;
+    *index += 1;
+    return 1;
+}
+
+void cli_print_sampling_options(FILE *out, const cli_sampling *defaults,
+                                const char *seed_default) {
+    unsigned accepted = defaults->accepted;
+    if (accepted & CLI_SAMPLING_MAX_TOKENS) {
+        fprintf(out,
+                "  -n, --max-tokens N      output tokens per answer at most (default: %lld)\n",
+                (long long)defaults->max_tokens);
+    }
+    if (accepted & CLI_SAMPLING_TEMPERATURE) {
+        fprintf(out,
+                "  --temp T                temperature in [0, 2]; 0 is greedy (default: %g)\n",
+                defaults->temperature);
+    }
+    if (accepted & CLI_SAMPLING_TOP_K) {
+        fprintf(out,
+                "  --top-k K               keep the K most likely tokens; 0 is off "
+                "(default: %lld)\n",
+                (long long)defaults->top_k);
+    }
+    if (accepted & CLI_SAMPLING_TOP_P) {
+        fprintf(out,
+                "  --top-p P               keep the smallest set with probability P; 1 is off\n"
+                "                          (default: %g)\n",
+                defaults->top_p);
+    }
+    if (accepted & CLI_SAMPLING_MIN_P) {
+        fprintf(out,
+                "  --min-p P               drop tokens below P times the top probability;\n"
+                "                          0 is off (default: %g)\n",
+                defaults->min_p);
+    }
+    if (accepted & CLI_SAMPLING_REPEAT_PENALTY) {
+        fprintf(out,
+                "  --repeat-penalty X      penalty on repeated tokens; 1 is off (default: %g)\n",
+                defaults->repeat_penalty);
+    }
+    if (accepted & CLI_SAMPLING_REPEAT_LAST_N) {
+        fprintf(out,
+                "  --repeat-last-n N       tokens the penalty looks back; -1 is all\n"
+                "                          (default: %lld)\n",
+                (long long)defaults->repeat_last_n);
+    }
+    if (accepted & CLI_SAMPLING_STOP) {
+        fprintf(out,
+                "  --stop TEXT             end the output before TEXT; repeatable, up to %d\n",
+                CLI_STOP_MAX);
+    }
+    if (accepted & CLI_SAMPLING_SEED) {
+        char number[32];
+        snprintf(number, sizeof number, "%lld", (long long)defaults->seed);
+        fprintf(out, "  --seed S                seed of the sampler (default: %s)\n",
+                seed_default != NULL ? seed_default : number);
+    }
+}
+
+void cli_sampling_to_sampler(const cli_sampling *sampling, mr_sampler_params *params) {
+    params->temperature = (float)sampling->temperature;
+    params->top_k = (int)sampling->top_k;
+    params->top_p = (float)sampling->top_p;
+    params->min_p = (float)sampling->min_p;
+    params->repeat_penalty = (float)sampling->repeat_penalty;
+    params->repeat_last_n = (int)sampling->repeat_last_n;
+    params->seed = (uint64_t)sampling->seed;
 }
 
 double cli_seconds(void) {

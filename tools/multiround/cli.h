@@ -9,6 +9,9 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include "multiround/llm.h"
+#include "multiround/sample.h"
+
 /* A subcommand: argv[0] is the subcommand's name and the rest its options.
  * Returns the process exit code (0 success, 1 failure, 2 usage error). */
 typedef int (*cli_command_fn)(int argc, char **argv);
@@ -90,6 +93,78 @@ int cli_parse_shared_option(int argc, char **argv, int *index);
 
 /* The help lines of the shared options, for each subcommand's --help. */
 void cli_print_shared_options(FILE *out);
+
+/* Maximum --stop texts of one command, as many as an mr_llm request carries. */
+#define CLI_STOP_MAX MR_LLM_STOP_MAX
+
+/* The sampling options, as bits of cli_sampling.accepted and .given. */
+enum {
+    CLI_SAMPLING_MAX_TOKENS = 1 << 0,     /* -n, --max-tokens */
+    CLI_SAMPLING_TEMPERATURE = 1 << 1,    /* --temp */
+    CLI_SAMPLING_TOP_K = 1 << 2,          /* --top-k */
+    CLI_SAMPLING_TOP_P = 1 << 3,          /* --top-p */
+    CLI_SAMPLING_MIN_P = 1 << 4,          /* --min-p */
+    CLI_SAMPLING_REPEAT_PENALTY = 1 << 5, /* --repeat-penalty */
+    CLI_SAMPLING_REPEAT_LAST_N = 1 << 6,  /* --repeat-last-n */
+    CLI_SAMPLING_SEED = 1 << 7,           /* --seed */
+    CLI_SAMPLING_STOP = 1 << 8,           /* --stop */
+    CLI_SAMPLING_ALL = (1 << 9) - 1
+};
+
+/* The sampling options that an mr_llm request carries, and so the ones
+ * that chat takes. */
+#define CLI_SAMPLING_LLM_REQUEST                                                                 \
+    (CLI_SAMPLING_MAX_TOKENS | CLI_SAMPLING_TEMPERATURE | CLI_SAMPLING_TOP_P |                 \
+     CLI_SAMPLING_SEED | CLI_SAMPLING_STOP)
+
+/*
+ * The sampling options of generate and chat, parsed by one function so
+ * that both commands take them with the same ranges and messages.
+ * cli_sampling_init() fills the values with the defaults, and parsing
+ * overwrites the options given.
+ */
+typedef struct cli_sampling {
+    unsigned accepted; /* CLI_SAMPLING_* bits of the options the command takes */
+    unsigned given;    /* bits of the options on the command line */
+    int64_t max_tokens;
+    double temperature;
+    int64_t top_k;
+    double top_p;
+    double min_p;
+    double repeat_penalty;
+    int64_t repeat_last_n;
+    int64_t seed; /* the sampler's seed is this value modulo 2^64 */
+    const char *stops[CLI_STOP_MAX];
+    int n_stop;
+} cli_sampling;
+
+/*
+ * Sets which options the command accepts and fills the defaults: max_tokens
+ * for -n, and mr_sampler_params_default() for the rest. Nothing is given
+ * and there are no stop texts.
+ */
+void cli_sampling_init(cli_sampling *sampling, unsigned accepted, int64_t max_tokens);
+
+/*
+ * Parses the sampling option at argv[*index] when sampling accepts it: reads
+ * its value, advances *index past the value and returns 1. Returns 0 when
+ * argv[*index] is not an accepted sampling option, and -1 (error printed,
+ * naming the command) when its value is missing or invalid.
+ */
+int cli_parse_sampling_option(const char *command, int argc, char **argv, int *index,
+                              cli_sampling *sampling);
+
+/*
+ * Prints the help lines of the options that defaults accepts, with its
+ * values as the defaults. seed_default, when not NULL, is printed as the
+ * default of --seed in place of the number.
+ */
+void cli_print_sampling_options(FILE *out, const cli_sampling *defaults,
+                                const char *seed_default);
+
+/* Copies the sampler's fields of sampling into params, all of them, so
+ * that an option not given keeps the default that cli_sampling_init() set. */
+void cli_sampling_to_sampler(const cli_sampling *sampling, mr_sampler_params *params);
 
 /* Seconds since an arbitrary start, from a monotonic clock. */
 double cli_seconds(void);

@@ -14,8 +14,6 @@
 #include "multiround/llm.h"
 #include "multiround/serve.h"
 
-#define CHAT_MAX_STOPS MR_LLM_STOP_MAX
-
 typedef struct chat_options {
     const char *url;
     const char *model_name;
@@ -23,17 +21,21 @@ typedef struct chat_options {
     const char *lora_dir;
     const char *chat_template;
     const char *system;
-    int64_t max_tokens;
-    double temperature;  /* < 0: the back end's default */
-    double top_p;        /* < 0: the back end's default */
-    bool use_seed;
-    int64_t seed;
+    cli_sampling sampling; /* options not given are left to the back end */
     double timeout_s;
-    const char *stops[CHAT_MAX_STOPS];
-    int n_stop;
 } chat_options;
 
+/* Fills sampling with the options an mr_llm request carries and, as the
+ * defaults shown, those of a model run in-process (-m). */
+static void sampling_defaults(cli_sampling *sampling) {
+    mr_local_model_config local;
+    mr_local_model_config_init(&local);
+    cli_sampling_init(sampling, CLI_SAMPLING_LLM_REQUEST, local.default_max_tokens);
+}
+
 static void print_help(void) {
+    cli_sampling defaults;
+    sampling_defaults(&defaults);
     printf("usage: multiround chat (--url URL --model NAME | -m MODEL) [OPTIONS]\n\n"
            "Chats with a language model. Each line of stdin is one user message; the\n"
            "reply goes to stdout and its token counts to stderr. /reset starts a new\n"
@@ -51,23 +53,17 @@ static void print_help(void) {
            "                          recognised from the file; needed when the file has\n"
            "                          none this build renders)\n"
            "  --system TEXT           system message before the first turn (default: none)\n"
-           "  -n, --max-tokens N      output tokens per answer at most (default: the back\n"
-           "                          end's; 256 for -m)\n"
-           "  --temp T                temperature in [0, 2]; 0 is greedy (default: the\n"
-           "                          back end's)\n"
-           "  --top-p P               nucleus mass in (0, 1] (default: the back end's)\n"
-           "  --seed S                sampling seed (default: none sent)\n"
-           "  --stop TEXT             end an answer before TEXT; repeatable, up to %d\n"
-           "  --timeout S             seconds per request with --url (default: 600)\n",
-           CHAT_MAX_STOPS);
+           "  --timeout S             seconds per request with --url (default: 600)\n");
+    cli_print_sampling_options(stdout, &defaults, "a new one per request");
     cli_print_shared_options(stdout);
+    printf("\nWith --url, the sampling options that are not given are not sent, so the\n"
+           "server's defaults apply.\n");
 }
 
-/* The options of chat that take a value. */
+/* The options of chat that take a value, besides the sampling options. */
 static const char *const valued_options[] = {
-    "--url",  "--model", "-m",     "--model-path", "--lora",    "--chat-template",
-    "--system", "-n",    "--max-tokens", "--temp", "--top-p", "--seed",
-    "--timeout", "--stop", NULL};
+    "--url", "--model", "-m", "--model-path", "--lora", "--chat-template", "--system",
+    "--timeout", NULL};
 
 /* Parses one option that takes a value (one of valued_options). */
 static bool parse_valued_option(const char *option, const char *value, chat_options *o) {
@@ -83,26 +79,8 @@ static bool parse_valued_option(const char *option, const char *value, chat_opti
         o->chat_template = value;
     } else if (strcmp(option, "--system") == 0) {
         o->system = value;
-    } else if (strcmp(option, "-n") == 0 || strcmp(option, "--max-tokens") == 0) {
-        return cli_parse_int64(option, value, 1, 1000000, &o->max_tokens);
-    } else if (strcmp(option, "--temp") == 0) {
-        return cli_parse_double(option, value, 0.0, 2.0, &o->temperature);
-    } else if (strcmp(option, "--top-p") == 0) {
-        return cli_parse_double(option, value, 1e-6, 1.0, &o->top_p);
-    } else if (strcmp(option, "--seed") == 0) {
-        o->use_seed = true;
-        return cli_parse_int64(option, value, INT64_MIN, INT64_MAX, &o->seed);
     } else if (strcmp(option, "--timeout") == 0) {
         return cli_parse_double(option, value, 0.001, 86400.0, &o->timeout_s);
-    } else if (strcmp(option, "--stop") == 0) {
-        if (o->n_stop == CHAT_MAX_STOPS || value[0] == '\0') {
-            cli_error("--stop takes a non-empty text, at most %d times", CHAT_MAX_STOPS);
-            return false;
-        }
-        o->stops[o->n_stop++] = value;
-    } else {
-        cli_error("unknown option '%s' for chat; run 'multiround chat --help'", option);
-        return false;
     }
     return true;
 }
@@ -110,8 +88,7 @@ static bool parse_valued_option(const char *option, const char *value, chat_opti
 /* Parses chat's options; returns -1 to continue, otherwise the exit code. */
 static int parse_options(int argc, char **argv, chat_options *o) {
     memset(o, 0, sizeof *o);
-    o->temperature = -1.0;
-    o->top_p = -1.0;
+    sampling_defaults(&o->sampling);
     for (int i = 1; i < argc; i++) {
         const char *option = argv[i];
         if (strcmp(option, "--help") == 0 || strcmp(option, "-h") == 0) {
@@ -123,6 +100,13 @@ static int parse_options(int argc, char **argv, chat_options *o) {
             return 2;
         }
         if (shared > 0) {
+            continue;
+        }
+        int sampling = cli_parse_sampling_option("chat", argc, argv, &i, &o->sampling);
+        if (sampling < 0) {
+            return 2;
+        }
+        if (sampling > 0) {
             continue;
         }
         const char *value = cli_option_value("chat", valued_options, argc, argv, i);
@@ -251,15 +235,27 @@ static bool run_turn(mr_llm *llm, const chat_options *o, conversation *c) {
     request.kind = MR_LLM_CHAT;
     request.messages = c->messages;
     request.n_messages = c->count;
-    request.max_tokens = (int)o->max_tokens;
-    request.temperature = o->temperature;
-    request.top_p = o->top_p;
-    request.use_seed = o->use_seed;
-    request.seed = o->seed;
-    for (int i = 0; i < o->n_stop; i++) {
-        request.stop[i] = o->stops[i];
+
+    /* Only the options given are sent, so the back end's defaults apply to
+     * the rest. */
+    const cli_sampling *sampling = &o->sampling;
+    if (sampling->given & CLI_SAMPLING_MAX_TOKENS) {
+        request.max_tokens = (int)sampling->max_tokens;
     }
-    request.n_stop = o->n_stop;
+    if (sampling->given & CLI_SAMPLING_TEMPERATURE) {
+        request.temperature = sampling->temperature;
+    }
+    if (sampling->given & CLI_SAMPLING_TOP_P) {
+        request.top_p = sampling->top_p;
+    }
+    if (sampling->given & CLI_SAMPLING_SEED) {
+        request.use_seed = true;
+        request.seed = sampling->seed;
+    }
+    for (int i = 0; i < sampling->n_stop; i++) {
+        request.stop[i] = sampling->stops[i];
+    }
+    request.n_stop = sampling->n_stop;
 
     mr_llm_result result;
     mr_error err;

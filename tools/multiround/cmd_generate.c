@@ -12,8 +12,6 @@
 #include "multiround/gguf.h"
 #include "multiround/lora.h"
 
-#define GENERATE_MAX_STOPS 16
-
 typedef struct generate_options {
     const char *model_path;
     const char *lora_dir;
@@ -21,15 +19,20 @@ typedef struct generate_options {
     bool chat;
     const char *chat_template; /* NULL: from the GGUF file */
     const char *system;        /* chat: optional system message */
-    int64_t max_tokens;
-    mr_sampler_params sampler;
-    const char *stops[GENERATE_MAX_STOPS];
-    int n_stop;
+    cli_sampling sampling;
 } generate_options;
 
+/* Fills sampling with generate's defaults: mr_generate_params_default()'s
+ * token count and sampler. */
+static void sampling_defaults(cli_sampling *sampling) {
+    mr_generate_params defaults;
+    mr_generate_params_default(&defaults);
+    cli_sampling_init(sampling, CLI_SAMPLING_ALL, defaults.max_tokens);
+}
+
 static void print_help(void) {
-    mr_sampler_params d;
-    mr_sampler_params_default(&d);
+    cli_sampling defaults;
+    sampling_defaults(&defaults);
     printf("usage: multiround generate -m MODEL (-p PROMPT | --chat) [OPTIONS]\n\n"
            "Generates text with a Llama-family GGUF model and prints it as it comes.\n"
            "A statistics line (tokens, tokens/s of the prompt and of generation) goes\n"
@@ -44,47 +47,17 @@ static void print_help(void) {
            "                          until end of input\n"
            "  --chat-template NAME    chatml, llama3 or llama2 (default: recognised\n"
            "                          from the file's tokenizer.chat_template)\n"
-           "  --system TEXT           chat: system message (default: none)\n"
-           "  -n, --max-tokens N      output tokens per answer at most (default: 128)\n"
-           "  --temp T                temperature in [0, 2]; 0 is greedy (default: %g)\n"
-           "  --top-k K               keep the K most likely tokens; 0 is off (default: %d)\n"
-           "  --top-p P               keep the smallest set with probability P; 1 is off\n"
-           "                          (default: %g)\n"
-           "  --min-p P               drop tokens below P times the top probability;\n"
-           "                          0 is off (default: %g)\n"
-           "  --repeat-penalty X      penalty on repeated tokens; 1 is off (default: %g)\n"
-           "  --repeat-last-n N       tokens the penalty looks back; -1 is all\n"
-           "                          (default: %d)\n"
-           "  --stop TEXT             end the output before TEXT; repeatable, up to %d\n"
-           "  --seed S                seed of the sampler (default: %llu)\n",
-           (double)d.temperature, d.top_k, (double)d.top_p, (double)d.min_p,
-           (double)d.repeat_penalty, d.repeat_last_n, GENERATE_MAX_STOPS,
-           (unsigned long long)d.seed);
+           "  --system TEXT           chat: system message (default: none)\n");
+    cli_print_sampling_options(stdout, &defaults, NULL);
     cli_print_shared_options(stdout);
 }
 
-/* Parses text as a finite number in [min, max] for option into a float. */
-static bool parse_float(const char *option, const char *text, double min, double max,
-                        float *value) {
-    double parsed = 0.0;
-    if (!cli_parse_double(option, text, min, max, &parsed)) {
-        return false;
-    }
-    *value = (float)parsed;
-    return true;
-}
-
-/* The options of generate that take a value. */
+/* The options of generate that take a value, besides the sampling options. */
 static const char *const valued_options[] = {
-    "-m",      "--model",     "--lora",  "-p",      "--prompt",         "--chat-template",
-    "--system", "-n",         "--max-tokens", "--temp", "--top-k",      "--top-p",
-    "--min-p", "--repeat-penalty", "--repeat-last-n", "--seed", "--stop", NULL};
+    "-m", "--model", "--lora", "-p", "--prompt", "--chat-template", "--system", NULL};
 
-/* Parses one option that takes a value (one of valued_options); returns
- * false (error printed) on a bad value. */
-static bool parse_valued_option(const char *option, const char *value, generate_options *o) {
-    int64_t number = 0;
-    bool ok = true;
+/* Stores one option of valued_options. */
+static void store_valued_option(const char *option, const char *value, generate_options *o) {
     if (strcmp(option, "-m") == 0 || strcmp(option, "--model") == 0) {
         o->model_path = value;
     } else if (strcmp(option, "--lora") == 0) {
@@ -95,44 +68,14 @@ static bool parse_valued_option(const char *option, const char *value, generate_
         o->chat_template = value;
     } else if (strcmp(option, "--system") == 0) {
         o->system = value;
-    } else if (strcmp(option, "-n") == 0 || strcmp(option, "--max-tokens") == 0) {
-        ok = cli_parse_int64(option, value, 1, 1000000, &o->max_tokens);
-    } else if (strcmp(option, "--temp") == 0) {
-        ok = parse_float(option, value, 0.0, 2.0, &o->sampler.temperature);
-    } else if (strcmp(option, "--top-k") == 0) {
-        ok = cli_parse_int64(option, value, 0, INT32_MAX, &number);
-        o->sampler.top_k = (int)number;
-    } else if (strcmp(option, "--top-p") == 0) {
-        ok = parse_float(option, value, 1e-6, 1.0, &o->sampler.top_p);
-    } else if (strcmp(option, "--min-p") == 0) {
-        ok = parse_float(option, value, 0.0, 1.0, &o->sampler.min_p);
-    } else if (strcmp(option, "--repeat-penalty") == 0) {
-        ok = parse_float(option, value, 1e-3, 100.0, &o->sampler.repeat_penalty);
-    } else if (strcmp(option, "--repeat-last-n") == 0) {
-        ok = cli_parse_int64(option, value, -1, INT32_MAX, &number);
-        o->sampler.repeat_last_n = (int)number;
-    } else if (strcmp(option, "--seed") == 0) {
-        ok = cli_parse_int64(option, value, 0, INT64_MAX, &number);
-        o->sampler.seed = (uint64_t)number;
-    } else if (strcmp(option, "--stop") == 0) {
-        if (o->n_stop == GENERATE_MAX_STOPS || value[0] == '\0') {
-            cli_error("--stop takes a non-empty text, at most %d times", GENERATE_MAX_STOPS);
-            return false;
-        }
-        o->stops[o->n_stop++] = value;
-    } else {
-        cli_error("unknown option '%s' for generate; run 'multiround generate --help'", option);
-        return false;
     }
-    return ok;
 }
 
 /* Parses generate's options; returns -1 to continue, otherwise the exit
  * code (0 after --help, 2 on a usage error). */
 static int parse_options(int argc, char **argv, generate_options *o) {
     memset(o, 0, sizeof *o);
-    o->max_tokens = 128;
-    mr_sampler_params_default(&o->sampler);
+    sampling_defaults(&o->sampling);
     for (int i = 1; i < argc; i++) {
         const char *option = argv[i];
         if (strcmp(option, "--help") == 0 || strcmp(option, "-h") == 0) {
@@ -146,14 +89,22 @@ static int parse_options(int argc, char **argv, generate_options *o) {
         if (shared > 0) {
             continue;
         }
+        int sampling = cli_parse_sampling_option("generate", argc, argv, &i, &o->sampling);
+        if (sampling < 0) {
+            return 2;
+        }
+        if (sampling > 0) {
+            continue;
+        }
         if (strcmp(option, "--chat") == 0) {
             o->chat = true;
             continue;
         }
         const char *value = cli_option_value("generate", valued_options, argc, argv, i);
-        if (value == NULL || !parse_valued_option(option, value, o)) {
+        if (value == NULL) {
             return 2;
         }
+        store_valued_option(option, value, o);
         i++;
     }
 
@@ -236,10 +187,10 @@ static void print_stats(const mr_generation *g) {
 static mr_generate_params make_params(const generate_options *o) {
     mr_generate_params p;
     mr_generate_params_default(&p);
-    p.max_tokens = (int)o->max_tokens;
-    p.sampler = o->sampler;
-    p.stop = o->stops;
-    p.n_stop = o->n_stop;
+    p.max_tokens = (int)o->sampling.max_tokens;
+    cli_sampling_to_sampler(&o->sampling, &p.sampler);
+    p.stop = o->sampling.stops;
+    p.n_stop = o->sampling.n_stop;
     p.stream = print_piece;
     return p;
 }

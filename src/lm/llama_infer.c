@@ -5,8 +5,10 @@
  * Per chunk and block it writes the rotated keys and the values of every
  * row into the cache first, then each row attends to the cache's
  * positions 0..its own. A single row goes through mr_qmatvec() on the
- * stored type. Several rows go through mr_sgemm(): directly on F32
- * weights, and for other types on rows decoded LLAMA_DECODE_ROWS at a time.
+ * stored type, or for Q8_0 and Q4_0 weights through mr_qmatvec_int8()
+ * unless mr_llama_set_int8_decode() turned that off. Several rows go
+ * through mr_sgemm(): directly on F32 weights, and for other types on rows
+ * decoded LLAMA_DECODE_ROWS at a time.
  *
  * The arithmetic mirrors the training path (llama_train.c): rotary angles
  * are computed in double as the engine's rope does, and attention uses a
@@ -48,6 +50,7 @@ struct mr_llama_cache {
     float *proj;    /* [rows, C] sublayer output */
     float *cos_sin; /* [rows, D] cosines then sines of each pair */
     float *decoded; /* [LLAMA_DECODE_ROWS, max input width] */
+    void *int8_x;   /* one row of max input width quantised for mr_qmatvec_int8 */
     float *scores;  /* [threads, length] */
     int threads;
 };
@@ -91,11 +94,13 @@ mr_llama_cache *mr_llama_cache_create(const mr_llama *model, int length, mr_erro
     cache->proj = malloc(rows * (size_t)c->dim * sizeof(float));
     cache->cos_sin = malloc(rows * (size_t)c->head_dim * sizeof(float));
     cache->decoded = malloc((size_t)LLAMA_DECODE_ROWS * widest_in * sizeof(float));
+    cache->int8_x = malloc(mr_qmatvec_int8_scratch_bytes((int64_t)widest_in));
     cache->scores = malloc((size_t)cache->threads * (size_t)length * sizeof(float));
     if (cache->keys == NULL || cache->values == NULL || cache->x == NULL || cache->h == NULL ||
         cache->q == NULL || cache->k == NULL || cache->v == NULL || cache->att == NULL ||
         cache->gate == NULL || cache->up == NULL || cache->proj == NULL ||
-        cache->cos_sin == NULL || cache->decoded == NULL || cache->scores == NULL) {
+        cache->cos_sin == NULL || cache->decoded == NULL || cache->int8_x == NULL ||
+        cache->scores == NULL) {
         mr_llama_cache_free(cache);
         mr_error_set(err, MR_ERR_NO_MEMORY,
                      "llama: no memory for a cache of %d positions (%.1f MiB of keys and values)",
@@ -122,6 +127,7 @@ void mr_llama_cache_free(mr_llama_cache *cache) {
     free(cache->proj);
     free(cache->cos_sin);
     free(cache->decoded);
+    free(cache->int8_x);
     free(cache->scores);
     free(cache);
 }
@@ -130,15 +136,27 @@ int mr_llama_cache_length(const mr_llama_cache *cache) {
     return cache->length;
 }
 
+void mr_llama_set_int8_decode(mr_llama *model, bool enabled) {
+    model->float_decode = !enabled;
+}
+
+bool mr_llama_int8_decode(const mr_llama *model) {
+    return !model->float_decode;
+}
+
 /*
  * y [rows, out] = x [rows, in] @ W^T (+ bias) for a weight with ne = [in,
- * out]. decoded has room for LLAMA_DECODE_ROWS rows of in floats.
+ * out], using the cache's scratch memory.
  */
-static void weight_product(const mr_llama_weight *w, const mr_llama_weight *bias,
-                           const float *x, int64_t rows, float *y, float *decoded) {
+static void weight_product(const mr_llama *model, mr_llama_cache *cache,
+                           const mr_llama_weight *w, const mr_llama_weight *bias,
+                           const float *x, int64_t rows, float *y) {
     int64_t in = w->ne[0], out = w->ne[1];
-    if (rows == 1) {
+    float *decoded = cache->decoded;
+    if (rows == 1 && model->float_decode) {
         mr_qmatvec(w->type, w->data, out, in, x, y);
+    } else if (rows == 1) {
+        mr_qmatvec_int8(w->type, w->data, out, in, x, y, cache->int8_x);
     } else if (w->type == MR_QTYPE_F32) {
         mr_sgemm(false, true, rows, out, in, 1.0f, x, in, w->data, in, 0.0f, y, out);
     } else {
@@ -301,21 +319,21 @@ static void block_rows(const mr_llama *model, mr_llama_cache *cache, int layer, 
     /* Attention. */
     rms_norm_rows(cache->x, llama_block_weight(model, layer, LLAMA_ATTN_NORM)->data, c->rms_eps,
                   rows, dim, cache->h);
-    weight_product(llama_block_weight(model, layer, LLAMA_ATTN_Q),
-                   llama_block_weight(model, layer, LLAMA_ATTN_Q_BIAS), cache->h, rows, cache->q,
-                   cache->decoded);
-    weight_product(llama_block_weight(model, layer, LLAMA_ATTN_K),
-                   llama_block_weight(model, layer, LLAMA_ATTN_K_BIAS), cache->h, rows, cache->k,
-                   cache->decoded);
-    weight_product(llama_block_weight(model, layer, LLAMA_ATTN_V),
-                   llama_block_weight(model, layer, LLAMA_ATTN_V_BIAS), cache->h, rows, cache->v,
-                   cache->decoded);
+    weight_product(model, cache, llama_block_weight(model, layer, LLAMA_ATTN_Q),
+                   llama_block_weight(model, layer, LLAMA_ATTN_Q_BIAS), cache->h, rows,
+                   cache->q);
+    weight_product(model, cache, llama_block_weight(model, layer, LLAMA_ATTN_K),
+                   llama_block_weight(model, layer, LLAMA_ATTN_K_BIAS), cache->h, rows,
+                   cache->k);
+    weight_product(model, cache, llama_block_weight(model, layer, LLAMA_ATTN_V),
+                   llama_block_weight(model, layer, LLAMA_ATTN_V_BIAS), cache->h, rows,
+                   cache->v);
     rope_rows(c, cache->cos_sin, rows, c->heads, cache->q);
     rope_rows(c, cache->cos_sin, rows, c->kv_heads, cache->k);
     store_kv(cache, layer, first, rows);
     attention_rows(cache, layer, first, rows);
-    weight_product(llama_block_weight(model, layer, LLAMA_ATTN_OUTPUT), NULL, cache->att, rows,
-                   cache->proj, cache->decoded);
+    weight_product(model, cache, llama_block_weight(model, layer, LLAMA_ATTN_OUTPUT), NULL,
+                   cache->att, rows, cache->proj);
     for (int64_t i = 0; i < rows * dim; i++) {
         cache->x[i] += cache->proj[i];
     }
@@ -323,18 +341,18 @@ static void block_rows(const mr_llama *model, mr_llama_cache *cache, int layer, 
     /* SwiGLU feed-forward. */
     rms_norm_rows(cache->x, llama_block_weight(model, layer, LLAMA_FFN_NORM)->data, c->rms_eps,
                   rows, dim, cache->h);
-    weight_product(llama_block_weight(model, layer, LLAMA_FFN_GATE), NULL, cache->h, rows,
-                   cache->gate, cache->decoded);
-    weight_product(llama_block_weight(model, layer, LLAMA_FFN_UP), NULL, cache->h, rows,
-                   cache->up, cache->decoded);
+    weight_product(model, cache, llama_block_weight(model, layer, LLAMA_FFN_GATE), NULL,
+                   cache->h, rows, cache->gate);
+    weight_product(model, cache, llama_block_weight(model, layer, LLAMA_FFN_UP), NULL, cache->h,
+                   rows, cache->up);
     int64_t hidden = rows * c->ffn_dim;
 #pragma omp parallel for schedule(static)
     for (int64_t i = 0; i < hidden; i++) {
         float g = cache->gate[i];
         cache->gate[i] = g / (1.0f + expf(-g)) * cache->up[i];
     }
-    weight_product(llama_block_weight(model, layer, LLAMA_FFN_DOWN), NULL, cache->gate, rows,
-                   cache->proj, cache->decoded);
+    weight_product(model, cache, llama_block_weight(model, layer, LLAMA_FFN_DOWN), NULL,
+                   cache->gate, rows, cache->proj);
     for (int64_t i = 0; i < rows * dim; i++) {
         cache->x[i] += cache->proj[i];
     }
@@ -426,13 +444,13 @@ mr_status mr_llama_eval(const mr_llama *model, mr_llama_cache *cache, const int3
         if (mode == MR_LLAMA_LOGITS_ALL) {
             rms_norm_rows(cache->x, model->weights[model->output_norm].data, c->rms_eps, rows,
                           c->dim, cache->h);
-            weight_product(output, NULL, cache->h, rows, logits + (int64_t)done * c->vocab_size,
-                           cache->decoded);
+            weight_product(model, cache, output, NULL, cache->h, rows,
+                           logits + (int64_t)done * c->vocab_size);
         } else if (mode == MR_LLAMA_LOGITS_LAST && last_chunk) {
             const float *x_last = cache->x + (rows - 1) * c->dim;
             rms_norm_rows(x_last, model->weights[model->output_norm].data, c->rms_eps, 1, c->dim,
                           cache->h);
-            weight_product(output, NULL, cache->h, 1, logits, cache->decoded);
+            weight_product(model, cache, output, NULL, cache->h, 1, logits);
         }
     }
     return MR_OK;

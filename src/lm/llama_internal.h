@@ -50,6 +50,7 @@ struct mr_llama {
     mr_paramset *params;          /* F32 parameters of a trainable model, or NULL */
     mr_gguf *gguf;                /* the mapping weights point into, or NULL */
     bool checkpoint_blocks;       /* recompute each block in the backward pass */
+    bool float_decode;            /* single rows use mr_qmatvec, not mr_qmatvec_int8 */
 };
 
 /*

@@ -206,6 +206,19 @@ mr_status mr_llama_eval(const mr_llama *model, mr_llama_cache *cache, const int3
                         int n, int pos, float *logits, mr_llama_logits_mode mode,
                         mr_error *err);
 
+/*
+ * Chooses how mr_llama_eval() multiplies a single row by Q8_0 and Q4_0
+ * weights: one token, or the last token when only its logits are
+ * requested. On (the default), the row is quantised to int8 blocks and
+ * each block's dot product is summed in integers (mr_qmatvec_int8), as
+ * llama.cpp does. That takes less CPU time per weight byte, but the logits
+ * then differ slightly from those of the batched path and of the float
+ * products (mr_qmatvec), which off selects. Other storage types and
+ * batches of several rows are not affected.
+ */
+void mr_llama_set_int8_decode(mr_llama *model, bool enabled);
+bool mr_llama_int8_decode(const mr_llama *model);
+
 
 /* ------------------------------------------------------------------------
  * Hugging Face folders and conversion (src/lm/llama_hf.c)

@@ -83,6 +83,29 @@ float mr_qdot(mr_qtype type, const void *row, const float *x, int64_t n);
 void mr_qmatvec(mr_qtype type, const void *w, int64_t rows, int64_t n, const float *x,
                 float *y);
 
+/* Returns the bytes of scratch memory that mr_qmatvec_int8 needs for an x
+ * of n elements, or 0 for a negative n. */
+size_t mr_qmatvec_int8_scratch_bytes(int64_t n);
+
+/*
+ * Computes y = W x like mr_qmatvec, but for Q8_0 and Q4_0 weights with x
+ * quantised to int8, as ggml does for these types. Each block of 32
+ * elements of x gets a float scale s = max|x| / 127 and codes
+ * rint(x / s) (round to nearest, ties to even). Each block's products of
+ * weight and x codes are summed exactly in integers, and the block adds
+ * d * s times that sum to a float total. For other types this is
+ * mr_qmatvec and scratch is not touched.
+ *
+ * n must be a multiple of 32 for Q8_0 and Q4_0. scratch must have
+ * mr_qmatvec_int8_scratch_bytes(n) bytes, aligned as malloc aligns.
+ * Rounding x moves each element by at most about s / 2, so y[r] moves by
+ * at most about the sum over blocks of s / 2 times the block's sum of
+ * |W[r][i]|, plus float rounding (tests/lm/test_quant_int8.c checks that
+ * bound). Each y[r] is the same whatever the thread count.
+ */
+void mr_qmatvec_int8(mr_qtype type, const void *w, int64_t rows, int64_t n, const float *x,
+                     float *y, void *scratch);
+
 #ifdef __cplusplus
 }
 #endif

@@ -6,7 +6,9 @@
  * row into the cache first, then each row attends to the cache's
  * positions 0..its own. The rest of a block is the row kernels of
  * llama_rows.c. A single row goes through mr_qmatvec() on the stored type,
- * several rows through mr_sgemm().
+ * or for Q8_0 and Q4_0 weights through mr_qmatvec_int8() unless
+ * mr_llama_set_int8_decode() turned that off. Several rows go through
+ * mr_sgemm().
  *
  * Attention uses a softmax with the maximum subtracted, as the training
  * path (llama_train.c) does. Summation orders differ from the engine's,
@@ -88,6 +90,14 @@ void mr_llama_cache_free(mr_llama_cache *cache) {
 
 int mr_llama_cache_length(const mr_llama_cache *cache) {
     return cache->length;
+}
+
+void mr_llama_set_int8_decode(mr_llama *model, bool enabled) {
+    model->float_decode = !enabled;
+}
+
+bool mr_llama_int8_decode(const mr_llama *model) {
+    return !model->float_decode;
 }
 
 /*
@@ -242,6 +252,9 @@ mr_status mr_llama_eval(const mr_llama *model, mr_llama_cache *cache, const int3
         cache->scores = scores;
         cache->threads = threads;
     }
+    /* The model's decode path may have changed since the last call. */
+    cache->act.int8_matvec = !model->float_decode;
+
     const mr_llama_config *c = &model->config;
     const mr_llama_weight *embedding = &model->weights[model->token_embd];
     const mr_llama_weight *output = &model->weights[model->output];

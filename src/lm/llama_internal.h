@@ -15,6 +15,7 @@
 
 #include "multiround/gguf.h"
 #include "multiround/llama.h"
+#include "multiround/quant.h"
 
 /* Maximum weight name length with the NUL; "blk.<layer>.attn_output.weight"
  * fits with room to spare. */
@@ -50,6 +51,7 @@ struct mr_llama {
     mr_paramset *params;          /* F32 parameters of a trainable model, or NULL */
     mr_gguf *gguf;                /* the mapping weights point into, or NULL */
     bool checkpoint_blocks;       /* recompute each block in the backward pass */
+    bool float_decode;            /* single rows use mr_qmatvec, not mr_qmatvec_int8 */
 };
 
 /*
@@ -155,8 +157,11 @@ typedef struct llama_activations {
     float *proj;    /* [rows, C] sublayer output */
     float *cos_sin; /* [rows, D] cosines then sines of each pair's angle */
     float *decoded; /* [LLAMA_DECODE_ROWS, widest weight row] */
+    void *int8_x;   /* one row of the widest input quantised for mr_qmatvec_int8() */
     bool single_row_matvec; /* a product of one row runs as mr_qmatvec() on
                              * the stored type, not as a matrix product */
+    bool int8_matvec;       /* with single_row_matvec: mr_qmatvec_int8() in
+                             * place of mr_qmatvec() (Q8_0 and Q4_0 only) */
 } llama_activations;
 
 /* Allocates the buffers of a for rows token rows of model. Returns false,
@@ -171,7 +176,8 @@ void llama_activations_free(llama_activations *a);
  * ne = [in, out]. F32 weights go to BLAS as stored. Other types are
  * decoded LLAMA_DECODE_ROWS rows at a time into a->decoded first. A single
  * row goes through mr_qmatvec() on the stored type instead when
- * a->single_row_matvec is set.
+ * a->single_row_matvec is set, or through mr_qmatvec_int8() when
+ * a->int8_matvec is set as well.
  */
 void llama_weight_product(llama_activations *a, const mr_llama_weight *w,
                           const mr_llama_weight *bias, const float *x, int64_t rows, float *y);

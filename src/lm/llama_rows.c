@@ -37,9 +37,10 @@ bool llama_activations_alloc(llama_activations *a, const mr_llama *model, int64_
     a->proj = malloc(r * (size_t)c->dim * sizeof(float));
     a->cos_sin = malloc(r * (size_t)c->head_dim * sizeof(float));
     a->decoded = malloc((size_t)LLAMA_DECODE_ROWS * llama_widest_row(model) * sizeof(float));
+    a->int8_x = malloc(mr_qmatvec_int8_scratch_bytes((int64_t)llama_widest_row(model)));
     if (a->x == NULL || a->h == NULL || a->q == NULL || a->k == NULL || a->v == NULL ||
         a->att == NULL || a->gate == NULL || a->up == NULL || a->proj == NULL ||
-        a->cos_sin == NULL || a->decoded == NULL) {
+        a->cos_sin == NULL || a->decoded == NULL || a->int8_x == NULL) {
         llama_activations_free(a);
         return false;
     }
@@ -58,6 +59,7 @@ void llama_activations_free(llama_activations *a) {
     free(a->proj);
     free(a->cos_sin);
     free(a->decoded);
+    free(a->int8_x);
     memset(a, 0, sizeof *a);
 }
 
@@ -87,7 +89,9 @@ static void add_rows(float *x, const float *add, int64_t add_stride, int64_t row
 void llama_weight_product(llama_activations *a, const mr_llama_weight *w,
                           const mr_llama_weight *bias, const float *x, int64_t rows, float *y) {
     int64_t in = w->ne[0], out = w->ne[1];
-    if (rows == 1 && a->single_row_matvec) {
+    if (rows == 1 && a->single_row_matvec && a->int8_matvec) {
+        mr_qmatvec_int8(w->type, w->data, out, in, x, y, a->int8_x);
+    } else if (rows == 1 && a->single_row_matvec) {
         mr_qmatvec(w->type, w->data, out, in, x, y);
     } else if (w->type == MR_QTYPE_F32) {
         mr_sgemm(false, true, rows, out, in, 1.0f, x, in, w->data, in, 0.0f, y, out);

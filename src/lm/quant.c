@@ -11,6 +11,9 @@
  * the compiler vectorise the loops without changing results, and
  * mr_qmatvec gives each row to one thread, so results do not depend on
  * the thread count.
+ *
+ * mr_qmatvec_int8 quantises x to int8 blocks first and sums each block of
+ * a Q8_0 or Q4_0 row in integers. mr_qdot_int8_scalar is its reference.
  */
 #include "multiround/quant.h"
 
@@ -374,4 +377,125 @@ void mr_qmatvec(mr_qtype type, const void *w, int64_t rows, int64_t n, const flo
     for (int64_t r = 0; r < rows; r++) {
         y[r] = mr_qdot(type, bytes + (size_t)r * row_bytes, x, n);
     }
+}
+
+/* ------------------------------------------------------------------------
+ * Integer dot products on int8-quantised x
+ * ------------------------------------------------------------------------ */
+
+size_t mr_qmatvec_int8_scratch_bytes(int64_t n) {
+    if (n < 0) {
+        return 0;
+    }
+    size_t blocks = (size_t)((n + QK - 1) / QK);
+    return blocks * (sizeof(float) + sizeof(int32_t) + QK);
+}
+
+/* Scratch layout: the float scales, then the int32 code sums, then the
+ * codes, so each array is aligned for its type when scratch is. */
+mr_q8_activations mr_q8_activations_quantize(const float *x, int64_t n, void *scratch) {
+    int64_t blocks = n / QK;
+    float *scales = scratch;
+    int32_t *sums = (int32_t *)(scales + blocks);
+    int8_t *codes = (int8_t *)(sums + blocks);
+
+    for (int64_t b = 0; b < blocks; b++) {
+        const float *xb = x + b * QK;
+        int8_t *qb = codes + b * QK;
+        float amax = 0.0f;
+        for (int j = 0; j < QK; j++) {
+            float a = fabsf(xb[j]);
+            amax = a > amax ? a : amax;
+        }
+
+        /* The scale stays in float. ggml quantises x to its Q8_0 format,
+         * whose F16 scale loses precision once d falls below the smallest
+         * normal F16, 2^-14, that is for max|x| below 127 * 2^-14 = 7.8e-3. */
+        float d = amax / 127.0f;
+        float id = d != 0.0f ? 1.0f / d : 0.0f;
+        scales[b] = d;
+
+        /* rintf rounds ties to even in the default rounding mode. The
+         * clamp maps NaN to 0 and keeps the codes in [-127, 127], which
+         * the AVX2 sign trick needs. */
+        int32_t sum = 0;
+        for (int j = 0; j < QK; j++) {
+            float v = rintf(xb[j] * id);
+            if (!(v >= -127.0f)) {
+                v = v != v ? 0.0f : -127.0f;
+            }
+            qb[j] = (int8_t)(v > 127.0f ? 127.0f : v);
+            sum += qb[j];
+        }
+        sums[b] = sum;
+    }
+
+    return (mr_q8_activations){.scales = scales, .sums = sums, .codes = codes};
+}
+
+/* Returns the exact integer dot product of one block's weight codes with
+ * 32 x codes. |result| <= 32 * 128 * 127, far inside int32 and float's
+ * 2^24 of exact integers. */
+static int32_t block_sum_q8_0(const unsigned char *block, const int8_t *xq) {
+    const int8_t *q = (const int8_t *)(block + 2);
+    int32_t sum = 0;
+    for (int j = 0; j < QK; j++) {
+        sum += (int32_t)q[j] * xq[j];
+    }
+    return sum;
+}
+
+static int32_t block_sum_q4_0(const unsigned char *block, const int8_t *xq) {
+    const uint8_t *q = block + 2;
+    int32_t sum = 0;
+    for (int j = 0; j < QK / 2; j++) {
+        sum += ((int32_t)(q[j] & 0x0f) - 8) * xq[j];
+        sum += ((int32_t)(q[j] >> 4) - 8) * xq[j + QK / 2];
+    }
+    return sum;
+}
+
+float mr_qdot_int8_scalar(mr_qtype type, const void *row, const mr_q8_activations *x,
+                          int64_t n) {
+    if (type != MR_QTYPE_Q8_0 && type != MR_QTYPE_Q4_0) {
+        return 0.0f;
+    }
+    const unsigned char *bytes = row;
+    size_t block_bytes = mr_qtype_block_bytes(type);
+    float acc[LANES] = {0};
+    for (int64_t b = 0; b < n / QK; b++) {
+        const unsigned char *block = bytes + (size_t)b * block_bytes;
+        const int8_t *xq = x->codes + b * QK;
+        int32_t sum = type == MR_QTYPE_Q8_0 ? block_sum_q8_0(block, xq) : block_sum_q4_0(block, xq);
+
+        /* Three statements, so that no compiler contracts them into an
+         * FMA: the AVX2 kernel multiplies and adds separately. */
+        float scale = mr_f16_to_f32(load_u16(block)) * x->scales[b];
+        float term = scale * (float)sum;
+        acc[b % LANES] += term;
+    }
+    return sum_lanes(acc);
+}
+
+void mr_qmatvec_int8(mr_qtype type, const void *w, int64_t rows, int64_t n, const float *x,
+                     float *y, void *scratch) {
+    if (type != MR_QTYPE_Q8_0 && type != MR_QTYPE_Q4_0) {
+        mr_qmatvec(type, w, rows, n, x, y);
+        return;
+    }
+
+    /* x is quantised once, before the threads start, and then read by
+     * every row. */
+    mr_q8_activations xq = mr_q8_activations_quantize(x, n, scratch);
+
+#if MR_QUANT_SIMD
+    mr_qmatvec_int8_simd(type, w, rows, n, &xq, y);
+#else
+    const unsigned char *bytes = w;
+    size_t row_bytes = mr_qtype_row_bytes(type, n);
+#pragma omp parallel for schedule(static) if (rows * n >= 16384)
+    for (int64_t r = 0; r < rows; r++) {
+        y[r] = mr_qdot_int8_scalar(type, bytes + (size_t)r * row_bytes, &xq, n);
+    }
+#endif
 }

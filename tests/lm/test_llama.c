@@ -484,10 +484,23 @@ static void llama_eval_is_repeatable(void) {
     mr_llama_free(model);
 }
 
+/* Evaluates tokens one call per token, writing each token's logits into
+ * logits [n, V]. */
+static void eval_one_by_one(const mr_llama *model, mr_llama_cache *cache, const int32_t *tokens,
+                            int n, float *logits) {
+    int vocab = mr_llama_get_config(model)->vocab_size;
+    mr_error err = {0};
+    for (int t = 0; t < n; t++) {
+        CHECK_STATUS(mr_llama_eval(model, cache, tokens + t, 1, t, logits + (int64_t)t * vocab,
+                                   MR_LLAMA_LOGITS_LAST, &err),
+                     MR_OK);
+    }
+}
+
 /*
  * Quantised inference: the batched path (rows decoded for BLAS) and the
- * single-token path (mr_qmatvec) read the same stored values, so they
- * agree to float32 rounding (1e-4). Against F32 weights, the logits of
+ * single-token path on float x (mr_qmatvec) read the same stored values,
+ * so they agree to float32 rounding (1e-4). Against F32 weights, the logits of
  * this test's model and seed spread over about 5.6 and moved by at most
  * 3.6e-3 (F16), 0.107 (Q8_0) and 1.11 (Q4_0). The bounds are about twice
  * those. The order F16 < Q8_0 < Q4_0 follows the step sizes: 2^-11
@@ -497,6 +510,7 @@ static void llama_quantized_eval_is_close(void) {
     enum { LENGTH = 10 };
     const mr_qtype types[3] = {MR_QTYPE_F16, MR_QTYPE_Q8_0, MR_QTYPE_Q4_0};
     const double bounds[3] = {8e-3, 0.25, 2.5};
+    const double int8_bounds[3] = {1e-4, 0.25, 0.25};
     mr_llama_config config = odd_config(MR_ROPE_ADJACENT, true, false);
     config.dim = 32; /* rows must be multiples of the block size 32 */
     config.ffn_dim = 64;
@@ -511,6 +525,7 @@ static void llama_quantized_eval_is_close(void) {
     float *want = training_logits(reference, tokens, 1, LENGTH);
     float *batched = malloc((size_t)n * sizeof *batched);
     float *single = malloc((size_t)n * sizeof *single);
+    float *int8_single = malloc((size_t)n * sizeof *int8_single);
     for (int k = 0; k < 3; k++) {
         mr_llama *model = mr_llama_init(&config, 3, &err);
         widen_weights(model, 10.0f);
@@ -523,13 +538,25 @@ static void llama_quantized_eval_is_close(void) {
         CHECK_STATUS(mr_llama_eval(model, cache, tokens, LENGTH, 0, batched,
                                    MR_LLAMA_LOGITS_ALL, &err),
                      MR_OK);
-        for (int t = 0; t < LENGTH; t++) {
-            CHECK_STATUS(mr_llama_eval(model, cache, tokens + t, 1, t,
-                                       single + (int64_t)t * config.vocab_size,
-                                       MR_LLAMA_LOGITS_LAST, &err),
-                         MR_OK);
-        }
+        CHECK(mr_llama_int8_decode(model));
+        mr_llama_set_int8_decode(model, false);
+        CHECK(!mr_llama_int8_decode(model));
+        eval_one_by_one(model, cache, tokens, LENGTH, single);
         CHECK_INT_EQ(CHECK_ARRAY_NEAR(single, batched, n, 1e-4, 1e-4), 0);
+
+        /* The integer path (the default) rounds x to int8 blocks. That
+         * moved the Q8_0 and Q4_0 logits by at most 0.118 and 0.116 from
+         * the batched path, about as far as Q8_0 weights move them from
+         * F32. F16 weights stay on the float path. */
+        mr_llama_set_int8_decode(model, true);
+        eval_one_by_one(model, cache, tokens, LENGTH, int8_single);
+        double int8_moved = max_abs_diff(int8_single, batched, n);
+        CHECK(int8_moved <= int8_bounds[k]);
+        if (types[k] == MR_QTYPE_F16) {
+            CHECK(memcmp(int8_single, single, (size_t)n * sizeof *single) == 0);
+        } else {
+            CHECK(int8_moved > 1e-4);
+        }
         double moved = max_abs_diff(batched, want, n);
         CHECK(moved <= bounds[k]);
         CHECK(moved > 0.0);
@@ -550,6 +577,7 @@ static void llama_quantized_eval_is_close(void) {
     free(want);
     free(batched);
     free(single);
+    free(int8_single);
     mr_llama_free(reference);
 
     /* Rows of 24 cannot be stored in blocks of 32, so those matrices fall

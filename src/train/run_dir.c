@@ -1,7 +1,7 @@
 /*
- * Run folder checks of the trainers (run_dir.h): a new run never replaces
- * a finished or checkpointed one, a resumed run keeps the settings that
- * change its result, and a run that fails before its first checkpoint
+ * Run folder checks of the trainers (run_dir.h). A new run never replaces
+ * a finished or checkpointed one, and a resumed run keeps the settings
+ * that change its result. A run that fails before its first checkpoint
  * removes the folders it created.
  */
 #include <cjson/cJSON.h>
@@ -108,16 +108,27 @@ mr_status run_dir_check_settings(const char *out_dir, const char *config_text,
             append_difference(differences, sizeof differences, item->string, item, NULL);
         }
     }
-    cJSON_Delete(now);
     if (differences[0] == '\0') {
+        cJSON_Delete(now);
         return MR_OK;
     }
+
+    /* The keys that may change, as far as this trainer has them. The
+     * message adds stop_after, which config.json does not record. */
+    char free_keys[128] = "";
+    for (size_t i = 0; i < sizeof resume_free_keys / sizeof resume_free_keys[0]; i++) {
+        if (cJSON_GetObjectItemCaseSensitive(now, resume_free_keys[i]) != NULL) {
+            size_t used = strlen(free_keys);
+            snprintf(free_keys + used, sizeof free_keys - used, "%s%s", used > 0 ? ", " : "",
+                     resume_free_keys[i]);
+        }
+    }
+    cJSON_Delete(now);
     return mr_error_set(err, MR_ERR_STATE,
                         "train: cannot resume %s: its config.json differs in %s; resume with "
                         "the stored settings or start a new run in another out folder (a "
-                        "resumed run may raise %s and change log_every, eval_every, "
-                        "checkpoint_every and stop_after)",
-                        out_dir, differences, steps_key);
+                        "resumed run may raise %s and change %s and stop_after)",
+                        out_dir, differences, steps_key, free_keys);
 }
 
 mr_status run_dir_check_new(const char *out_dir, mr_error *err) {

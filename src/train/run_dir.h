@@ -2,7 +2,7 @@
  * Run folders and checkpoints, shared by the trainers of trainer.c (SFT,
  * reward models, classifiers, DPO) and rl_run.c (GRPO, PPO).
  *
- * A run folder holds config.json (every setting), metrics.jsonl,
+ * A run folder contains config.json (every setting), metrics.jsonl,
  * checkpoints/step-NNNNNNNN/ and checkpoint.json, which names the newest
  * complete checkpoint, then the outputs and a done marker. The rules:
  * a new run never replaces a finished or checkpointed one, a resumed run

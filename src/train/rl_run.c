@@ -424,9 +424,9 @@ mr_status mr_rl_run(const mr_rl_run_options *options, mr_rl_result *result_out, 
         }
     }
     if (status == MR_OK) {
-        mr_log(MR_LOG_INFO, "rl", "%s: %d steps of %d prompts x %d episodes, from step %d",
-               o->rl.algorithm == MR_RL_GRPO ? "grpo" : "ppo", o->rl.steps,
-               o->rl.prompts_per_step, o->rl.group_size, first_step);
+        mr_log(MR_LOG_INFO, "rl", "%s: steps %d to %d, %d prompts x %d episodes per step",
+               o->rl.algorithm == MR_RL_GRPO ? "grpo" : "ppo", first_step + 1, o->rl.steps,
+               o->rl.prompts_per_step, o->rl.group_size);
         rl_loop loop = {.eval_env = r.eval_env,
                         .log = r.log,
                         .first_step = first_step,

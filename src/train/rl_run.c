@@ -309,14 +309,14 @@ static mr_status load_checkpoint(rl_run *r, int *step, mr_rl_result *result, boo
                             "%s/state.json: needs integers \"step\" and \"updates\", hex strings "
                             "\"rng_key\" and \"rng_counter\", and numbers \"initial_success\", "
                             "\"best_success\" and \"final_success\"; it is not a GRPO or PPO "
-                            "checkpoint",
+                            "checkpoint, so start a new run in another out folder",
                             dir);
     }
     if (saved_step > r->o.rl.steps) {
         return mr_error_set(err, MR_ERR_FORMAT,
                             "%s: the checkpoint is at step %" PRId64 ", after the run's last step "
-                            "(%d)",
-                            dir, saved_step, r->o.rl.steps);
+                            "(%d); set steps to at least %" PRId64,
+                            dir, saved_step, r->o.rl.steps, saved_step);
     }
 
     checkpoint_part parts[2];

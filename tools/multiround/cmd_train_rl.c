@@ -371,8 +371,11 @@ static int parse_command_line(int argc, char **argv, mr_rl_algorithm algorithm,
             line->config_path = argv[++i];
             continue;
         }
-        if (line->n_overrides == (int)(sizeof line->overrides / sizeof line->overrides[0])) {
-            cli_error("too many options; put the settings in a --config file");
+        int max_overrides = (int)(sizeof line->overrides / sizeof line->overrides[0]);
+        if (line->n_overrides == max_overrides) {
+            cli_error("more than %d options set config keys; put the settings in a --config "
+                      "file",
+                      max_overrides);
             return 2;
         }
         line->overrides[line->n_overrides++] = i++;

@@ -248,6 +248,57 @@ mr_status mr_rl_evaluate(const mr_llama *model, const mr_tokenizer *tok, mr_env 
                          float success_reward, float *success, float *mean_reward,
                          mr_error *err);
 
+/* ------------------------------------------------------------------------
+ * Runs: `multiround train grpo|ppo` as a library call
+ * ------------------------------------------------------------------------ */
+
+/* Every setting of a GRPO or PPO run on the calculator task. Strings are
+ * borrowed for the duration of the call. */
+typedef struct mr_rl_run_options {
+    const char *model_path;  /* GGUF file: the starting policy, the KL reference and
+                                the tokenizer */
+    const char *train_path;  /* calculator problems to train on, JSON Lines */
+    const char *eval_path;   /* held-out problems for eval/success, or NULL */
+    const char *out_dir;     /* the run folder */
+    const char *task;        /* the environment: "calc" (NULL reads as "calc") */
+    mr_rl_config rl;
+    mr_calc_config calc;
+    int checkpoint_every;    /* steps between checkpoints; 0: only after the last */
+    int stop_after;          /* end after this step as if killed, without outputs or
+                                done (0: never) */
+    bool resume;             /* continue from OUT/checkpoint.json when it exists */
+} mr_rl_run_options;
+
+/* Fills o with mr_rl_config_default(algorithm), mr_calc_config_default(),
+ * task "calc" and a checkpoint every 10 steps. */
+void mr_rl_run_options_default(mr_rl_run_options *o, mr_rl_algorithm algorithm);
+
+/*
+ * Runs mr_rl_train() in a run folder, with checkpoints and resume as the
+ * trainers of train.h have them. It writes OUT/config.json (every
+ * setting) and OUT/metrics.jsonl. Every checkpoint_every steps and after
+ * the last, it writes OUT/checkpoints/step-NNNNNNNN/ with the policy
+ * (model.safetensors), PPO's value head (value_head.safetensors), the
+ * AdamW state with its step count, and state.json. That file has the
+ * step, the update count, the state of the generator that draws prompts
+ * and shuffles minibatches, and the success figures. OUT/checkpoint.json,
+ * replaced atomically, names the newest checkpoint. After the last step
+ * the run writes OUT/model.gguf (the policy with the starting file's
+ * tokenizer), OUT/value_head.safetensors for PPO, and OUT/done. result
+ * (may be NULL) receives the figures.
+ *
+ * Fails with MR_ERR_INVALID_ARGUMENT on an invalid option, checked before
+ * any file is read. Without resume, an out_dir that contains done or
+ * checkpoint.json gives MR_ERR_STATE and is left as it is. With resume and
+ * a checkpoint, the run continues from it and ends with the same bytes as
+ * a run that was never stopped (same thread count). Every setting must
+ * then equal the one in OUT/config.json (MR_ERR_STATE naming the keys that
+ * differ), except that rl.steps may grow and eval_every and
+ * checkpoint_every may change. When the run fails before its first
+ * checkpoint, the out_dir folders it created are removed.
+ */
+mr_status mr_rl_run(const mr_rl_run_options *o, mr_rl_result *result, mr_error *err);
+
 #ifdef __cplusplus
 }
 #endif

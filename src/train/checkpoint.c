@@ -3,12 +3,13 @@
  *
  * A checkpoint is a folder OUT/checkpoints/step-NNNNNNNN holding the
  * trained weights (model.safetensors for full fine-tuning,
- * lora.safetensors, head.safetensors), optimizer.safetensors (every
- * optimizer state array, with the step count in the metadata) and
- * state.json (step and data position). Each file is written atomically,
- * and OUT/checkpoint.json, replaced atomically after the folder is
- * complete, names the checkpoint to resume from. So a run killed at any
- * moment resumes from the newest complete checkpoint.
+ * lora.safetensors, head.safetensors; PPO adds value_head.safetensors),
+ * optimizer.safetensors (every optimizer state array, with the step count
+ * in the metadata) and state.json (the step and whatever else the trainer
+ * needs to continue, such as the data position). Each file is written
+ * atomically, and OUT/checkpoint.json, replaced atomically after the
+ * folder is complete, names the checkpoint to resume from. So a run
+ * killed at any moment resumes from the newest complete checkpoint.
  */
 #include <cjson/cJSON.h>
 #include <dirent.h>
@@ -141,19 +142,16 @@ static mr_status load_optimizer(mr_optim *optim, const char *path, mr_error *err
     return status;
 }
 
-/* The parameter sets a checkpoint stores, with their file names. */
-static int trained_sets(const trainer *t, mr_paramset **sets, const char **names) {
+/* The parameter sets a checkpoint of t stores, with their file names. */
+static int trained_parts(const trainer *t, checkpoint_part *parts) {
     int n = 0;
     if (t->lora != NULL) {
-        sets[n] = mr_lora_params(t->lora);
-        names[n++] = "lora.safetensors";
+        parts[n++] = (checkpoint_part){mr_lora_params(t->lora), "lora.safetensors"};
     } else {
-        sets[n] = mr_llama_params(t->model);
-        names[n++] = "model.safetensors";
+        parts[n++] = (checkpoint_part){mr_llama_params(t->model), "model.safetensors"};
     }
     if (t->head != NULL) {
-        sets[n] = t->head;
-        names[n++] = "head.safetensors";
+        parts[n++] = (checkpoint_part){t->head, "head.safetensors"};
     }
     return n;
 }
@@ -169,11 +167,11 @@ static mr_status write_text(const char *dir, const char *name, const char *text,
 
 /* Reads the checkpoint folder that OUT/checkpoint.json names into dir;
  * *found is false when the pointer does not exist. */
-static mr_status read_pointer(const trainer *t, char *dir, size_t size, bool *found,
+static mr_status read_pointer(const char *out_dir, char *dir, size_t size, bool *found,
                               mr_error *err) {
     *found = false;
     char path[4096];
-    if (!train_join_path(path, sizeof path, t->o.out_dir, CHECKPOINT_POINTER)) {
+    if (!train_join_path(path, sizeof path, out_dir, CHECKPOINT_POINTER)) {
         return mr_error_set(err, MR_ERR_INVALID_ARGUMENT, "train: path too long");
     }
     if (access(path, F_OK) != 0) {
@@ -193,7 +191,7 @@ static mr_status read_pointer(const trainer *t, char *dir, size_t size, bool *fo
         cJSON_Delete(json);
         return mr_error_set(err, MR_ERR_FORMAT, "%s: missing string \"folder\"", path);
     }
-    bool fits = train_join_path(dir, size, t->o.out_dir, folder->valuestring);
+    bool fits = train_join_path(dir, size, out_dir, folder->valuestring);
     cJSON_Delete(json);
     if (!fits) {
         return mr_error_set(err, MR_ERR_INVALID_ARGUMENT, "train: path too long");
@@ -202,40 +200,37 @@ static mr_status read_pointer(const trainer *t, char *dir, size_t size, bool *fo
     return MR_OK;
 }
 
-mr_status checkpoint_save(trainer *t, mr_error *err) {
+mr_status checkpoint_write(const char *out_dir, int64_t step, const checkpoint_part *parts,
+                           int n_parts, const mr_optim *optim, const char *state_json,
+                           mr_error *err) {
     char folder[64], dir[4096], path[4096], previous[4096];
-    snprintf(folder, sizeof folder, "checkpoints/step-%08" PRId64, t->step);
-    if (!train_join_path(dir, sizeof dir, t->o.out_dir, folder)) {
+    snprintf(folder, sizeof folder, "checkpoints/step-%08" PRId64, step);
+    if (!train_join_path(dir, sizeof dir, out_dir, folder)) {
         return mr_error_set(err, MR_ERR_INVALID_ARGUMENT, "train: path too long");
     }
     bool had_previous = false;
-    mr_status status = read_pointer(t, previous, sizeof previous, &had_previous, err);
+    mr_status status = read_pointer(out_dir, previous, sizeof previous, &had_previous, err);
     if (status == MR_OK) {
         status = make_dirs(dir, err);
     }
 
     /* Weights and optimizer state first, state.json last. */
-    mr_paramset *sets[2];
-    const char *names[2];
-    int n_sets = trained_sets(t, sets, names);
-    for (int i = 0; status == MR_OK && i < n_sets; i++) {
-        train_join_path(path, sizeof path, dir, names[i]);
-        status = mr_paramset_save(sets[i], path, NULL, 0, err);
+    for (int i = 0; status == MR_OK && i < n_parts; i++) {
+        train_join_path(path, sizeof path, dir, parts[i].file);
+        status = mr_paramset_save(parts[i].params, path, NULL, 0, err);
     }
     if (status == MR_OK) {
         train_join_path(path, sizeof path, dir, "optimizer.safetensors");
-        status = save_optimizer(t->optim, path, err);
-    }
-    char text[256];
-    if (status == MR_OK) {
-        snprintf(text, sizeof text, "{\"step\": %" PRId64 ", \"position\": %" PRId64 "}\n",
-                 t->step, t->position);
-        status = write_text(dir, "state.json", text, err);
+        status = save_optimizer(optim, path, err);
     }
     if (status == MR_OK) {
-        snprintf(text, sizeof text, "{\"step\": %" PRId64 ", \"folder\": \"%s\"}\n", t->step,
+        status = write_text(dir, "state.json", state_json, err);
+    }
+    if (status == MR_OK) {
+        char text[256];
+        snprintf(text, sizeof text, "{\"step\": %" PRId64 ", \"folder\": \"%s\"}\n", step,
                  folder);
-        status = write_text(t->o.out_dir, CHECKPOINT_POINTER, text, err);
+        status = write_text(out_dir, CHECKPOINT_POINTER, text, err);
     }
     if (status != MR_OK) {
         return status;
@@ -244,13 +239,21 @@ mr_status checkpoint_save(trainer *t, mr_error *err) {
     if (had_previous && strcmp(previous, dir) != 0) {
         remove_checkpoint_dir(previous);
     }
-    mr_log(MR_LOG_INFO, "train", "step %" PRId64 ": checkpoint written to %s", t->step, dir);
+    mr_log(MR_LOG_INFO, "train", "step %" PRId64 ": checkpoint written to %s", step, dir);
     return MR_OK;
 }
 
-/* Reads an integer member of a state.json object. */
-static bool json_int64(const cJSON *json, const char *key, int64_t *out) {
-    const cJSON *item = cJSON_GetObjectItemCaseSensitive(json, key);
+mr_status checkpoint_save(trainer *t, mr_error *err) {
+    checkpoint_part parts[2];
+    int n_parts = trained_parts(t, parts);
+    char text[256];
+    snprintf(text, sizeof text, "{\"step\": %" PRId64 ", \"position\": %" PRId64 "}\n",
+             t->step, t->position);
+    return checkpoint_write(t->o.out_dir, t->step, parts, n_parts, t->optim, text, err);
+}
+
+bool checkpoint_state_int(const cJSON *state, const char *key, int64_t *out) {
+    const cJSON *item = cJSON_GetObjectItemCaseSensitive(state, key);
     if (!cJSON_IsNumber(item) || item->valuedouble < 0) {
         return false;
     }
@@ -258,41 +261,70 @@ static bool json_int64(const cJSON *json, const char *key, int64_t *out) {
     return true;
 }
 
-mr_status checkpoint_load(trainer *t, bool *found, mr_error *err) {
-    char dir[4096], path[4096];
-    mr_status status = read_pointer(t, dir, sizeof dir, found, err);
+mr_status checkpoint_read_state(const char *out_dir, char *dir, size_t size, cJSON **state,
+                                bool *found, mr_error *err) {
+    *state = NULL;
+    mr_status status = read_pointer(out_dir, dir, size, found, err);
     if (status != MR_OK || !*found) {
         return status;
     }
 
+    char path[4096];
     char *text = NULL;
     size_t len = 0;
-    train_join_path(path, sizeof path, dir, "state.json");
+    if (!train_join_path(path, sizeof path, dir, "state.json")) {
+        return mr_error_set(err, MR_ERR_INVALID_ARGUMENT, "train: path too long: %s", dir);
+    }
     status = mr_file_read_all(path, CHECKPOINT_STATE_MAX_BYTES, (void **)&text, &len, err);
     if (status != MR_OK) {
         return status;
     }
-    cJSON *json = cJSON_Parse(text);
+    *state = cJSON_Parse(text);
     free(text);
-    int64_t step = 0, position = 0;
-    bool ok = json_int64(json, "step", &step) && json_int64(json, "position", &position);
-    cJSON_Delete(json);
-    if (!ok) {
-        return mr_error_set(err, MR_ERR_FORMAT, "%s: needs integers \"step\" and \"position\"",
-                            path);
+    int64_t step = 0;
+    if (!cJSON_IsObject(*state) || !checkpoint_state_int(*state, "step", &step)) {
+        cJSON_Delete(*state);
+        *state = NULL;
+        return mr_error_set(err, MR_ERR_FORMAT,
+                            "%s: not a JSON object with an integer \"step\"", path);
     }
+    return MR_OK;
+}
 
-    mr_paramset *sets[2];
-    const char *names[2];
-    int n_sets = trained_sets(t, sets, names);
-    for (int i = 0; status == MR_OK && i < n_sets; i++) {
-        train_join_path(path, sizeof path, dir, names[i]);
-        status = mr_paramset_load(sets[i], path, true, NULL, err);
+mr_status checkpoint_load_parts(const char *dir, const checkpoint_part *parts, int n_parts,
+                                mr_optim *optim, mr_error *err) {
+    char path[4096];
+    mr_status status = MR_OK;
+    for (int i = 0; status == MR_OK && i < n_parts; i++) {
+        train_join_path(path, sizeof path, dir, parts[i].file);
+        status = mr_paramset_load(parts[i].params, path, true, NULL, err);
     }
     if (status == MR_OK) {
         train_join_path(path, sizeof path, dir, "optimizer.safetensors");
-        status = load_optimizer(t->optim, path, err);
+        status = load_optimizer(optim, path, err);
     }
+    return status;
+}
+
+mr_status checkpoint_load(trainer *t, bool *found, mr_error *err) {
+    char dir[4096];
+    cJSON *state = NULL;
+    mr_status status = checkpoint_read_state(t->o.out_dir, dir, sizeof dir, &state, found, err);
+    if (status != MR_OK || !*found) {
+        return status;
+    }
+    int64_t step = 0, position = 0;
+    bool ok = checkpoint_state_int(state, "step", &step) &&
+              checkpoint_state_int(state, "position", &position);
+    cJSON_Delete(state);
+    if (!ok) {
+        return mr_error_set(err, MR_ERR_FORMAT,
+                            "%s/state.json: needs integers \"step\" and \"position\"", dir);
+    }
+
+    checkpoint_part parts[2];
+    int n_parts = trained_parts(t, parts);
+    status = checkpoint_load_parts(dir, parts, n_parts, t->optim, err);
     if (status != MR_OK) {
         return status;
     }

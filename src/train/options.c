@@ -196,8 +196,7 @@ static void print_json_string(FILE *f, const char *text) {
     fputc('"', f);
 }
 
-/* Writes "key": "text", with text escaped for JSON. */
-static void print_string_member(FILE *f, const char *key, const char *text) {
+void train_print_string_member(FILE *f, const char *key, const char *text) {
     fprintf(f, "  \"%s\": ", key);
     print_json_string(f, text);
     fprintf(f, ",\n");
@@ -221,8 +220,7 @@ static void format_float(char *text, float value) {
     }
 }
 
-/* Writes "key": value, as format_float() writes the value. */
-static void print_float_member(FILE *f, const char *key, float value) {
+void train_print_float_member(FILE *f, const char *key, float value) {
     char text[32];
     format_float(text, value);
     fprintf(f, "  \"%s\": %s,\n", key, text);
@@ -261,43 +259,43 @@ char *train_format_config(const mr_train_options *o) {
         return NULL;
     }
     fprintf(f, "{\n  \"kind\": \"%s\",\n", mr_train_kind_name(o->kind));
-    print_string_member(f, "model", o->model_path);
-    print_string_member(f, "tokenizer", o->tokenizer_path);
+    train_print_string_member(f, "model", o->model_path);
+    train_print_string_member(f, "tokenizer", o->tokenizer_path);
     print_init(f, o);
-    print_string_member(f, "data", o->data_path);
-    print_string_member(f, "eval_data", o->eval_path);
+    train_print_string_member(f, "data", o->data_path);
+    train_print_string_member(f, "eval_data", o->eval_path);
     fprintf(f, "  \"eval_every_nth\": %d,\n", o->eval_every_nth);
     fprintf(f, "  \"max_length\": %d,\n  \"eval_max_examples\": %d,\n", o->max_length,
             o->eval_max_examples);
     fprintf(f, "  \"seed\": %" PRIu64 ",\n  \"max_steps\": %" PRId64 ",\n", o->seed,
             o->max_steps);
     fprintf(f, "  \"batch_size\": %d,\n  \"grad_accum\": %d,\n", o->batch_size, o->grad_accum);
-    print_float_member(f, "lr", o->lr);
-    print_float_member(f, "min_lr", o->min_lr);
+    train_print_float_member(f, "lr", o->lr);
+    train_print_float_member(f, "min_lr", o->min_lr);
     fprintf(f, "  \"warmup_steps\": %" PRId64 ",\n", o->warmup_steps);
     fprintf(f, "  \"schedule\": \"%s\",\n", o->decay == MR_LR_COSINE ? "cosine" : "constant");
-    print_float_member(f, "weight_decay", o->weight_decay);
+    train_print_float_member(f, "weight_decay", o->weight_decay);
     fprintf(f, "  \"adam_beta1\": %.17g,\n  \"adam_beta2\": %.17g,\n", o->adam_beta1,
             o->adam_beta2);
-    print_float_member(f, "adam_eps", o->adam_eps);
-    print_float_member(f, "clip_norm", o->clip_norm);
+    train_print_float_member(f, "adam_eps", o->adam_eps);
+    train_print_float_member(f, "clip_norm", o->clip_norm);
     fprintf(f, "  \"lora\": %s,\n  \"lora_rank\": %d,\n", o->lora ? "true" : "false",
             o->lora_config.rank);
-    print_float_member(f, "lora_alpha", o->lora_config.alpha);
-    print_float_member(f, "lora_dropout", o->lora_config.dropout);
+    train_print_float_member(f, "lora_alpha", o->lora_config.alpha);
+    train_print_float_member(f, "lora_dropout", o->lora_config.dropout);
     fprintf(f, "  \"lora_targets\": \"%s\",\n", lora_targets);
     fprintf(f,
             "  \"log_every\": %" PRId64 ",\n  \"eval_every\": %" PRId64
             ",\n  \"checkpoint_every\": %" PRId64 ",\n",
             o->log_every, o->eval_every, o->checkpoint_every);
     fprintf(f, "  \"pack\": %s,\n", o->pack ? "true" : "false");
-    print_string_member(f, "chat_template", o->chat_template);
+    train_print_string_member(f, "chat_template", o->chat_template);
     fprintf(f, "  \"add_eos\": %s,\n", o->add_eos ? "true" : "false");
-    print_string_member(f, "completion_field",
-                        o->completion_field != NULL ? o->completion_field : "completion");
+    train_print_string_member(f, "completion_field",
+                              o->completion_field != NULL ? o->completion_field : "completion");
     fprintf(f, "  \"num_labels\": %d,\n", o->num_labels);
-    print_float_member(f, "beta", o->dpo_beta);
-    print_float_member(f, "sft_weight", o->sft_weight);
+    train_print_float_member(f, "beta", o->dpo_beta);
+    train_print_float_member(f, "sft_weight", o->sft_weight);
     fprintf(f, "  \"reference\": \"%s\"\n}\n",
             o->reference == MR_DPO_REFERENCE_COPY ? "copy" : "adapter_off");
     if (fclose(f) != 0) {

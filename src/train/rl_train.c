@@ -100,25 +100,6 @@ mr_status mr_rl_config_check(const mr_rl_config *c, mr_error *err) {
  * Trainer state
  * ------------------------------------------------------------------------ */
 
-typedef struct rl_trainer {
-    const mr_rl_config *c;
-    mr_llama *policy;
-    mr_llama *ref;
-    const mr_tokenizer *tok;
-    mr_env *env;
-    mr_ctx *ctx;         /* one minibatch at a time, reset after each */
-    mr_optim *opt;
-    mr_paramset *head;   /* PPO: value_head.weight [1, F] and value_head.bias [1] */
-    mr_rng rng;
-    int n;               /* rollouts per step */
-    mr_rollout *rollouts;
-    float **advantages;  /* per rollout, [n_tokens] */
-    float **returns;     /* PPO, per rollout, [n_tokens] */
-    int *order;
-    int64_t updates;
-    bool scored_ref;     /* the reference scored this step's rollouts */
-} rl_trainer;
-
 /* Statistics of one step's updates, averaged over its minibatches. */
 typedef struct rl_update_stats {
     double loss, policy_loss, value_loss, kl, clip_frac, grad_norm;
@@ -582,10 +563,15 @@ static mr_status train_step(rl_trainer *tr, int step, mr_metric *metrics, size_t
     return MR_OK;
 }
 
-static void trainer_free(rl_trainer *tr) {
-    for (int i = 0; i < tr->n && tr->rollouts != NULL; i++) {
+void rl_trainer_free(rl_trainer *tr) {
+    /* rl_trainer_init may have failed before it allocated all three. */
+    for (int i = 0; tr->rollouts != NULL && i < tr->n; i++) {
         mr_rollout_free(&tr->rollouts[i]);
+    }
+    for (int i = 0; tr->advantages != NULL && i < tr->n; i++) {
         free(tr->advantages[i]);
+    }
+    for (int i = 0; tr->returns != NULL && i < tr->n; i++) {
         free(tr->returns[i]);
     }
     free(tr->rollouts);
@@ -597,8 +583,7 @@ static void trainer_free(rl_trainer *tr) {
     mr_ctx_free(tr->ctx);
 }
 
-/* Allocates the trainer's buffers, the optimizer and (PPO) the value head. */
-static mr_status trainer_init(rl_trainer *tr, mr_error *err) {
+mr_status rl_trainer_init(rl_trainer *tr, mr_error *err) {
     const mr_rl_config *c = tr->c;
     tr->n = c->prompts_per_step * c->group_size;
     tr->rollouts = calloc((size_t)tr->n, sizeof *tr->rollouts);
@@ -648,6 +633,50 @@ static mr_status evaluate_and_log(rl_trainer *tr, mr_env *eval_env, mr_runlog *l
     return log != NULL ? mr_runlog_append(log, step, metrics, n_metrics, err) : MR_OK;
 }
 
+mr_status rl_train_loop(rl_trainer *tr, const rl_loop *loop, mr_rl_result *result,
+                        mr_error *err) {
+    const mr_rl_config *config = tr->c;
+    mr_status status = MR_OK;
+    mr_metric metrics[24];
+    float success = result->final_success;
+    if (loop->first_step == 0 && loop->eval_env != NULL) {
+        status = evaluate_and_log(tr, loop->eval_env, loop->log, 0, metrics, 0, &success, err);
+        result->initial_success = success;
+        result->best_success = success;
+    }
+    result->steps_done = loop->first_step;
+    for (int step = loop->first_step; status == MR_OK && step < config->steps; step++) {
+        size_t n_metrics = 0;
+        status = train_step(tr, step, metrics, &n_metrics, err);
+        if (status != MR_OK) {
+            break;
+        }
+        mr_log(MR_LOG_INFO, "rl", "step %d: reward %.3f, success %.3f, loss %.4f", step + 1,
+               metrics[0].value, metrics[1].value, metrics[2].value);
+        bool last = step + 1 == config->steps;
+        bool eval_now = loop->eval_env != NULL &&
+                        (last || (config->eval_every > 0 && (step + 1) % config->eval_every == 0));
+        if (eval_now) {
+            status = evaluate_and_log(tr, loop->eval_env, loop->log, step + 1, metrics, n_metrics,
+                                      &success, err);
+            result->best_success = success > result->best_success ? success
+                                                                  : result->best_success;
+        } else if (loop->log != NULL) {
+            status = mr_runlog_append(loop->log, step + 1, metrics, n_metrics, err);
+        }
+        result->steps_done = step + 1;
+        result->final_success = success;
+        if (status == MR_OK && loop->after_step != NULL) {
+            status = loop->after_step(tr, step + 1, result, loop->user_data, err);
+        }
+        if (loop->stop_after > 0 && step + 1 == loop->stop_after) {
+            break;
+        }
+    }
+    result->final_success = success;
+    return status;
+}
+
 mr_status mr_rl_train(mr_llama *policy, mr_llama *ref, const mr_tokenizer *tok,
                       mr_env *train_env, mr_env *eval_env, const mr_rl_config *config,
                       const char *metrics_path, mr_rl_result *result, mr_error *err) {
@@ -669,40 +698,14 @@ mr_status mr_rl_train(mr_llama *policy, mr_llama *ref, const mr_tokenizer *tok,
 
     rl_trainer tr = {.c = config, .policy = policy, .ref = ref, .tok = tok, .env = train_env};
     mr_runlog *log = NULL;
-    status = trainer_init(&tr, err);
+    status = rl_trainer_init(&tr, err);
     if (status == MR_OK && metrics_path != NULL) {
         status = mr_runlog_open(metrics_path, -1, NULL, &log, err);
     }
-
-    mr_metric metrics[24];
-    float success = 0.0f;
-    if (status == MR_OK && eval_env != NULL) {
-        status = evaluate_and_log(&tr, eval_env, log, 0, metrics, 0, &success, err);
-        result->initial_success = success;
-        result->best_success = success;
+    if (status == MR_OK) {
+        rl_loop loop = {.eval_env = eval_env, .log = log};
+        status = rl_train_loop(&tr, &loop, result, err);
     }
-    for (int step = 0; status == MR_OK && step < config->steps; step++) {
-        size_t n_metrics = 0;
-        status = train_step(&tr, step, metrics, &n_metrics, err);
-        if (status != MR_OK) {
-            break;
-        }
-        mr_log(MR_LOG_INFO, "rl", "step %d: reward %.3f, success %.3f, loss %.4f", step + 1,
-               metrics[0].value, metrics[1].value, metrics[2].value);
-        bool last = step + 1 == config->steps;
-        bool eval_now = eval_env != NULL &&
-                        (last || (config->eval_every > 0 && (step + 1) % config->eval_every == 0));
-        if (eval_now) {
-            status = evaluate_and_log(&tr, eval_env, log, step + 1, metrics, n_metrics, &success,
-                                      err);
-            result->best_success = success > result->best_success ? success
-                                                                  : result->best_success;
-        } else if (log != NULL) {
-            status = mr_runlog_append(log, step + 1, metrics, n_metrics, err);
-        }
-        result->steps_done = step + 1;
-    }
-    result->final_success = success;
 
     mr_error close_err;
     mr_status close_status = mr_runlog_close(log, &close_err);
@@ -712,6 +715,6 @@ mr_status mr_rl_train(mr_llama *policy, mr_llama *ref, const mr_tokenizer *tok,
             *err = close_err;
         }
     }
-    trainer_free(&tr);
+    rl_trainer_free(&tr);
     return status;
 }

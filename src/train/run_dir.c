@@ -1,8 +1,8 @@
 /*
- * Run folder checks of the trainers: a new run never replaces a finished
- * or checkpointed one, a resumed run keeps the settings that change its
- * result, and a run that fails before its first checkpoint removes the
- * folders it created.
+ * Run folder checks of the trainers (run_dir.h). A new run never replaces
+ * a finished or checkpointed one, and a resumed run keeps the settings
+ * that change its result. A run that fails before its first checkpoint
+ * removes the folders it created.
  */
 #include <cjson/cJSON.h>
 #include <ftw.h>
@@ -19,20 +19,21 @@
 #define STORED_CONFIG_MAX_BYTES (1u << 20)
 
 /* Keys of config.json that a resumed run may change: they set how often
- * the run logs, evaluates and saves, not what it computes. max_steps is
- * checked apart, because it may only grow. */
+ * the run logs, evaluates and saves, not what it computes. The steps key
+ * is checked apart, because it may only grow. */
 static const char *const resume_free_keys[] = {"log_every", "eval_every", "checkpoint_every"};
 
-/* True when OUT/name exists. */
-static bool run_file_exists(const char *out_dir, const char *name) {
+bool run_dir_has(const char *out_dir, const char *name) {
     char path[4096];
     return mr_path_join(path, sizeof path, out_dir, name, NULL) == MR_OK && mr_path_exists(path);
 }
 
-/* Reads and parses OUT/config.json into *stored (NULL when the file does
- * not exist). */
-static mr_status read_stored_config(const char *out_dir, cJSON **stored, mr_error *err) {
+mr_status run_dir_read_stored_config(const char *out_dir, bool resume, cJSON **stored,
+                                     mr_error *err) {
     *stored = NULL;
+    if (!resume || out_dir == NULL || !run_dir_has(out_dir, "checkpoint.json")) {
+        return MR_OK;
+    }
     char path[4096];
     mr_status status = mr_path_join(path, sizeof path, out_dir, "config.json", err);
     if (status != MR_OK || !mr_path_exists(path)) {
@@ -57,20 +58,20 @@ static mr_status read_stored_config(const char *out_dir, cJSON **stored, mr_erro
     return MR_OK;
 }
 
-/* Returns the integer member key of json, or fallback when it is absent. */
-static int64_t json_int(const cJSON *json, const char *key, int64_t fallback) {
-    const cJSON *item = cJSON_GetObjectItemCaseSensitive(json, key);
+int64_t run_dir_stored_int(const cJSON *stored, const char *key, int64_t fallback) {
+    const cJSON *item = cJSON_GetObjectItemCaseSensitive(stored, key);
     return cJSON_IsNumber(item) ? (int64_t)item->valuedouble : fallback;
 }
 
 /* True when a resumed run may give key a value other than the stored one. */
-static bool may_differ(const char *key, const cJSON *stored, const cJSON *now) {
+static bool may_differ(const char *key, const char *steps_key, const cJSON *stored,
+                       const cJSON *now) {
     for (size_t i = 0; i < sizeof resume_free_keys / sizeof resume_free_keys[0]; i++) {
         if (strcmp(key, resume_free_keys[i]) == 0) {
             return true;
         }
     }
-    return strcmp(key, "max_steps") == 0 && cJSON_IsNumber(stored) && cJSON_IsNumber(now) &&
+    return strcmp(key, steps_key) == 0 && cJSON_IsNumber(stored) && cJSON_IsNumber(now) &&
            now->valuedouble >= stored->valuedouble;
 }
 
@@ -86,13 +87,9 @@ static void append_difference(char *list, size_t size, const char *key, const cJ
     free(now_text);
 }
 
-/* Compares the settings of o with the stored config.json of its run and
- * fails with MR_ERR_STATE naming every key that may not change. */
-static mr_status check_same_settings(const mr_train_options *o, const cJSON *stored,
-                                     mr_error *err) {
-    char *text = train_format_config(o);
-    cJSON *now = text != NULL ? cJSON_Parse(text) : NULL;
-    free(text);
+mr_status run_dir_check_settings(const char *out_dir, const char *config_text,
+                                 const cJSON *stored, const char *steps_key, mr_error *err) {
+    cJSON *now = config_text != NULL ? cJSON_Parse(config_text) : NULL;
     if (now == NULL) {
         return mr_error_set(err, MR_ERR_NO_MEMORY, "train: out of memory");
     }
@@ -101,7 +98,7 @@ static mr_status check_same_settings(const mr_train_options *o, const cJSON *sto
     const cJSON *item;
     cJSON_ArrayForEach(item, now) {
         const cJSON *old = cJSON_GetObjectItemCaseSensitive(stored, item->string);
-        if (!may_differ(item->string, old, item) &&
+        if (!may_differ(item->string, steps_key, old, item) &&
             (old == NULL || !cJSON_Compare(old, item, true))) {
             append_difference(differences, sizeof differences, item->string, old, item);
         }
@@ -111,24 +108,34 @@ static mr_status check_same_settings(const mr_train_options *o, const cJSON *sto
             append_difference(differences, sizeof differences, item->string, item, NULL);
         }
     }
-    cJSON_Delete(now);
     if (differences[0] == '\0') {
+        cJSON_Delete(now);
         return MR_OK;
     }
+
+    /* The keys that may change, as far as this trainer has them. The
+     * message adds stop_after, which config.json does not record. */
+    char free_keys[128] = "";
+    for (size_t i = 0; i < sizeof resume_free_keys / sizeof resume_free_keys[0]; i++) {
+        if (cJSON_GetObjectItemCaseSensitive(now, resume_free_keys[i]) != NULL) {
+            size_t used = strlen(free_keys);
+            snprintf(free_keys + used, sizeof free_keys - used, "%s%s", used > 0 ? ", " : "",
+                     resume_free_keys[i]);
+        }
+    }
+    cJSON_Delete(now);
     return mr_error_set(err, MR_ERR_STATE,
                         "train: cannot resume %s: its config.json differs in %s; resume with "
                         "the stored settings or start a new run in another out folder (a "
-                        "resumed run may raise max_steps and change log_every, eval_every, "
-                        "checkpoint_every and stop_after)",
-                        o->out_dir, differences);
+                        "resumed run may raise %s and change %s and stop_after)",
+                        out_dir, differences, steps_key, free_keys);
 }
 
-/* Rejects a new run in a folder that holds a finished or started run. */
-static mr_status check_no_earlier_run(const mr_train_options *o, mr_error *err) {
+mr_status run_dir_check_new(const char *out_dir, mr_error *err) {
     const char *found = NULL;
-    if (run_file_exists(o->out_dir, "done")) {
+    if (run_dir_has(out_dir, "done")) {
         found = "a finished run (done)";
-    } else if (run_file_exists(o->out_dir, "checkpoint.json")) {
+    } else if (run_dir_has(out_dir, "checkpoint.json")) {
         found = "a started run (checkpoint.json)";
     }
     if (found == NULL) {
@@ -137,7 +144,7 @@ static mr_status check_no_earlier_run(const mr_train_options *o, mr_error *err) 
     return mr_error_set(err, MR_ERR_STATE,
                         "train: the out folder %s already contains %s; pass --resume (the "
                         "resume option) to continue it, or choose another out folder",
-                        o->out_dir, found);
+                        out_dir, found);
 }
 
 /* Appends the first error of the data file, if it has one, to the
@@ -184,6 +191,22 @@ static char *first_missing_folder(const char *path) {
     return NULL;
 }
 
+mr_status run_dir_create(const char *out_dir, const cJSON *stored, const char *steps_key,
+                         int64_t steps, train_run_dir *dir, mr_error *err) {
+    dir->created = first_missing_folder(out_dir);
+    mr_status status = mr_make_dirs(out_dir, err);
+
+    /* A finished run that resumes to more steps is no longer finished. */
+    if (status == MR_OK && stored != NULL &&
+        steps > run_dir_stored_int(stored, steps_key, steps)) {
+        char path[4096];
+        if (mr_path_join(path, sizeof path, out_dir, "done", NULL) == MR_OK) {
+            unlink(path);
+        }
+    }
+    return status;
+}
+
 mr_status train_run_dir_prepare(const mr_train_options *in, mr_train_options *out,
                                 train_run_dir *dir, mr_error *err) {
     *out = *in;
@@ -191,21 +214,19 @@ mr_status train_run_dir_prepare(const mr_train_options *in, mr_train_options *ou
 
     /* A resumed run takes a warm-up left at its default from config.json,
      * so that raising max_steps keeps the schedule's start. */
-    bool has_checkpoint = in->out_dir != NULL && run_file_exists(in->out_dir, "checkpoint.json");
     cJSON *stored = NULL;
-    mr_status status = MR_OK;
-    if (in->resume && has_checkpoint) {
-        status = read_stored_config(in->out_dir, &stored, err);
-        if (status != MR_OK) {
-            return status;
-        }
+    mr_status status = run_dir_read_stored_config(in->out_dir, in->resume, &stored, err);
+    if (status != MR_OK) {
+        return status;
     }
-    train_resolve_warmup(out, json_int(stored, "warmup_steps", -1));
+    train_resolve_warmup(out, run_dir_stored_int(stored, "warmup_steps", -1));
 
     /* A resume that changes a setting is named as such before the
      * option checks, which the changed value may also fail. */
     if (stored != NULL) {
-        status = check_same_settings(out, stored, err);
+        char *text = train_format_config(out);
+        status = run_dir_check_settings(out->out_dir, text, stored, "max_steps", err);
+        free(text);
     }
     if (status == MR_OK) {
         status = train_validate_options(out, err);
@@ -214,20 +235,10 @@ mr_status train_run_dir_prepare(const mr_train_options *in, mr_train_options *ou
         }
     }
     if (status == MR_OK && !out->resume) {
-        status = check_no_earlier_run(out, err);
+        status = run_dir_check_new(out->out_dir, err);
     }
     if (status == MR_OK) {
-        dir->created = first_missing_folder(out->out_dir);
-        status = mr_make_dirs(out->out_dir, err);
-    }
-
-    /* A finished run that resumes to more steps is no longer finished. */
-    if (status == MR_OK && stored != NULL &&
-        out->max_steps > json_int(stored, "max_steps", out->max_steps)) {
-        char path[4096];
-        if (mr_path_join(path, sizeof path, out->out_dir, "done", NULL) == MR_OK) {
-            unlink(path);
-        }
+        status = run_dir_create(out->out_dir, stored, "max_steps", out->max_steps, dir, err);
     }
     cJSON_Delete(stored);
     return status;
@@ -244,8 +255,8 @@ static int remove_entry(const char *path, const struct stat *info, int flag, str
     return 0;
 }
 
-void train_run_dir_finish(train_run_dir *dir, const mr_train_options *o, bool failed) {
-    if (failed && dir->created != NULL && !run_file_exists(o->out_dir, "checkpoint.json")) {
+void train_run_dir_finish(train_run_dir *dir, const char *out_dir, bool failed) {
+    if (failed && dir->created != NULL && !run_dir_has(out_dir, "checkpoint.json")) {
         nftw(dir->created, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
         mr_log(MR_LOG_INFO, "train", "removed %s, which the failed run created", dir->created);
     }

@@ -18,6 +18,7 @@
 #include "multiround/runlog.h"
 #include "multiround/tokenizer.h"
 #include "multiround/train.h"
+#include "run_dir.h"
 
 /* ------------------------------------------------------------------------
  * JSON Lines rows (data_jsonl.c)
@@ -136,11 +137,6 @@ char *train_format_config(const mr_train_options *o);
 /* Writes train_format_config(o) to OUT/config.json (options.c). */
 mr_status train_write_config(const mr_train_options *o, mr_error *err);
 
-/* The part of out_dir that a run created (run_dir.c). */
-typedef struct train_run_dir {
-    char *created; /* topmost folder of out_dir that did not exist, or NULL */
-} train_run_dir;
-
 /*
  * Copies in to *out with the warm-up resolved, validates it and checks
  * out_dir: it rejects a new run over a finished or checkpointed one, and
@@ -149,10 +145,6 @@ typedef struct train_run_dir {
  */
 mr_status train_run_dir_prepare(const mr_train_options *in, mr_train_options *out,
                                 train_run_dir *dir, mr_error *err);
-
-/* Removes what train_run_dir_prepare created when the run failed and left
- * no checkpoint, then frees dir (run_dir.c). */
-void train_run_dir_finish(train_run_dir *dir, const mr_train_options *o, bool failed);
 
 /* Adds value under name (a string literal) to m. */
 void train_metrics_add(train_metrics *m, const char *name, double value);

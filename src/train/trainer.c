@@ -687,7 +687,7 @@ mr_status mr_train_run(const mr_train_options *options, mr_train_result *result_
         status = mr_runlog_close(log, err);
     }
     trainer_free(&t);
-    train_run_dir_finish(&dir, o, status != MR_OK);
+    train_run_dir_finish(&dir, o->out_dir, status != MR_OK);
     if (result_out != NULL) {
         *result_out = result;
     }

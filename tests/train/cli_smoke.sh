@@ -1,7 +1,9 @@
 #!/bin/sh
 # Smoke test of `multiround train`, `multiround plot` and `multiround
 # rounds status`. It trains a tiny random model for a step or two to check
-# the run folder rules and the config errors. It draws a hand-written
+# the run folder rules and the config errors, and runs GRPO and PPO for a
+# step or two from stories260K to check their config, checkpoints and
+# resume. It draws a hand-written
 # metrics.jsonl with a NaN and a partial last line, and checks the SVG
 # with xmllint when that is installed. It checks the errors for an empty
 # log and an unknown metric, and prints a hand-written manifest and the
@@ -196,6 +198,89 @@ sed -e "s#data/pref/hh_harmless_pairs.jsonl#$work/pairs.jsonl#" \
     "$root/examples/train/harmless_sft.json" > "$work/example.json"
 train "$work/example.json" || fail "the SFT example failed: $(cat "$work/train.err")"
 [ -e "$work/example/done" ] || fail "the SFT example wrote no done marker"
+
+# ---- multiround train grpo|ppo: config, options, checkpoints and resume ----
+head -n 20 "$root/data/calc/train.jsonl" > "$work/calc.jsonl"
+write_rl_config() { # FILE OUT [EXTRA_KEYS]
+    cat > "$1" << JSON
+{"model": "$root/tests/data/lm/stories260K.gguf", "train": "$work/calc.jsonl",
+ "eval": "$work/calc.jsonl", "out": "$2", "steps": 2, "prompts": 2, "group": 2,
+ "minibatch": 4, "eval_every": 1, "eval_episodes": 2, "turn_tokens": 8, "max_tokens": 48,
+ "checkpoint_every": 1 ${3:-}}
+JSON
+}
+train_rl() { # KIND [OPTIONS] -> $work/train.out, $work/train.err
+    rl_kind=$1
+    shift
+    "$binary" train "$rl_kind" "$@" > "$work/train.out" 2> "$work/train.err"
+}
+
+# A run stopped after step 1 leaves a checkpoint and no done marker.
+write_rl_config "$work/grpo.json" "$work/grpo"
+train_rl grpo --config "$work/grpo.json" --stop-after 1 ||
+    fail "a stopped GRPO run failed: $(cat "$work/train.err")"
+[ -e "$work/grpo/checkpoints/step-00000001/model.safetensors" ] ||
+    fail "the GRPO run wrote no checkpoint"
+[ ! -e "$work/grpo/done" ] || fail "the stopped GRPO run wrote done"
+grep -q '"stop_after"' "$work/grpo/config.json" && fail "config.json records stop_after"
+grep -q '"eval_episodes": 2,' "$work/grpo/config.json" ||
+    fail "config.json lacks eval_episodes: $(cat "$work/grpo/config.json")"
+
+# Its folder needs --resume, which rejects a changed setting.
+if train_rl grpo --config "$work/grpo.json"; then
+    fail "a second GRPO run into a started run's folder succeeded"
+fi
+grep -q "$work/grpo already contains a started run (checkpoint.json); pass --resume" \
+    "$work/train.err" || fail "the started-run error is unclear: $(cat "$work/train.err")"
+if train_rl grpo --config "$work/grpo.json" --resume --lr 0.01; then
+    fail "a GRPO resume with another lr succeeded"
+fi
+grep -q "differs in lr (stored 0.0001, now 0.01)" "$work/train.err" ||
+    fail "the changed-setting error is unclear: $(cat "$work/train.err")"
+train_rl grpo --config "$work/grpo.json" --resume ||
+    fail "the GRPO resume failed: $(cat "$work/train.err")"
+grep -q "^grpo: step 2 of 2 in " "$work/train.out" || fail "the GRPO summary: $(cat "$work/train.out")"
+grep -q "resuming from $work/grpo/checkpoints/step-00000001" "$work/train.err" ||
+    fail "the GRPO run did not resume from step 1: $(cat "$work/train.err")"
+[ -e "$work/grpo/done" ] && [ -e "$work/grpo/model.gguf" ] || fail "the resumed GRPO run did not finish"
+[ "$(grep -c '"step":' "$work/grpo/metrics.jsonl")" -eq 3 ] ||
+    fail "metrics.jsonl does not have one line for each of steps 0 to 2"
+
+# PPO writes its value head; an option overrides the config file.
+write_rl_config "$work/ppo.json" "$work/ppo"
+train_rl ppo --config "$work/ppo.json" --group 1 --steps 1 ||
+    fail "a PPO run failed: $(cat "$work/train.err")"
+[ -e "$work/ppo/value_head.safetensors" ] || fail "the PPO run wrote no value head"
+grep -q '"group": 1,' "$work/ppo/config.json" || fail "--group did not override the config"
+grep -q '"steps": 1,' "$work/ppo/config.json" || fail "--steps did not override the config"
+
+# Config errors name every bad key with its expected type or range.
+write_rl_config "$work/bad_rl.json" "$work/bad" ', "whiten": "on", "clip": 2, "epoch": 1'
+if train_rl ppo --config "$work/bad_rl.json"; then fail "a bad PPO config was accepted"; fi
+grep -q "config key 'whiten' must be true or false, got a string" "$work/train.err" ||
+    fail "the switch error is unclear: $(cat "$work/train.err")"
+grep -q "config key 'clip' must be a number in \[0, 0.99\], got 2" "$work/train.err" ||
+    fail "the range error is unclear: $(cat "$work/train.err")"
+grep -q "config key 'epoch' is unknown; run 'multiround train ppo --help'" "$work/train.err" ||
+    fail "the unknown-key error is unclear: $(cat "$work/train.err")"
+[ ! -e "$work/bad" ] || fail "a rejected config created its out folder"
+
+# The example configs parse and start; here for one small step each, with
+# every path of the example replaced.
+for kind in grpo ppo; do
+    train_rl $kind --config "$root/examples/train/calc_$kind.json" \
+        --model "$root/tests/data/lm/stories260K.gguf" --train "$work/calc.jsonl" \
+        --eval "$work/calc.jsonl" --out "$work/example_$kind" --steps 1 --prompts 2 \
+        --group 1 --minibatch 2 --eval-episodes 1 --max-tokens 48 ||
+        fail "examples/train/calc_$kind.json failed: $(cat "$work/train.err")"
+    grep -q '"temperature": 0.7,' "$work/example_$kind/config.json" ||
+        fail "the $kind example's temperature is not in config.json"
+done
+"$binary" train grpo --help > "$work/help.out" || fail "train grpo --help failed"
+grep -q "^  checkpoint_every  steps between checkpoints; also after the last \[10\]" \
+    "$work/help.out" || fail "train grpo --help lacks checkpoint_every"
+grep -q "^  kl                KL coefficient, 0 for no KL term \[0.04\]" "$work/help.out" ||
+    fail "train grpo --help lacks the GRPO default of kl"
 
 for command in plot "rounds"; do
     "$binary" $command --help > "$work/help.out" || fail "$command --help failed"

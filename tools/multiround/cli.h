@@ -166,6 +166,42 @@ void cli_print_sampling_options(FILE *out, const cli_sampling *defaults,
  * that an option not given keeps the default that cli_sampling_init() set. */
 void cli_sampling_to_sampler(const cli_sampling *sampling, mr_sampler_params *params);
 
+/* ------------------------------------------------------------------------
+ * JSON config files of `multiround train` (cli_config.c)
+ * ------------------------------------------------------------------------ */
+
+struct cJSON;
+
+/* Config files larger than this are rejected. */
+#define CLI_CONFIG_MAX_BYTES (1u << 20)
+
+/*
+ * Reads the config file at path as a JSON object (free it with
+ * cJSON_Delete). Otherwise prints an error, with the line and column
+ * where invalid JSON stops the parser, and returns NULL.
+ */
+struct cJSON *cli_config_read(const char *path);
+
+/* Returns the JSON type of item in words ("a string", "null"), for messages. */
+const char *cli_json_type_name(const struct cJSON *item);
+
+/* Prints "config key 'KEY' must be EXPECTED, got TYPE" and returns false. */
+bool cli_config_wrong_type(const char *key, const char *expected, const struct cJSON *item);
+
+/* Reads an integer in [low, high] from item into *out; false (error
+ * printed) for another type or a fraction. */
+bool cli_config_integer(const char *key, const struct cJSON *item, double low, double high,
+                        double *out);
+
+/* Reads the true/false value of config key item->string into *out; false
+ * (error printed) for another type. */
+bool cli_config_flag(const struct cJSON *item, bool *out);
+
+/* Reads one of two names into *out: false for first, true for second.
+ * Returns false (error printed) for anything else. */
+bool cli_config_choice(const struct cJSON *item, const char *first, const char *second,
+                       bool *out);
+
 /* Seconds since an arbitrary start, from a monotonic clock. */
 double cli_seconds(void);
 

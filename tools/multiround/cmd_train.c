@@ -14,9 +14,6 @@
 #include "multiround/fileio.h"
 #include "multiround/train.h"
 
-/* Config files larger than this are rejected. */
-#define CONFIG_MAX_BYTES (1u << 20)
-
 static void print_help(void) {
     printf(
         "usage: multiround train KIND --config FILE.json [--resume] [OPTIONS]\n\n"
@@ -30,8 +27,8 @@ static void print_help(void) {
         "            {\"text\",\"label\"} rows\n"
         "  dpo       DPO (sigmoid loss) on {\"prompt\",\"chosen\",\"rejected\"} rows with an\n"
         "            optional \"ground_truth\" completion for the NLL term\n"
-        "  grpo      GRPO over multi-turn episodes of the calculator task; takes its\n"
-        "            own options (run 'multiround train grpo --help')\n"
+        "  grpo      GRPO over multi-turn episodes of the calculator task, with\n"
+        "            config keys of its own (run 'multiround train grpo --help')\n"
         "  ppo       PPO with a value head over the same episodes ('train ppo --help')\n\n"
         "options:\n"
         "  --config FILE  JSON object of the settings below (required)\n"
@@ -109,29 +106,6 @@ static bool parse_target(const char *name, unsigned *out) {
     return false;
 }
 
-/* Returns the JSON type of item in words, for messages. */
-static const char *json_type_name(const cJSON *item) {
-    if (cJSON_IsString(item)) {
-        return "a string";
-    }
-    if (cJSON_IsNumber(item)) {
-        return "a number";
-    }
-    if (cJSON_IsBool(item)) {
-        return cJSON_IsTrue(item) ? "true" : "false";
-    }
-    if (cJSON_IsNull(item)) {
-        return "null";
-    }
-    return cJSON_IsArray(item) ? "an array" : "an object";
-}
-
-/* Prints that config key has a value of the wrong type; returns false. */
-static bool wrong_type(const char *key, const char *expected, const cJSON *item) {
-    cli_error("config key '%s' must be %s, got %s", key, expected, json_type_name(item));
-    return false;
-}
-
 /* Keys of the init object in the names that multiround used before it
  * took Hugging Face config.json names, with their replacements. */
 static const char *const old_init_keys[][2] = {
@@ -161,7 +135,7 @@ static bool read_init_file(const char *path, mr_llama_config *c) {
     }
     char *text = NULL;
     size_t size = 0;
-    mr_status status = mr_file_read_all(path, CONFIG_MAX_BYTES, (void **)&text, &size, &err);
+    mr_status status = mr_file_read_all(path, CLI_CONFIG_MAX_BYTES, (void **)&text, &size, &err);
     if (status == MR_OK) {
         status = mr_llama_config_from_hf_json(text, path, c, &err);
     }
@@ -181,9 +155,10 @@ static bool read_init(const cJSON *init, mr_llama_config *c) {
         return read_init_file(init->valuestring, c);
     }
     if (!cJSON_IsObject(init)) {
-        return wrong_type("init", "an object of Hugging Face config.json keys or the path of a "
-                                  "config.json",
-                          init);
+        return cli_config_wrong_type("init",
+                                     "an object of Hugging Face config.json keys or the path of "
+                                     "a config.json",
+                                     init);
     }
     for (size_t i = 0; i < sizeof old_init_keys / sizeof old_init_keys[0]; i++) {
         if (cJSON_GetObjectItemCaseSensitive(init, old_init_keys[i][0]) != NULL) {
@@ -214,23 +189,6 @@ static bool read_init(const cJSON *init, mr_llama_config *c) {
     return true;
 }
 
-/* Reads an integer in [low, high] from item into *out; false (error
- * printed) for another type or a fraction. */
-static bool read_integer(const char *key, const cJSON *item, double low, double high,
-                         double *out) {
-    if (!cJSON_IsNumber(item)) {
-        return wrong_type(key, "an integer", item);
-    }
-    double v = item->valuedouble;
-    if (v != floor(v) || v < low || v > high) {
-        cli_error("config key '%s' must be an integer in [%.0f, %.0f], got %.17g", key, low,
-                  high, v);
-        return false;
-    }
-    *out = v;
-    return true;
-}
-
 /* Applies the config keys whose values are strings, integers or floats.
  * Returns 1 when key is one of them and applied, 0 when it is another
  * key, and -1 (error printed) for a value of the wrong type. */
@@ -245,7 +203,7 @@ static int apply_plain_key(const cJSON *item, mr_train_options *o) {
     for (size_t i = 0; i < sizeof string_keys / sizeof string_keys[0]; i++) {
         if (strcmp(key, string_keys[i]) == 0) {
             if (!cJSON_IsString(item)) {
-                wrong_type(key, "a string", item);
+                cli_config_wrong_type(key, "a string", item);
                 return -1;
             }
             *string_fields[i] = item->valuestring;
@@ -262,7 +220,7 @@ static int apply_plain_key(const cJSON *item, mr_train_options *o) {
     double v = 0.0;
     for (size_t i = 0; i < sizeof int_keys / sizeof int_keys[0]; i++) {
         if (strcmp(key, int_keys[i]) == 0) {
-            if (!read_integer(key, item, INT_MIN, INT_MAX, &v)) {
+            if (!cli_config_integer(key, item, INT_MIN, INT_MAX, &v)) {
                 return -1;
             }
             *int_fields[i] = (int)v;
@@ -277,7 +235,7 @@ static int apply_plain_key(const cJSON *item, mr_train_options *o) {
                               &o->eval_every, &o->checkpoint_every, &o->stop_after};
     for (size_t i = 0; i < sizeof step_keys / sizeof step_keys[0]; i++) {
         if (strcmp(key, step_keys[i]) == 0) {
-            if (!read_integer(key, item, -9007199254740992.0, 9007199254740992.0, &v)) {
+            if (!cli_config_integer(key, item, -9007199254740992.0, 9007199254740992.0, &v)) {
                 return -1;
             }
             *step_fields[i] = (int64_t)v;
@@ -294,7 +252,7 @@ static int apply_plain_key(const cJSON *item, mr_train_options *o) {
     for (size_t i = 0; i < sizeof float_keys / sizeof float_keys[0]; i++) {
         if (strcmp(key, float_keys[i]) == 0) {
             if (!cJSON_IsNumber(item)) {
-                wrong_type(key, "a number", item);
+                cli_config_wrong_type(key, "a number", item);
                 return -1;
             }
             *float_fields[i] = (float)item->valuedouble;
@@ -304,37 +262,10 @@ static int apply_plain_key(const cJSON *item, mr_train_options *o) {
     return 0;
 }
 
-/* Reads the config key of a true/false setting into *out. */
-static bool read_flag(const cJSON *item, bool *out) {
-    if (!cJSON_IsBool(item)) {
-        return wrong_type(item->string, "true or false", item);
-    }
-    *out = cJSON_IsTrue(item);
-    return true;
-}
-
-/* Reads one of two names into *out: false for first, true for second. */
-static bool read_choice(const cJSON *item, const char *first, const char *second, bool *out) {
-    if (cJSON_IsString(item) && strcmp(item->valuestring, first) == 0) {
-        *out = false;
-        return true;
-    }
-    if (cJSON_IsString(item) && strcmp(item->valuestring, second) == 0) {
-        *out = true;
-        return true;
-    }
-    if (cJSON_IsString(item)) {
-        cli_error("config key '%s' must be \"%s\" or \"%s\", got \"%s\"", item->string, first,
-                  second, item->valuestring);
-        return false;
-    }
-    return wrong_type(item->string, "a string", item);
-}
-
 /* Reads the lora_targets array. */
 static bool read_targets(const cJSON *item, unsigned *targets) {
     if (!cJSON_IsArray(item)) {
-        return wrong_type("lora_targets", "an array of target names", item);
+        return cli_config_wrong_type("lora_targets", "an array of target names", item);
     }
     *targets = 0;
     const cJSON *name;
@@ -342,7 +273,7 @@ static bool read_targets(const cJSON *item, unsigned *targets) {
         if (!cJSON_IsString(name) || !parse_target(name->valuestring, targets)) {
             cli_error("config key 'lora_targets' contains %s%s%s; use q, k, v, o, gate, up, "
                       "down or all",
-                      cJSON_IsString(name) ? "the unknown target '" : json_type_name(name),
+                      cJSON_IsString(name) ? "the unknown target '" : cli_json_type_name(name),
                       cJSON_IsString(name) ? name->valuestring : "",
                       cJSON_IsString(name) ? "'" : "");
             return false;
@@ -363,30 +294,30 @@ static bool apply_key(const cJSON *item, mr_train_options *o) {
     bool choice = false;
     if (strcmp(key, "adam_beta1") == 0 || strcmp(key, "adam_beta2") == 0) {
         if (!cJSON_IsNumber(item)) {
-            return wrong_type(key, "a number", item);
+            return cli_config_wrong_type(key, "a number", item);
         }
         *(key[9] == '1' ? &o->adam_beta1 : &o->adam_beta2) = item->valuedouble;
     } else if (strcmp(key, "seed") == 0) {
         double v = 0.0;
-        if (!read_integer(key, item, 0.0, 18446744073709549568.0, &v)) {
+        if (!cli_config_integer(key, item, 0.0, 18446744073709549568.0, &v)) {
             return false;
         }
         o->seed = (uint64_t)v;
     } else if (strcmp(key, "lora") == 0) {
-        return read_flag(item, &o->lora);
+        return cli_config_flag(item, &o->lora);
     } else if (strcmp(key, "pack") == 0) {
-        return read_flag(item, &o->pack);
+        return cli_config_flag(item, &o->pack);
     } else if (strcmp(key, "add_eos") == 0) {
-        return read_flag(item, &o->add_eos);
+        return cli_config_flag(item, &o->add_eos);
     } else if (strcmp(key, "resume") == 0) {
-        return read_flag(item, &o->resume);
+        return cli_config_flag(item, &o->resume);
     } else if (strcmp(key, "schedule") == 0) {
-        if (!read_choice(item, "cosine", "constant", &choice)) {
+        if (!cli_config_choice(item, "cosine", "constant", &choice)) {
             return false;
         }
         o->decay = choice ? MR_LR_CONSTANT : MR_LR_COSINE;
     } else if (strcmp(key, "reference") == 0) {
-        if (!read_choice(item, "copy", "adapter_off", &choice)) {
+        if (!cli_config_choice(item, "copy", "adapter_off", &choice)) {
             return false;
         }
         o->reference = choice ? MR_DPO_REFERENCE_ADAPTER_OFF : MR_DPO_REFERENCE_COPY;
@@ -400,59 +331,6 @@ static bool apply_key(const cJSON *item, mr_train_options *o) {
         return false;
     }
     return true;
-}
-
-/* True when text ends inside a string or with a bracket left open, the
- * marks of a file cut short. */
-static bool ends_early(const char *text) {
-    int depth = 0;
-    bool in_string = false;
-    for (const char *c = text; *c != '\0'; c++) {
-        if (in_string && *c == '\\' && c[1] != '\0') {
-            c++;
-        } else if (*c == '"') {
-            in_string = !in_string;
-        } else if (!in_string && (*c == '{' || *c == '[')) {
-            depth++;
-        } else if (!in_string && (*c == '}' || *c == ']')) {
-            depth--;
-        }
-    }
-    return in_string || depth > 0;
-}
-
-/* Parses the config text of path into a JSON object, printing the line
- * and column where invalid JSON stops the parser. Returns NULL on error. */
-static cJSON *parse_config(const char *path, const char *text) {
-    const char *end = NULL;
-    cJSON *config = cJSON_ParseWithOpts(text, &end, true);
-    if (config == NULL) {
-        int line = 1;
-        const char *line_start = text;
-        for (const char *c = text; end != NULL && c < end; c++) {
-            if (*c == '\n') {
-                line++;
-                line_start = c + 1;
-            }
-        }
-        if (end == NULL) {
-            cli_error("%s: invalid JSON", path);
-        } else if (*end == '\0') {
-            cli_error("%s:%d:%d: invalid JSON: the file ends before the JSON object does", path,
-                      line, (int)(end - line_start) + 1);
-        } else {
-            cli_error("%s:%d:%d: invalid JSON near '%.16s'%s", path, line,
-                      (int)(end - line_start) + 1, end,
-                      ends_early(text) ? "; the file ends before the JSON object does" : "");
-        }
-        return NULL;
-    }
-    if (!cJSON_IsObject(config)) {
-        cli_error("%s: not a JSON object; a config is one {\"key\": value, ...} object", path);
-        cJSON_Delete(config);
-        return NULL;
-    }
-    return config;
 }
 
 /* Parses a kind name; false for grpo, ppo (handled before) and unknown names. */
@@ -514,18 +392,11 @@ int cli_train(int argc, char **argv) {
         return 2;
     }
 
-    char *text = NULL;
-    size_t size = 0;
-    mr_error err;
-    if (mr_file_read_all(config_path, CONFIG_MAX_BYTES, (void **)&text, &size, &err) != MR_OK) {
-        cli_error("%s", err.message);
-        return 1;
-    }
-    cJSON *config = parse_config(config_path, text);
-    free(text);
+    cJSON *config = cli_config_read(config_path);
     if (config == NULL) {
         return 1;
     }
+    mr_error err;
     mr_train_options o;
     mr_train_options_default(&o, kind);
     const cJSON *item;

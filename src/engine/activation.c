@@ -224,13 +224,21 @@ static void swiglu_backward(mr_ctx *ctx, mr_tensor *out) {
 
     int64_t count = mr_tensor_numel(out);
     const float *g = gate->data, *u = up->data, *dy = out->grad;
-    if (dgate != NULL) {
+    if (dgate != NULL && dup != NULL) {
+        /* One sigmoid per element serves both gradients. silu_value()
+         * and silu_derivative() compute the same s, so the bits match. */
+#pragma omp parallel for simd schedule(static)
+        for (int64_t i = 0; i < count; i++) {
+            float s = sigmoid_value(g[i]);
+            dgate[i] += dy[i] * u[i] * (s * (1.0f + g[i] * (1.0f - s)));
+            dup[i] += dy[i] * (g[i] * s);
+        }
+    } else if (dgate != NULL) {
 #pragma omp parallel for simd schedule(static)
         for (int64_t i = 0; i < count; i++) {
             dgate[i] += dy[i] * u[i] * silu_derivative(g[i], 0.0f);
         }
-    }
-    if (dup != NULL) {
+    } else if (dup != NULL) {
 #pragma omp parallel for simd schedule(static)
         for (int64_t i = 0; i < count; i++) {
             dup[i] += dy[i] * silu_value(g[i]);

@@ -154,16 +154,18 @@ static void activations_reject_int_input(void) {
     mr_ctx_free(ctx);
 }
 
-/* The fused gate against mr_tensor_mul(mr_tensor_silu(gate), up): equal
- * values and gradients, bit for bit, over inputs in [-6, 6]. */
-static void swiglu_matches_silu_times_up(void) {
+/* Runs silu(gate) * up on [3, 37] inputs in [-6, 6], fused or as separate
+ * ops, with gradients for the inputs that need them. Stores the output and
+ * the gradients (zeros for an input without one). */
+static void run_swiglu(bool fused, bool gate_needs_grad, bool up_needs_grad, float *out,
+                       float *dgate, float *dup) {
     mr_ctx *params = mr_ctx_create(0);
     mr_tensor *gate = mr_tensor_new2d(params, MR_F32, 3, 37);
     mr_tensor *up = mr_tensor_new2d(params, MR_F32, 3, 37);
     mr_test_fill_uniform(gate, -6.0f, 6.0f, 180);
     mr_test_fill_uniform(up, -6.0f, 6.0f, 181);
-    mr_tensor_set_requires_grad(gate, true);
-    mr_tensor_set_requires_grad(up, true);
+    mr_tensor_set_requires_grad(gate, gate_needs_grad);
+    mr_tensor_set_requires_grad(up, up_needs_grad);
     int64_t count = mr_tensor_numel(gate);
     float seed[3 * 37];
     for (int64_t i = 0; i < count; i++) {
@@ -171,24 +173,41 @@ static void swiglu_matches_silu_times_up(void) {
     }
 
     mr_ctx *ctx = mr_ctx_create(0);
-    mr_tensor *fused = mr_tensor_swiglu(ctx, gate, up);
-    CHECK_STATUS(mr_tensor_backward(ctx, fused, seed), MR_OK);
-    float fused_out[3 * 37], fused_dgate[3 * 37], fused_dup[3 * 37];
-    memcpy(fused_out, fused->data, sizeof fused_out);
-    memcpy(fused_dgate, gate->grad, sizeof fused_dgate);
-    memcpy(fused_dup, up->grad, sizeof fused_dup);
-    mr_tensor_zero_grad(gate);
-    mr_tensor_zero_grad(up);
-    mr_ctx_reset(ctx);
-
-    mr_tensor *separate = mr_tensor_mul(ctx, mr_tensor_silu(ctx, gate), up);
-    CHECK_STATUS(mr_tensor_backward(ctx, separate, seed), MR_OK);
-    CHECK(memcmp(separate->data, fused_out, sizeof fused_out) == 0);
-    CHECK(memcmp(gate->grad, fused_dgate, sizeof fused_dgate) == 0);
-    CHECK(memcmp(up->grad, fused_dup, sizeof fused_dup) == 0);
-
+    mr_tensor *y = fused ? mr_tensor_swiglu(ctx, gate, up)
+                         : mr_tensor_mul(ctx, mr_tensor_silu(ctx, gate), up);
+    CHECK_STATUS(mr_tensor_backward(ctx, y, seed), MR_OK);
+    size_t bytes = (size_t)count * sizeof(float);
+    memcpy(out, y->data, bytes);
+    memset(dgate, 0, bytes);
+    memset(dup, 0, bytes);
+    if (gate->grad != NULL) {
+        memcpy(dgate, gate->grad, bytes);
+    }
+    if (up->grad != NULL) {
+        memcpy(dup, up->grad, bytes);
+    }
     mr_ctx_free(ctx);
     mr_ctx_free(params);
+}
+
+/* The fused gate against mr_tensor_mul(mr_tensor_silu(gate), up): equal
+ * values and gradients, bit for bit, with gradients for both inputs or
+ * for one of them. */
+static void swiglu_matches_silu_times_up(void) {
+    bool needs[3][2] = {{true, true}, {true, false}, {false, true}};
+    for (int c = 0; c < 3; c++) {
+        float fused[3][3 * 37], separate[3][3 * 37];
+        run_swiglu(true, needs[c][0], needs[c][1], fused[0], fused[1], fused[2]);
+        run_swiglu(false, needs[c][0], needs[c][1], separate[0], separate[1], separate[2]);
+        CHECK(memcmp(fused[0], separate[0], sizeof fused[0]) == 0);
+        CHECK(memcmp(fused[1], separate[1], sizeof fused[1]) == 0);
+        CHECK(memcmp(fused[2], separate[2], sizeof fused[2]) == 0);
+
+        /* An input that needs a gradient gets a non-zero one. */
+        float zeros[3 * 37] = {0.0f};
+        CHECK(needs[c][0] == (memcmp(fused[1], zeros, sizeof zeros) != 0));
+        CHECK(needs[c][1] == (memcmp(fused[2], zeros, sizeof zeros) != 0));
+    }
 }
 
 static mr_tensor *build_swiglu(mr_ctx *ctx, mr_tensor **in, void *user) {

@@ -43,9 +43,15 @@
 #include "internal.h"
 #include "rng_hash.h"
 
-/* Outputs per block in the product loops: 16 floats, one 512-bit or two
- * 256-bit vector registers. */
+/* Outputs per block in the product loops: 16 floats (one 512-bit or two
+ * 256-bit vector registers) with AVX, else 4 floats, one SSE register.
+ * GCC 12 keeps wider vector values in memory when it has to split them
+ * into SSE registers. */
+#ifdef __AVX__
 #define ATTENTION_BLOCK 16
+#else
+#define ATTENTION_BLOCK 4
+#endif
 
 /* Sizes and strides shared by forward and backward. */
 typedef struct attention_dims {
@@ -99,17 +105,18 @@ static void transpose_rows(const float *rows, int64_t row_stride, int64_t count,
 }
 
 /* ATTENTION_BLOCK floats as one GCC/Clang vector value, which the compiler
- * keeps in registers (one 512-bit or two 256-bit ones). Loads and stores
- * go through memcpy because rows need not be aligned. */
+ * keeps in registers. Loads and stores go through memcpy because rows
+ * need not be aligned. Helpers take these values by pointer: passing them
+ * by value changes the calling convention between builds with and without
+ * AVX-512, which GCC warns about. */
 typedef float block_vector __attribute__((vector_size(ATTENTION_BLOCK * sizeof(float))));
 
-static inline block_vector load_block(const float *p) {
+/* *acc += w * p[0 .. ATTENTION_BLOCK). */
+static inline void add_scaled_block(block_vector *acc, float w, const float *p) {
     block_vector v;
     memcpy(&v, p, sizeof v);
-    return v;
+    *acc += w * v;
 }
-
-static inline void store_block(float *p, block_vector v) { memcpy(p, &v, sizeof v); }
 
 /*
  * Computes out[j] = x . y_j for j < count, where yt contains the rows y_j
@@ -125,17 +132,17 @@ static void block_scores(const float *x, const float *yt, int64_t stride, int64_
         const float *column = yt + j0;
         block_vector acc0 = {0.0f}, acc1 = {0.0f}, acc2 = {0.0f}, acc3 = {0.0f};
         for (int64_t c = 0; c < whole; c += 4) {
-            acc0 += x[c] * load_block(column + c * stride);
-            acc1 += x[c + 1] * load_block(column + (c + 1) * stride);
-            acc2 += x[c + 2] * load_block(column + (c + 2) * stride);
-            acc3 += x[c + 3] * load_block(column + (c + 3) * stride);
+            add_scaled_block(&acc0, x[c], column + c * stride);
+            add_scaled_block(&acc1, x[c + 1], column + (c + 1) * stride);
+            add_scaled_block(&acc2, x[c + 2], column + (c + 2) * stride);
+            add_scaled_block(&acc3, x[c + 3], column + (c + 3) * stride);
         }
         for (int64_t c = whole; c < dim; c++) {
-            acc0 += x[c] * load_block(column + c * stride);
+            add_scaled_block(&acc0, x[c], column + c * stride);
         }
         block_vector sum = (acc0 + acc1) + (acc2 + acc3);
         if (count - j0 >= ATTENTION_BLOCK) {
-            store_block(out + j0, sum);
+            memcpy(out + j0, &sum, sizeof sum);
             continue;
         }
         for (int64_t j = 0; j < count - j0; j++) {
@@ -147,11 +154,11 @@ static void block_scores(const float *x, const float *yt, int64_t stride, int64_
 /* Zeros read in place of a row whose coefficient is 0 in add_row_combination(). */
 static const float zero_block[ATTENTION_BLOCK];
 
-/* Returns block c0 of row r in add_row_combination(), or zero_block when
- * the row's coefficient w is 0. */
-static inline block_vector weighted_block(float w, const float *rows, int64_t row_stride,
-                                          int64_t r, int64_t c0) {
-    return w * load_block(w != 0.0f ? rows + r * row_stride + c0 : zero_block);
+/* *acc += w * (block c0 of row r) in add_row_combination(), reading
+ * zero_block in place of the row when w is 0. */
+static inline void add_weighted_row(block_vector *acc, float w, const float *rows,
+                                    int64_t row_stride, int64_t r, int64_t c0) {
+    add_scaled_block(acc, w, w != 0.0f ? rows + r * row_stride + c0 : zero_block);
 }
 
 /*
@@ -169,16 +176,19 @@ static void add_row_combination(float *y, const float *coeff, int64_t coeff_stri
     for (; c0 + ATTENTION_BLOCK <= dim; c0 += ATTENTION_BLOCK) {
         block_vector acc0 = {0.0f}, acc1 = {0.0f}, acc2 = {0.0f}, acc3 = {0.0f};
         for (int64_t r = 0; r < whole; r += 4) {
-            acc0 += weighted_block(coeff[r * coeff_stride], rows, row_stride, r, c0);
-            acc1 += weighted_block(coeff[(r + 1) * coeff_stride], rows, row_stride, r + 1, c0);
-            acc2 += weighted_block(coeff[(r + 2) * coeff_stride], rows, row_stride, r + 2, c0);
-            acc3 += weighted_block(coeff[(r + 3) * coeff_stride], rows, row_stride, r + 3, c0);
+            add_weighted_row(&acc0, coeff[r * coeff_stride], rows, row_stride, r, c0);
+            add_weighted_row(&acc1, coeff[(r + 1) * coeff_stride], rows, row_stride, r + 1, c0);
+            add_weighted_row(&acc2, coeff[(r + 2) * coeff_stride], rows, row_stride, r + 2, c0);
+            add_weighted_row(&acc3, coeff[(r + 3) * coeff_stride], rows, row_stride, r + 3, c0);
         }
         for (int64_t r = whole; r < count; r++) {
-            acc0 += weighted_block(coeff[r * coeff_stride], rows, row_stride, r, c0);
+            add_weighted_row(&acc0, coeff[r * coeff_stride], rows, row_stride, r, c0);
         }
-        block_vector sum = scale * ((acc0 + acc1) + (acc2 + acc3));
-        store_block(y + c0, load_block(y + c0) + sum);
+        block_vector sum = (acc0 + acc1) + (acc2 + acc3);
+        block_vector y_block;
+        memcpy(&y_block, y + c0, sizeof y_block);
+        y_block += scale * sum;
+        memcpy(y + c0, &y_block, sizeof y_block);
     }
 
     /* The last dim % ATTENTION_BLOCK columns, one row at a time. */

@@ -121,9 +121,9 @@ static inline void add_scaled_block(block_vector *acc, float w, const float *p) 
 /*
  * Computes out[j] = x . y_j for j < count, where yt contains the rows y_j
  * transposed as written by transpose_rows(), with row stride stride >=
- * transposed_stride(count). Rows c of yt go to four partial sums by
- * c % 4, which keeps four additions in flight; the order of additions
- * depends only on dim.
+ * transposed_stride(count). Row c of yt goes to partial sum c % 4, which
+ * keeps four additions in flight. The order of additions depends only on
+ * dim.
  */
 static void block_scores(const float *x, const float *yt, int64_t stride, int64_t dim,
                          int64_t count, float *out) {
@@ -165,7 +165,7 @@ static inline void add_weighted_row(block_vector *acc, float w, const float *row
  * Adds scale * sum_r coeff[r * coeff_stride] * row_r to y[0 .. dim), for
  * count rows of dim floats at rows + r * row_stride. A row whose
  * coefficient is 0 adds nothing even where its values are not finite
- * (a masked key's value, say). Rows go to four partial sums by r % 4; the
+ * (a masked key's value, say). Row r goes to partial sum r % 4, so the
  * order of additions depends only on count.
  */
 static void add_row_combination(float *y, const float *coeff, int64_t coeff_stride,
@@ -377,8 +377,8 @@ static inline int64_t first_query(const attention_dims *d, int64_t j) {
  * ds_j = p_j * (dp_j - sum_l p_l dp_l) with dp_j = m_j c do_i . v_j, where
  * m is the keep mask kept [T, S] (all ones when NULL) and c = keep_scale.
  * Stores them in dscores [T, S] when not NULL, and adds
- * dq_i += scale * sum_j ds_j k_j when dq is not NULL. scratch holds
- * scratch_floats(d) floats.
+ * dq_i += scale * sum_j ds_j k_j when dq is not NULL. scratch has room
+ * for scratch_floats(d) floats.
  */
 static void attention_backward_scores(const attention_dims *d, float keep_scale, int64_t b,
                                       int64_t h, const float *probs, const uint8_t *kept,

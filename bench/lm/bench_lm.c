@@ -39,11 +39,14 @@
  * backpropagates, and takes an AdamW step (lr 1e-4, PyTorch's defaults
  * otherwise) over all parameters. One untimed step comes first. Prints
  *
- *     engine train threads N tok_s X first_loss L
+ *     engine train threads N tok_s X first_loss L cpu_ms_min C cpu_ms_median M
  *
- * where X is B x T x steps over the time of the timed steps and L is the
- * loss of the first step. bench/lm/torch_lm.py --train runs the same
- * step in PyTorch.
+ * where X is B x T x steps over the wall time of the timed steps and L is
+ * the loss of the first step. C and M are the least and the median
+ * process CPU time of one timed step in milliseconds. On a loaded machine
+ * they move less than the wall time, because time spent waiting for a
+ * core does not count. bench/lm/torch_lm.py --train runs the same
+ * step in PyTorch and prints the same fields.
  *
  * --save-hf writes the F32 weights of the preset as a Hugging Face folder
  * for bench/lm/torch_lm.py and exits.
@@ -83,6 +86,13 @@ static const preset presets[] = {
 static double seconds(void) {
     struct timespec now;
     clock_gettime(CLOCK_MONOTONIC, &now);
+    return (double)now.tv_sec + 1e-9 * (double)now.tv_nsec;
+}
+
+/* CPU time of the whole process (every thread) in seconds. */
+static double cpu_seconds(void) {
+    struct timespec now;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &now);
     return (double)now.tv_sec + 1e-9 * (double)now.tv_nsec;
 }
 
@@ -228,10 +238,12 @@ static int run_training(mr_llama *model, int threads, int batch, int length, int
      * targets are the same sequence shifted left by one. */
     int64_t count = (int64_t)batch * length;
     int32_t *sequence = malloc((size_t)(count + 1) * sizeof *sequence);
+    double *step_cpu = malloc((size_t)steps * sizeof *step_cpu);
     mr_ctx *ctx = mr_ctx_create(0);
-    if (sequence == NULL || ctx == NULL) {
+    if (sequence == NULL || step_cpu == NULL || ctx == NULL) {
         fprintf(stderr, "bench_lm: out of memory\n");
         free(sequence);
+        free(step_cpu);
         mr_ctx_free(ctx);
         mr_optim_free(opt);
         return 1;
@@ -246,6 +258,7 @@ static int run_training(mr_llama *model, int threads, int batch, int length, int
         if (step == 1) {
             start = seconds();
         }
+        double step_start = cpu_seconds();
         mr_ctx_reset(ctx);
         mr_tensor *tokens = mr_tensor_from_i32(ctx, 2, shape, sequence);
         mr_tensor *targets = mr_tensor_from_i32(ctx, 2, shape, sequence + 1);
@@ -264,14 +277,20 @@ static int run_training(mr_llama *model, int threads, int batch, int length, int
             break;
         }
         mr_optim_zero_grad(opt);
+        if (step > 0) {
+            step_cpu[step - 1] = cpu_seconds() - step_start;
+        }
     }
     double elapsed = seconds() - start;
 
     if (status == 0) {
-        printf("engine train threads %d tok_s %.1f first_loss %.6f\n", threads,
+        printf("engine train threads %d tok_s %.1f first_loss %.6f", threads,
                (double)count * steps / elapsed, (double)first_loss);
+        double cpu_median = median(step_cpu, steps); /* sorts step_cpu */
+        printf(" cpu_ms_min %.1f cpu_ms_median %.1f\n", 1e3 * step_cpu[0], 1e3 * cpu_median);
     }
     mr_ctx_free(ctx);
+    free(step_cpu);
     free(sequence);
     mr_optim_free(opt);
     return status;

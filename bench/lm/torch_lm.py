@@ -23,7 +23,10 @@ times the step of `bench_lm --train`: mean next-token cross-entropy of a
 defaults otherwise, as mr_optim_config_default gives), after one untimed
 step, and prints
 
-    torch train threads N tok_s X first_loss L
+    torch train threads N tok_s X first_loss L cpu_ms_min C cpu_ms_median M
+
+with the same fields as bench_lm: C and M are the least and the median
+process CPU time of one timed step in milliseconds.
 """
 import argparse
 import json
@@ -168,7 +171,11 @@ def run_once(model, prompt_len, gen_len):
 
 
 def run_training(model, batch, length, steps):
-    """Run steps + 1 training steps, the first untimed; return tokens/s and the first loss."""
+    """Run steps + 1 training steps, the first untimed.
+
+    Return tokens/s over the wall time, the first loss, and the process CPU
+    time of each timed step in seconds.
+    """
     vocab = model.config["vocab_size"]
     sequence = torch.tensor([(i * 7919 + 13) % vocab for i in range(batch * length + 1)])
     tokens = sequence[:-1].view(batch, length)
@@ -179,17 +186,21 @@ def run_training(model, batch, length, steps):
     optimizer = torch.optim.AdamW(params, lr=1e-4)
     first_loss = None
     start = None
+    step_cpu = []
     for step in range(steps + 1):
         if step == 1:
             start = time.perf_counter()
+        step_start = time.process_time()
         loss = model.train_loss(tokens, targets)
         loss.backward()
         if step == 0:
             first_loss = float(loss)
         optimizer.step()
         optimizer.zero_grad(set_to_none=False)
+        if step > 0:
+            step_cpu.append(time.process_time() - step_start)
     elapsed = time.perf_counter() - start
-    return batch * length * steps / elapsed, first_loss
+    return batch * length * steps / elapsed, first_loss, step_cpu
 
 
 def main():
@@ -208,8 +219,10 @@ def main():
 
     model = Llama(args.folder)
     if args.train:
-        tok_s, first_loss = run_training(model, args.batch, args.length, args.steps)
-        print(f"torch train threads {args.threads} tok_s {tok_s:.1f} first_loss {first_loss:.6f}")
+        tok_s, first_loss, step_cpu = run_training(model, args.batch, args.length, args.steps)
+        print(f"torch train threads {args.threads} tok_s {tok_s:.1f} first_loss {first_loss:.6f}"
+              f" cpu_ms_min {1e3 * min(step_cpu):.1f}"
+              f" cpu_ms_median {1e3 * statistics.median(step_cpu):.1f}")
         return
     prompt_rates, gen_rates = [], []
     for r in range(args.repeats):

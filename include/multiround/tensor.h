@@ -422,6 +422,15 @@ mr_tensor *mr_tensor_tanh(mr_ctx *ctx, mr_tensor *x);
 mr_tensor *mr_tensor_log_sigmoid(mr_ctx *ctx, mr_tensor *x);
 
 /*
+ * Computes the SwiGLU gate of a Llama feed-forward layer, silu(gate) * up,
+ * for gate and up of the same shape. Values and gradients are rounded in
+ * the same order as by mr_tensor_mul(ctx, mr_tensor_silu(ctx, gate), up),
+ * which the tests check bit for bit, but take one pass each way and keep
+ * no silu(gate) tensor.
+ */
+mr_tensor *mr_tensor_swiglu(mr_ctx *ctx, mr_tensor *gate, mr_tensor *up);
+
+/*
  * Inverted dropout: in training mode each element is zeroed with
  * probability p and the rest are scaled by 1/(1-p). The mask depends only
  * on the rng state and the element index, not on the thread count; rng

@@ -1,6 +1,7 @@
 /*
- * Element-wise activations (GELU, SiLU, ReLU, sigmoid, tanh, log-sigmoid)
- * and inverted dropout, each with its backward pass.
+ * Element-wise activations (GELU, SiLU, ReLU, sigmoid, tanh, log-sigmoid),
+ * the SwiGLU gate silu(gate) * up, and inverted dropout, each with its
+ * backward pass.
  *
  * The six activations share one forward and one backward loop. Each is
  * described by a value function y = f(x) and a derivative function that
@@ -201,6 +202,87 @@ mr_tensor *mr_tensor_tanh(mr_ctx *ctx, mr_tensor *x) {
 
 mr_tensor *mr_tensor_log_sigmoid(mr_ctx *ctx, mr_tensor *x) {
     return unary_op(ctx, UNARY_LOG_SIGMOID, x);
+}
+
+/* ------------------------------------------------------------------------
+ * SwiGLU
+ * ------------------------------------------------------------------------ */
+
+/*
+ * dgate += dy * up * silu'(gate) and dup += dy * silu(gate), with silu
+ * recomputed from gate. The products are rounded in the same order as in
+ * the separate mul and silu backward passes, so the gradients equal
+ * theirs bit for bit. dgate or dup may be NULL.
+ */
+static void swiglu_backward(mr_ctx *ctx, mr_tensor *out) {
+    mr_tensor *gate = out->src[0], *up = out->src[1];
+    float *dgate = mr_tensor_requires_grad(gate) ? mr_tensor_grad_buffer(ctx, gate) : NULL;
+    float *dup = mr_tensor_requires_grad(up) ? mr_tensor_grad_buffer(ctx, up) : NULL;
+    if (ctx->status != MR_OK) {
+        return;
+    }
+
+    int64_t count = mr_tensor_numel(out);
+    const float *g = gate->data, *u = up->data, *dy = out->grad;
+    if (dgate != NULL && dup != NULL) {
+        /* One sigmoid per element serves both gradients. silu_value()
+         * and silu_derivative() compute the same s, so the bits match. */
+#pragma omp parallel for simd schedule(static)
+        for (int64_t i = 0; i < count; i++) {
+            float s = sigmoid_value(g[i]);
+            dgate[i] += dy[i] * u[i] * (s * (1.0f + g[i] * (1.0f - s)));
+            dup[i] += dy[i] * (g[i] * s);
+        }
+    } else if (dgate != NULL) {
+#pragma omp parallel for simd schedule(static)
+        for (int64_t i = 0; i < count; i++) {
+            dgate[i] += dy[i] * u[i] * silu_derivative(g[i], 0.0f);
+        }
+    } else if (dup != NULL) {
+#pragma omp parallel for simd schedule(static)
+        for (int64_t i = 0; i < count; i++) {
+            dup[i] += dy[i] * silu_value(g[i]);
+        }
+    }
+}
+
+mr_tensor *mr_tensor_swiglu(mr_ctx *ctx, mr_tensor *gate, mr_tensor *up) {
+    if (mr_any_null(2, gate, up)) {
+        return NULL;
+    }
+    if (!mr_check_dtype(ctx, "swiglu", "gate", gate, MR_F32) ||
+        !mr_check_dtype(ctx, "swiglu", "up", up, MR_F32)) {
+        return NULL;
+    }
+    if (!mr_tensor_same_shape(gate, up)) {
+        char sg[96], su[96];
+        mr_ctx_fail(ctx, MR_ERR_SHAPE,
+                    "swiglu: gate %s and up %s must have the same shape; use "
+                    "mr_tensor_mul(mr_tensor_silu(gate), up) to broadcast",
+                    mr_tensor_shape_string(gate, sg, sizeof sg),
+                    mr_tensor_shape_string(up, su, sizeof su));
+        return NULL;
+    }
+    gate = mr_tensor_contiguous(ctx, gate);
+    up = mr_tensor_contiguous(ctx, up);
+    if (gate == NULL || up == NULL) {
+        return NULL;
+    }
+
+    mr_tensor *srcs[2] = {gate, up};
+    mr_tensor *out = mr_op_output(ctx, "swiglu", gate->ndim, gate->shape, srcs, 2,
+                                  swiglu_backward);
+    if (out == NULL) {
+        return NULL;
+    }
+    int64_t count = mr_tensor_numel(gate);
+    const float *g = gate->data, *u = up->data;
+    float *y = out->data;
+#pragma omp parallel for simd schedule(static)
+    for (int64_t i = 0; i < count; i++) {
+        y[i] = silu_value(g[i]) * u[i];
+    }
+    return out;
 }
 
 /* ------------------------------------------------------------------------

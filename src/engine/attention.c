@@ -9,10 +9,14 @@
  * Hidden keys get p_j = 0. A query with no visible key outputs zeros, or
  * with MR_ATTENTION_ALL_KEYS_IF_EMPTY takes every key as visible.
  *
- * The products are plain loops over contiguous rows of D floats. At the
- * sizes this engine targets (T and S around 50, D from 16 to 64), a GEMM
- * call per head costs more in setup than it saves. Calling BLAS from
- * inside an OpenMP loop would also nest its threads.
+ * The products are plain loops in blocks of ATTENTION_BLOCK outputs that
+ * the compiler keeps in vector registers. Scores (q . k_j, and do . v_j in
+ * backward) read k or v transposed to [D, S] in a per-thread scratch
+ * buffer, so that one block of scores is a sum of D scaled rows and needs
+ * no horizontal sums. At the sizes this engine targets (T and S around
+ * 50, D from 16 to 64), a GEMM call per head costs more in setup than it
+ * saves. Calling BLAS from inside an OpenMP loop would also nest its
+ * threads.
  *
  * q, k and v may be strided views (say, [B, T, H, D] transposed to
  * [B, H, T, D]) as long as their last dimension is contiguous; others are
@@ -38,6 +42,16 @@
 #include "fastmath.h"
 #include "internal.h"
 #include "rng_hash.h"
+
+/* Outputs per block in the product loops: 16 floats (one 512-bit or two
+ * 256-bit vector registers) with AVX, else 4 floats, one SSE register.
+ * GCC 12 keeps wider vector values in memory when it has to split them
+ * into SSE registers. */
+#ifdef __AVX__
+#define ATTENTION_BLOCK 16
+#else
+#define ATTENTION_BLOCK 4
+#endif
 
 /* Sizes and strides shared by forward and backward. */
 typedef struct attention_dims {
@@ -65,24 +79,128 @@ typedef struct attention_saved {
     uint8_t *kept; /* [B, Hq, T, S] keep mask, or NULL without dropout */
 } attention_saved;
 
-/*
- * Dot product of two rows of n floats. The simd reduction lets the compiler
- * split the sum across vector lanes. That order is fixed when the code is
- * compiled, so results still do not depend on the thread count.
- */
-static inline float dot_row(const float *a, const float *b, int64_t n) {
-    float sum = 0.0f;
-#pragma omp simd reduction(+ : sum)
-    for (int64_t i = 0; i < n; i++) {
-        sum += a[i] * b[i];
-    }
-    return sum;
+/* Row stride of a [D, S] transposed scratch matrix: S rounded up to whole
+ * blocks, so that block_scores() may read a full last block. */
+static inline int64_t transposed_stride(int64_t s_len) {
+    return (s_len + ATTENTION_BLOCK - 1) / ATTENTION_BLOCK * ATTENTION_BLOCK;
 }
 
-/* y += alpha * x over n floats. */
-static inline void axpy_row(float *y, float alpha, const float *x, int64_t n) {
-    for (int64_t i = 0; i < n; i++) {
-        y[i] += alpha * x[i];
+/*
+ * Copies count rows of dim floats (row r at rows + r * row_stride) into
+ * out as their transpose [dim, stride], with stride from
+ * transposed_stride(count), and zeroes the padding columns.
+ */
+static void transpose_rows(const float *rows, int64_t row_stride, int64_t count, int64_t dim,
+                           float *out) {
+    int64_t stride = transposed_stride(count);
+    for (int64_t c = 0; c < dim; c++) {
+        float *out_row = out + c * stride;
+        for (int64_t r = 0; r < count; r++) {
+            out_row[r] = rows[r * row_stride + c];
+        }
+        for (int64_t r = count; r < stride; r++) {
+            out_row[r] = 0.0f;
+        }
+    }
+}
+
+/* ATTENTION_BLOCK floats as one GCC/Clang vector value, which the compiler
+ * keeps in registers. Loads and stores go through memcpy because rows
+ * need not be aligned. Helpers take these values by pointer: passing them
+ * by value changes the calling convention between builds with and without
+ * AVX-512, which GCC warns about. */
+typedef float block_vector __attribute__((vector_size(ATTENTION_BLOCK * sizeof(float))));
+
+/* *acc += w * p[0 .. ATTENTION_BLOCK). */
+static inline void add_scaled_block(block_vector *acc, float w, const float *p) {
+    block_vector v;
+    memcpy(&v, p, sizeof v);
+    *acc += w * v;
+}
+
+/*
+ * Computes out[j] = x . y_j for j < count, where yt contains the rows y_j
+ * transposed as written by transpose_rows(), with row stride stride >=
+ * transposed_stride(count). Row c of yt goes to partial sum c % 4, which
+ * keeps four additions in flight. The order of additions depends only on
+ * dim.
+ */
+static void block_scores(const float *x, const float *yt, int64_t stride, int64_t dim,
+                         int64_t count, float *out) {
+    int64_t whole = dim - dim % 4;
+    for (int64_t j0 = 0; j0 < count; j0 += ATTENTION_BLOCK) {
+        const float *column = yt + j0;
+        block_vector acc0 = {0.0f}, acc1 = {0.0f}, acc2 = {0.0f}, acc3 = {0.0f};
+        for (int64_t c = 0; c < whole; c += 4) {
+            add_scaled_block(&acc0, x[c], column + c * stride);
+            add_scaled_block(&acc1, x[c + 1], column + (c + 1) * stride);
+            add_scaled_block(&acc2, x[c + 2], column + (c + 2) * stride);
+            add_scaled_block(&acc3, x[c + 3], column + (c + 3) * stride);
+        }
+        for (int64_t c = whole; c < dim; c++) {
+            add_scaled_block(&acc0, x[c], column + c * stride);
+        }
+        block_vector sum = (acc0 + acc1) + (acc2 + acc3);
+        if (count - j0 >= ATTENTION_BLOCK) {
+            memcpy(out + j0, &sum, sizeof sum);
+            continue;
+        }
+        for (int64_t j = 0; j < count - j0; j++) {
+            out[j0 + j] = sum[j];
+        }
+    }
+}
+
+/* Zeros read in place of a row whose coefficient is 0 in add_row_combination(). */
+static const float zero_block[ATTENTION_BLOCK];
+
+/* *acc += w * (block c0 of row r) in add_row_combination(), reading
+ * zero_block in place of the row when w is 0. */
+static inline void add_weighted_row(block_vector *acc, float w, const float *rows,
+                                    int64_t row_stride, int64_t r, int64_t c0) {
+    add_scaled_block(acc, w, w != 0.0f ? rows + r * row_stride + c0 : zero_block);
+}
+
+/*
+ * Adds scale * sum_r coeff[r * coeff_stride] * row_r to y[0 .. dim), for
+ * count rows of dim floats at rows + r * row_stride. A row whose
+ * coefficient is 0 adds nothing even where its values are not finite
+ * (a masked key's value, say). Row r goes to partial sum r % 4, so the
+ * order of additions depends only on count.
+ */
+static void add_row_combination(float *y, const float *coeff, int64_t coeff_stride,
+                                const float *rows, int64_t row_stride, int64_t count,
+                                int64_t dim, float scale) {
+    int64_t whole = count - count % 4;
+    int64_t c0 = 0;
+    for (; c0 + ATTENTION_BLOCK <= dim; c0 += ATTENTION_BLOCK) {
+        block_vector acc0 = {0.0f}, acc1 = {0.0f}, acc2 = {0.0f}, acc3 = {0.0f};
+        for (int64_t r = 0; r < whole; r += 4) {
+            add_weighted_row(&acc0, coeff[r * coeff_stride], rows, row_stride, r, c0);
+            add_weighted_row(&acc1, coeff[(r + 1) * coeff_stride], rows, row_stride, r + 1, c0);
+            add_weighted_row(&acc2, coeff[(r + 2) * coeff_stride], rows, row_stride, r + 2, c0);
+            add_weighted_row(&acc3, coeff[(r + 3) * coeff_stride], rows, row_stride, r + 3, c0);
+        }
+        for (int64_t r = whole; r < count; r++) {
+            add_weighted_row(&acc0, coeff[r * coeff_stride], rows, row_stride, r, c0);
+        }
+        block_vector sum = (acc0 + acc1) + (acc2 + acc3);
+        block_vector y_block;
+        memcpy(&y_block, y + c0, sizeof y_block);
+        y_block += scale * sum;
+        memcpy(y + c0, &y_block, sizeof y_block);
+    }
+
+    /* The last dim % ATTENTION_BLOCK columns, one row at a time. */
+    for (int64_t c = c0; c < dim; c++) {
+        float acc = 0.0f;
+        for (int64_t r = 0; r < count; r++) {
+            float w = coeff[r * coeff_stride];
+            if (w != 0.0f) {
+                acc += w * rows[r * row_stride + c];
+            }
+        }
+        y[c] += scale * acc;
     }
 }
 
@@ -97,11 +215,28 @@ static inline int64_t causal_limit(const attention_dims *d, int64_t i) {
 
 /*
  * Writes the scores of the keys j < limit that mask (may be NULL) leaves
- * visible into the row p of S floats, and 0 for the other keys. Stores
- * their maximum in max and returns false when no key is visible.
+ * visible into the row p of S floats, and 0 for the other keys, from kt,
+ * the head's keys transposed by transpose_rows(). Stores their maximum in
+ * max and returns false when no key is visible.
  */
-static bool score_row(const attention_dims *d, const float *qi, const float *kh,
+static bool score_row(const attention_dims *d, const float *qi, const float *kt,
                       const float *mask, int64_t limit, float *p, float *max) {
+    block_scores(qi, kt, transposed_stride(d->s_len), d->head_dim, limit, p);
+    if (mask == NULL) {
+        /* Without a mask every key below limit is visible: a loop without
+         * branches that the compiler vectorises. */
+        float top = -INFINITY;
+#pragma omp simd reduction(max : top)
+        for (int64_t j = 0; j < limit; j++) {
+            p[j] *= d->scale;
+            top = p[j] > top ? p[j] : top;
+        }
+        for (int64_t j = limit; j < d->s_len; j++) {
+            p[j] = 0.0f;
+        }
+        *max = top;
+        return limit > 0;
+    }
     bool any = false;
     *max = -INFINITY;
     for (int64_t j = 0; j < d->s_len; j++) {
@@ -109,7 +244,7 @@ static bool score_row(const attention_dims *d, const float *qi, const float *kh,
             p[j] = 0.0f;
             continue;
         }
-        float s = d->scale * dot_row(qi, kh + j * d->k_stride[2], d->head_dim);
+        float s = d->scale * p[j];
         p[j] = s;
         *max = s > *max ? s : *max;
         any = true;
@@ -123,16 +258,23 @@ static inline bool dropout_keeps(const attention_dropout *drop, int64_t n) {
     return mr_rng_bits_to_uniform(rng_hash(drop->mask_key, (uint64_t)n)) >= drop->rate;
 }
 
+/* Floats of per-thread scratch that the forward and backward kernels use:
+ * a [D, S] transposed key or value matrix plus two rows of S floats and
+ * one column of T. */
+static int64_t scratch_floats(const attention_dims *d) {
+    return d->head_dim * transposed_stride(d->s_len) + 2 * d->s_len + d->t_len + 1;
+}
+
 /*
  * Computes one (batch b, query head h) pair: probabilities into probs
  * (T rows of S when all_rows, else one reused row of S) and the output
  * rows into out [T, D]. With dropout, kept receives the pair's keep mask
- * [T, S] when not NULL.
+ * [T, S] when not NULL. scratch has room for scratch_floats(d) floats.
  */
 static void attention_forward_pair(const attention_dims *d, const attention_dropout *drop,
                                    int64_t b, int64_t h, const float *q, const float *k,
                                    const float *v, const float *key_mask, float *probs,
-                                   bool all_rows, uint8_t *kept, float *out) {
+                                   bool all_rows, uint8_t *kept, float *out, float *scratch) {
     int64_t kvh = h / d->group;
     int64_t dim = d->head_dim, s_len = d->s_len;
     const float *qh = q + b * d->q_stride[0] + h * d->q_stride[1];
@@ -140,6 +282,9 @@ static void attention_forward_pair(const attention_dims *d, const attention_drop
     const float *vh = v + b * d->v_stride[0] + kvh * d->v_stride[1];
     const float *mask = key_mask != NULL ? key_mask + b * s_len : NULL;
     int64_t first_prob = (b * d->q_heads + h) * d->t_len * s_len;
+    float *kt = scratch;
+    float *weights = kt + dim * transposed_stride(s_len);
+    transpose_rows(kh, d->k_stride[2], s_len, dim, kt);
 
     for (int64_t i = 0; i < d->t_len; i++) {
         float *p = all_rows ? probs + i * s_len : probs;
@@ -158,11 +303,11 @@ static void attention_forward_pair(const attention_dims *d, const attention_drop
         /* Scores of the visible keys. A query that sees none either
          * outputs zeros or, with the flag, sees every key. */
         float max;
-        bool any = score_row(d, qi, kh, row_mask, limit, p, &max);
+        bool any = score_row(d, qi, kt, row_mask, limit, p, &max);
         if (!any && d->all_keys_if_empty) {
             limit = s_len;
             row_mask = NULL;
-            any = score_row(d, qi, kh, row_mask, limit, p, &max);
+            any = score_row(d, qi, kt, row_mask, limit, p, &max);
         }
         if (!any) {
             continue;
@@ -170,28 +315,43 @@ static void attention_forward_pair(const attention_dims *d, const attention_drop
 
         /* Softmax over the visible keys, then the sum of values weighted
          * by the probabilities after dropout. */
-        float sum = 0.0f;
-        for (int64_t j = 0; j < limit; j++) {
-            if (row_mask == NULL || row_mask[j] != 0.0f) {
+        if (row_mask == NULL) {
+            for (int64_t j = 0; j < limit; j++) {
                 p[j] = mr_expf(p[j] - max);
-                sum += p[j];
             }
+        } else {
+            for (int64_t j = 0; j < limit; j++) {
+                float e = mr_expf(p[j] - max);
+                p[j] = row_mask[j] != 0.0f ? e : 0.0f;
+            }
+        }
+        /* The simd reduction splits the sum across vector lanes in an
+         * order fixed at compile time, so it does not depend on the thread
+         * count. */
+        float sum = 0.0f;
+#pragma omp simd reduction(+ : sum)
+        for (int64_t j = 0; j < limit; j++) {
+            sum += p[j];
         }
         float inv = 1.0f / sum;
         for (int64_t j = 0; j < limit; j++) {
             p[j] *= inv;
-            float weight = p[j];
-            if (drop->rate > 0.0f && weight != 0.0f) {
-                bool keep = dropout_keeps(drop, first_prob + i * s_len + j);
-                if (kept_row != NULL) {
-                    kept_row[j] = keep;
-                }
-                weight = keep ? weight * drop->keep_scale : 0.0f;
-            }
-            if (weight != 0.0f) {
-                axpy_row(o, weight, vh + j * d->v_stride[2], dim);
-            }
         }
+        const float *w = p;
+        if (drop->rate > 0.0f) {
+            for (int64_t j = 0; j < limit; j++) {
+                weights[j] = p[j];
+                if (p[j] != 0.0f) {
+                    bool keep = dropout_keeps(drop, first_prob + i * s_len + j);
+                    if (kept_row != NULL) {
+                        kept_row[j] = keep;
+                    }
+                    weights[j] = keep ? p[j] * drop->keep_scale : 0.0f;
+                }
+            }
+            w = weights;
+        }
+        add_row_combination(o, w, 1, vh, d->v_stride[2], limit, dim, 1.0f);
     }
 }
 
@@ -201,22 +361,38 @@ static inline int64_t backward_limit(const attention_dims *d, int64_t i) {
     return d->all_keys_if_empty ? d->s_len : causal_limit(d, i);
 }
 
+/* The first query whose probability of key j may be non-zero: under
+ * causal masking, query i sees key j from i = j - (S - T) on, unless the
+ * flag gives a query that sees no key every key. */
+static inline int64_t first_query(const attention_dims *d, int64_t j) {
+    if (!d->causal || d->all_keys_if_empty) {
+        return 0;
+    }
+    int64_t first = j - (d->s_len - d->t_len);
+    return first < 0 ? 0 : (first > d->t_len ? d->t_len : first);
+}
+
 /*
  * Backward, step 1, for one (b, h) pair: the score gradients
  * ds_j = p_j * (dp_j - sum_l p_l dp_l) with dp_j = m_j c do_i . v_j, where
  * m is the keep mask kept [T, S] (all ones when NULL) and c = keep_scale.
  * Stores them in dscores [T, S] when not NULL, and adds
- * dq_i += scale * sum_j ds_j k_j when dq is not NULL.
+ * dq_i += scale * sum_j ds_j k_j when dq is not NULL. scratch has room
+ * for scratch_floats(d) floats.
  */
 static void attention_backward_scores(const attention_dims *d, float keep_scale, int64_t b,
                                       int64_t h, const float *probs, const uint8_t *kept,
                                       const float *dout, const float *k, const float *v,
-                                      float *dscores, float *dq, float *dp) {
+                                      float *dscores, float *dq, float *scratch) {
     int64_t kvh = h / d->group;
     int64_t dim = d->head_dim, s_len = d->s_len;
     const float *kh = k + b * d->k_stride[0] + kvh * d->k_stride[1];
     const float *vh = v + b * d->v_stride[0] + kvh * d->v_stride[1];
     float *dqh = dq != NULL ? dq + b * d->q_stride[0] + h * d->q_stride[1] : NULL;
+    float *vt = scratch;
+    float *dp = vt + dim * transposed_stride(s_len);
+    float *g_row = dp + s_len;
+    transpose_rows(vh, d->v_stride[2], s_len, dim, vt);
 
     for (int64_t i = 0; i < d->t_len; i++) {
         const float *p = probs + i * s_len;
@@ -224,22 +400,20 @@ static void attention_backward_scores(const attention_dims *d, float keep_scale,
         const float *doi = dout + i * dim;
         int64_t limit = backward_limit(d, i);
 
+        block_scores(doi, vt, transposed_stride(s_len), dim, limit, dp);
         float dot = 0.0f;
         for (int64_t j = 0; j < limit; j++) {
             bool used = p[j] != 0.0f && (kept_row == NULL || kept_row[j]);
-            dp[j] = used ? keep_scale * dot_row(doi, vh + j * d->v_stride[2], dim) : 0.0f;
+            dp[j] = used ? keep_scale * dp[j] : 0.0f;
             dot += p[j] * dp[j];
         }
-        float *ds = dscores != NULL ? dscores + i * s_len : NULL;
-        float *dqi = dqh != NULL ? dqh + i * d->q_stride[2] : NULL;
+        float *ds = dscores != NULL ? dscores + i * s_len : g_row;
         for (int64_t j = 0; j < s_len; j++) {
-            float g = j < limit ? p[j] * (dp[j] - dot) : 0.0f;
-            if (ds != NULL) {
-                ds[j] = g;
-            }
-            if (dqi != NULL && g != 0.0f) {
-                axpy_row(dqi, d->scale * g, kh + j * d->k_stride[2], dim);
-            }
+            ds[j] = j < limit ? p[j] * (dp[j] - dot) : 0.0f;
+        }
+        if (dqh != NULL) {
+            add_row_combination(dqh + i * d->q_stride[2], ds, 1, kh, d->k_stride[2], limit, dim,
+                                d->scale);
         }
     }
 }
@@ -248,15 +422,16 @@ static void attention_backward_scores(const attention_dims *d, float keep_scale,
  * Backward, step 2, for one (b, kv head) pair: over its query heads in
  * order, dk_j += scale * sum_i ds_ij q_i and dv_j += sum_i r_ij do_i with
  * r the probabilities after dropout (p itself when kept is NULL).
- * dk or dv may be NULL.
+ * dk or dv may be NULL. scratch has room for scratch_floats(d) floats.
  */
 static void attention_backward_kv(const attention_dims *d, float keep_scale, int64_t b,
                                   int64_t kvh, const float *probs, const uint8_t *kept,
                                   const float *dscores, const float *dout, const float *q,
-                                  float *dk, float *dv) {
+                                  float *dk, float *dv, float *scratch) {
     int64_t dim = d->head_dim, s_len = d->s_len, t_len = d->t_len;
     float *dkh = dk != NULL ? dk + b * d->k_stride[0] + kvh * d->k_stride[1] : NULL;
     float *dvh = dv != NULL ? dv + b * d->v_stride[0] + kvh * d->v_stride[1] : NULL;
+    float *r_column = scratch + dim * transposed_stride(s_len) + 2 * s_len;
 
     for (int64_t g = 0; g < d->group; g++) {
         int64_t h = kvh * d->group + g;
@@ -267,20 +442,29 @@ static void attention_backward_kv(const attention_dims *d, float keep_scale, int
         const float *doh = dout + pair * t_len * dim;
         const float *qh = q + b * d->q_stride[0] + h * d->q_stride[1];
         for (int64_t j = 0; j < s_len; j++) {
-            float *dkj = dkh != NULL ? dkh + j * d->k_stride[2] : NULL;
-            float *dvj = dvh != NULL ? dvh + j * d->v_stride[2] : NULL;
-            for (int64_t i = 0; i < t_len; i++) {
-                if (dkj != NULL && ds[i * s_len + j] != 0.0f) {
-                    axpy_row(dkj, d->scale * ds[i * s_len + j], qh + i * d->q_stride[2], dim);
-                }
-                float r = p[i * s_len + j];
-                if (m != NULL) {
-                    r = m[i * s_len + j] ? r * keep_scale : 0.0f;
-                }
-                if (dvj != NULL && r != 0.0f) {
-                    axpy_row(dvj, r, doh + i * dim, dim);
-                }
+            /* Queries before the first that sees key j have p_ij = 0. */
+            int64_t first = first_query(d, j);
+            int64_t rows = t_len - first;
+            if (dkh != NULL) {
+                add_row_combination(dkh + j * d->k_stride[2], ds + first * s_len + j, s_len,
+                                    qh + first * d->q_stride[2], d->q_stride[2], rows, dim,
+                                    d->scale);
             }
+            if (dvh == NULL) {
+                continue;
+            }
+            const float *r = p + first * s_len + j;
+            int64_t r_stride = s_len;
+            if (m != NULL) {
+                for (int64_t i = first; i < t_len; i++) {
+                    r_column[i - first] =
+                        m[i * s_len + j] ? p[i * s_len + j] * keep_scale : 0.0f;
+                }
+                r = r_column;
+                r_stride = 1;
+            }
+            add_row_combination(dvh + j * d->v_stride[2], r, r_stride, doh + first * dim, dim,
+                                rows, dim, 1.0f);
         }
     }
 }
@@ -309,8 +493,8 @@ static void attention_backward(mr_ctx *ctx, mr_tensor *out) {
 #ifdef _OPENMP
     threads = omp_get_max_threads();
 #endif
-    float *dp_rows = mr_ctx_alloc(ctx, (size_t)threads * (size_t)(d->s_len > 0 ? d->s_len : 1) *
-                                           sizeof(float));
+    int64_t scratch_size = scratch_floats(d);
+    float *scratch_all = mr_ctx_alloc(ctx, (size_t)threads * (size_t)scratch_size * sizeof(float));
     if (ctx->status != MR_OK) {
         return;
     }
@@ -322,7 +506,7 @@ static void attention_backward(mr_ctx *ctx, mr_tensor *out) {
 #ifdef _OPENMP
             thread = omp_get_thread_num();
 #endif
-            float *dp = dp_rows + (int64_t)thread * d->s_len;
+            float *scratch = scratch_all + (int64_t)thread * scratch_size;
 #pragma omp for schedule(static)
             for (int64_t pair = 0; pair < pairs; pair++) {
                 int64_t b = pair / d->q_heads, h = pair % d->q_heads;
@@ -330,18 +514,26 @@ static void attention_backward(mr_ctx *ctx, mr_tensor *out) {
                     d, s->dropout.keep_scale, b, h, s->probs + pair * pair_size,
                     s->kept != NULL ? s->kept + pair * pair_size : NULL,
                     out->grad + pair * d->t_len * d->head_dim, k->data, v->data,
-                    dscores != NULL ? dscores + pair * pair_size : NULL, dq, dp);
+                    dscores != NULL ? dscores + pair * pair_size : NULL, dq, scratch);
             }
         }
     }
 
     if (dk != NULL || dv != NULL) {
         int64_t kv_pairs = d->batch * d->kv_heads;
-#pragma omp parallel for schedule(static)
-        for (int64_t pair = 0; pair < kv_pairs; pair++) {
-            int64_t b = pair / d->kv_heads, kvh = pair % d->kv_heads;
-            attention_backward_kv(d, s->dropout.keep_scale, b, kvh, s->probs, s->kept, dscores,
-                                  out->grad, q->data, dk, dv);
+#pragma omp parallel
+        {
+            int thread = 0;
+#ifdef _OPENMP
+            thread = omp_get_thread_num();
+#endif
+            float *scratch = scratch_all + (int64_t)thread * scratch_size;
+#pragma omp for schedule(static)
+            for (int64_t pair = 0; pair < kv_pairs; pair++) {
+                int64_t b = pair / d->kv_heads, kvh = pair % d->kv_heads;
+                attention_backward_kv(d, s->dropout.keep_scale, b, kvh, s->probs, s->kept,
+                                      dscores, out->grad, q->data, dk, dv, scratch);
+            }
         }
     }
 }
@@ -495,7 +687,9 @@ mr_tensor *mr_tensor_attention_ex(mr_ctx *ctx, mr_tensor *q, mr_tensor *k,
 #endif
     int64_t prob_count = recording ? pairs * pair_size : (int64_t)threads * d.s_len;
     float *probs = mr_ctx_alloc(ctx, (size_t)(prob_count > 0 ? prob_count : 1) * sizeof(float));
-    if (probs == NULL) {
+    int64_t scratch_size = scratch_floats(&d);
+    float *scratch_all = mr_ctx_alloc(ctx, (size_t)threads * (size_t)scratch_size * sizeof(float));
+    if (probs == NULL || scratch_all == NULL) {
         return NULL;
     }
     uint8_t *kept = NULL;
@@ -530,7 +724,8 @@ mr_tensor *mr_tensor_attention_ex(mr_ctx *ctx, mr_tensor *q, mr_tensor *k,
             float *p = recording ? probs + pair * pair_size : probs + (int64_t)thread * d.s_len;
             attention_forward_pair(&d, &drop, b, h, q->data, k->data, v->data, mask_data, p,
                                    recording, kept != NULL ? kept + pair * pair_size : NULL,
-                                   out->data + pair * d.t_len * d.head_dim);
+                                   out->data + pair * d.t_len * d.head_dim,
+                                   scratch_all + (int64_t)thread * scratch_size);
         }
     }
     return out;

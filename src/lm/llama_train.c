@@ -138,8 +138,7 @@ static mr_tensor *block_forward(const forward_pass *pass, int layer, mr_tensor *
     h = mr_tensor_rms_norm(ctx, x, block_tensor(pass, layer, LLAMA_FFN_NORM), c->rms_eps);
     mr_tensor *gate = project(pass, h, layer, LLAMA_FFN_GATE, none);
     mr_tensor *up = project(pass, h, layer, LLAMA_FFN_UP, none);
-    mr_tensor *ffn = project(pass, mr_tensor_mul(ctx, mr_tensor_silu(ctx, gate), up), layer,
-                             LLAMA_FFN_DOWN, none);
+    mr_tensor *ffn = project(pass, mr_tensor_swiglu(ctx, gate, up), layer, LLAMA_FFN_DOWN, none);
     return mr_tensor_add(ctx, x, ffn);
 }
 

@@ -1,8 +1,9 @@
 /*
  * Activation and dropout tests: values and gradients against PyTorch
  * fixtures, finite-difference gradients on odd shapes, log-sigmoid at
- * extreme inputs, and the dropout mask's statistics, reproducibility and
- * independence of the thread count.
+ * extreme inputs, the fused SwiGLU gate against silu and mul, and the
+ * dropout mask's statistics, reproducibility and independence of the
+ * thread count.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -150,6 +151,100 @@ static void activations_reject_int_input(void) {
     CHECK(mr_tensor_gelu(ctx, ids) == NULL);
     CHECK_STATUS(mr_ctx_status(ctx), MR_ERR_INVALID_ARGUMENT);
     CHECK(strstr(mr_ctx_error_message(ctx), "gelu") != NULL);
+    mr_ctx_free(ctx);
+}
+
+/* Runs silu(gate) * up on [3, 37] inputs in [-6, 6], fused or as separate
+ * ops, with gradients for the inputs that need them. Stores the output and
+ * the gradients (zeros for an input without one). */
+static void run_swiglu(bool fused, bool gate_needs_grad, bool up_needs_grad, float *out,
+                       float *dgate, float *dup) {
+    mr_ctx *params = mr_ctx_create(0);
+    mr_tensor *gate = mr_tensor_new2d(params, MR_F32, 3, 37);
+    mr_tensor *up = mr_tensor_new2d(params, MR_F32, 3, 37);
+    mr_test_fill_uniform(gate, -6.0f, 6.0f, 180);
+    mr_test_fill_uniform(up, -6.0f, 6.0f, 181);
+    mr_tensor_set_requires_grad(gate, gate_needs_grad);
+    mr_tensor_set_requires_grad(up, up_needs_grad);
+    int64_t count = mr_tensor_numel(gate);
+    float seed[3 * 37];
+    for (int64_t i = 0; i < count; i++) {
+        seed[i] = (float)((i * 5) % 9) / 9.0f - 0.45f;
+    }
+
+    mr_ctx *ctx = mr_ctx_create(0);
+    mr_tensor *y = fused ? mr_tensor_swiglu(ctx, gate, up)
+                         : mr_tensor_mul(ctx, mr_tensor_silu(ctx, gate), up);
+    CHECK_STATUS(mr_tensor_backward(ctx, y, seed), MR_OK);
+    size_t bytes = (size_t)count * sizeof(float);
+    memcpy(out, y->data, bytes);
+    memset(dgate, 0, bytes);
+    memset(dup, 0, bytes);
+    if (gate->grad != NULL) {
+        memcpy(dgate, gate->grad, bytes);
+    }
+    if (up->grad != NULL) {
+        memcpy(dup, up->grad, bytes);
+    }
+    mr_ctx_free(ctx);
+    mr_ctx_free(params);
+}
+
+/* The fused gate against mr_tensor_mul(mr_tensor_silu(gate), up): equal
+ * values and gradients, bit for bit, with gradients for both inputs or
+ * for one of them. */
+static void swiglu_matches_silu_times_up(void) {
+    bool needs[3][2] = {{true, true}, {true, false}, {false, true}};
+    for (int c = 0; c < 3; c++) {
+        float fused[3][3 * 37], separate[3][3 * 37];
+        run_swiglu(true, needs[c][0], needs[c][1], fused[0], fused[1], fused[2]);
+        run_swiglu(false, needs[c][0], needs[c][1], separate[0], separate[1], separate[2]);
+        CHECK(memcmp(fused[0], separate[0], sizeof fused[0]) == 0);
+        CHECK(memcmp(fused[1], separate[1], sizeof fused[1]) == 0);
+        CHECK(memcmp(fused[2], separate[2], sizeof fused[2]) == 0);
+
+        /* An input that needs a gradient gets a non-zero one. */
+        float zeros[3 * 37] = {0.0f};
+        CHECK(needs[c][0] == (memcmp(fused[1], zeros, sizeof zeros) != 0));
+        CHECK(needs[c][1] == (memcmp(fused[2], zeros, sizeof zeros) != 0));
+    }
+}
+
+static mr_tensor *build_swiglu(mr_ctx *ctx, mr_tensor **in, void *user) {
+    (void)user;
+    return mr_tensor_swiglu(ctx, in[0], in[1]);
+}
+
+/* Finite differences for both inputs, from -4 to 4. */
+static void swiglu_gradients(void) {
+    mr_ctx *params = mr_ctx_create(0);
+    mr_tensor *in[2] = {mr_tensor_new2d(params, MR_F32, 4, 9),
+                        mr_tensor_new2d(params, MR_F32, 4, 9)};
+    for (int i = 0; i < 2; i++) {
+        mr_test_fill_uniform(in[i], -4.0f, 4.0f, 190 + i);
+        mr_tensor_set_requires_grad(in[i], true);
+    }
+    CHECK_INT_EQ(mr_gradcheck("swiglu", build_swiglu, in, 2, NULL, NULL), 0);
+    mr_ctx_free(params);
+}
+
+/* silu(1) * 2 = 2 / (1 + e^-1), and shapes that differ are rejected. */
+static void swiglu_value_and_shape_check(void) {
+    mr_ctx *ctx = mr_ctx_create(0);
+    float gate_value = 1.0f, up_value = 2.0f;
+    int64_t shape[1] = {1};
+    mr_tensor *out = mr_tensor_swiglu(ctx, mr_tensor_from_f32(ctx, 1, shape, &gate_value),
+                                      mr_tensor_from_f32(ctx, 1, shape, &up_value));
+    CHECK_CTX_OK(ctx);
+    if (out != NULL) {
+        CHECK_NEAR(out->data[0], 2.0 / (1.0 + exp(-1.0)), 1e-6);
+    }
+
+    mr_tensor *gate = mr_tensor_new2d(ctx, MR_F32, 2, 3);
+    mr_tensor *up = mr_tensor_new2d(ctx, MR_F32, 3, 2);
+    CHECK(mr_tensor_swiglu(ctx, gate, up) == NULL);
+    CHECK_STATUS(mr_ctx_status(ctx), MR_ERR_SHAPE);
+    CHECK(strstr(mr_ctx_error_message(ctx), "gate [2, 3] and up [3, 2]") != NULL);
     mr_ctx_free(ctx);
 }
 
@@ -351,6 +446,9 @@ int main(void) {
     MR_RUN(activation_gradients);
     MR_RUN(log_sigmoid_extremes);
     MR_RUN(activations_reject_int_input);
+    MR_RUN(swiglu_matches_silu_times_up);
+    MR_RUN(swiglu_gradients);
+    MR_RUN(swiglu_value_and_shape_check);
     MR_RUN(dropout_same_state_same_mask);
     MR_RUN(dropout_kept_fraction_and_scale);
     MR_RUN(dropout_gradient_follows_mask);

@@ -129,6 +129,77 @@ static void attention_matches_separate_ops(void) {
     mr_ctx_free(params);
 }
 
+/*
+ * Runs fused attention and the separate ops (matmul, softmax, matmul) on
+ * the same causal, masked inputs with Hq == Hkv and compares values and
+ * gradients. Key j of the last batch entry is masked when j % 5 == 3.
+ */
+static void compare_with_separate_ops(int64_t b, int64_t h, int64_t t, int64_t s, int64_t d) {
+    mr_ctx *params = mr_ctx_create(0);
+    mr_tensor *q = mr_tensor_new4d(params, MR_F32, b, h, t, d);
+    mr_tensor *k = mr_tensor_new4d(params, MR_F32, b, h, s, d);
+    mr_tensor *v = mr_tensor_new4d(params, MR_F32, b, h, s, d);
+    mr_tensor *mask = mr_tensor_new2d(params, MR_F32, b, s);
+    for (int64_t i = 0; i < b * s; i++) {
+        mask->data[i] = i >= (b - 1) * s && (i % s) % 5 == 3 ? 0.0f : 1.0f;
+    }
+    mr_test_fill_uniform(q, -1, 1, 150);
+    mr_test_fill_uniform(k, -1, 1, 151);
+    mr_test_fill_uniform(v, -1, 1, 152);
+    mr_tensor *inputs[3] = {q, k, v};
+    for (int i = 0; i < 3; i++) {
+        mr_tensor_set_requires_grad(inputs[i], true);
+    }
+    int64_t count = b * h * t * d;
+    float *seed = malloc((size_t)count * sizeof *seed);
+    for (int64_t i = 0; i < count; i++) {
+        seed[i] = (float)((i * 7) % 11) / 11.0f - 0.5f;
+    }
+
+    mr_ctx *ctx = mr_ctx_create(0);
+    mr_tensor *fused = mr_tensor_attention(ctx, q, k, v, mask, 0.0f, MR_SOFTMAX_CAUSAL);
+    CHECK_STATUS(mr_tensor_backward(ctx, fused, seed), MR_OK);
+    float *fused_out = malloc((size_t)count * sizeof *fused_out);
+    memcpy(fused_out, fused->data, (size_t)count * sizeof *fused_out);
+    float *fused_grads[3];
+    for (int i = 0; i < 3; i++) {
+        int64_t n = mr_tensor_numel(inputs[i]);
+        fused_grads[i] = malloc((size_t)n * sizeof(float));
+        memcpy(fused_grads[i], inputs[i]->grad, (size_t)n * sizeof(float));
+        mr_tensor_zero_grad(inputs[i]);
+    }
+    mr_ctx_reset(ctx);
+
+    int64_t ms4[4] = {b, 1, 1, s};
+    mr_tensor *scores = mr_tensor_scale(ctx, mr_tensor_matmul(ctx, q, k, MR_MATMUL_TRANS_B),
+                                        1.0f / sqrtf((float)d));
+    mr_tensor *mask4 = mr_tensor_reshape(ctx, mask, 4, ms4);
+    mr_tensor *probs = mr_tensor_softmax(ctx, scores, mask4, MR_SOFTMAX_CAUSAL);
+    mr_tensor *separate = mr_tensor_matmul(ctx, probs, v, 0);
+    CHECK_STATUS(mr_tensor_backward(ctx, separate, seed), MR_OK);
+    CHECK_ARRAY_NEAR(separate->data, fused_out, count, 1e-6, 1e-5);
+    for (int i = 0; i < 3; i++) {
+        CHECK_ARRAY_NEAR(inputs[i]->grad, fused_grads[i], mr_tensor_numel(inputs[i]), 1e-6,
+                         1e-5);
+        free(fused_grads[i]);
+    }
+    free(fused_out);
+    free(seed);
+    mr_ctx_free(ctx);
+    mr_ctx_free(params);
+}
+
+/*
+ * Head sizes of 16 and more run the kernels' 16-float blocks, and key
+ * counts above 16 their partial last block of scores. D = 40 has two
+ * whole blocks and a tail of 8; D = 64 has whole blocks only.
+ */
+static void attention_wide_heads_match_separate_ops(void) {
+    compare_with_separate_ops(2, 2, 37, 37, 40);
+    compare_with_separate_ops(2, 3, 20, 33, 64);
+    compare_with_separate_ops(1, 2, 17, 16, 16);
+}
+
 typedef struct attention_build {
     float scale;
     int flags;
@@ -190,6 +261,81 @@ static void attention_gradients(void) {
         CHECK_INT_EQ(mr_gradcheck(label, build_attention, in, 4, &cases[i].build, NULL), 0);
         mr_ctx_free(params);
     }
+}
+
+/* Finite differences with grouped heads, D = 40, causal masking with
+ * T < S and a padding mask. */
+static void attention_wide_heads_gradients(void) {
+    mr_ctx *params = mr_ctx_create(0);
+    int64_t b = 2, t = 19, s = 21, d = 40;
+    int64_t qs[4] = {b, 4, t, d}, ks[4] = {b, 2, s, d}, ms[2] = {b, s};
+    mr_tensor *in[4] = {mr_tensor_new(params, MR_F32, 4, qs),
+                        mr_tensor_new(params, MR_F32, 4, ks),
+                        mr_tensor_new(params, MR_F32, 4, ks),
+                        mr_tensor_new(params, MR_F32, 2, ms)};
+    for (int64_t i = 0; i < b * s; i++) {
+        in[3]->data[i] = i % 7 == 2 ? 0.0f : 1.0f;
+    }
+    for (int j = 0; j < 3; j++) {
+        mr_test_fill_uniform(in[j], -1.5f, 1.5f, 160 + j);
+        mr_tensor_set_requires_grad(in[j], true);
+    }
+    attention_build build = {0.0f, MR_SOFTMAX_CAUSAL, true, false};
+    mr_gradcheck_options options = {.eps = 1e-3, .atol = 1e-3, .rtol = 1e-2,
+                                    .max_elements = 400};
+    CHECK_INT_EQ(mr_gradcheck("wide heads", build_attention, in, 4, &build, &options), 0);
+    mr_ctx_free(params);
+}
+
+/* A masked key adds nothing, even when its key and value are NaN: the
+ * output and every gradient stay finite. */
+static void attention_masked_nan_key_adds_nothing(void) {
+    mr_ctx *ctx = mr_ctx_create(0);
+    int64_t t = 5, s = 20, d = 32;
+    mr_tensor *q = mr_tensor_new4d(ctx, MR_F32, 1, 2, t, d);
+    mr_tensor *k = mr_tensor_new4d(ctx, MR_F32, 1, 2, s, d);
+    mr_tensor *v = mr_tensor_new4d(ctx, MR_F32, 1, 2, s, d);
+    mr_tensor *mask = mr_tensor_new2d(ctx, MR_F32, 1, s);
+    mr_test_fill_uniform(q, -1, 1, 170);
+    mr_test_fill_uniform(k, -1, 1, 171);
+    mr_test_fill_uniform(v, -1, 1, 172);
+    for (int64_t j = 0; j < s; j++) {
+        mask->data[j] = j == 6 ? 0.0f : 1.0f;
+    }
+    for (int64_t h = 0; h < 2; h++) {
+        for (int64_t c = 0; c < d; c++) {
+            k->data[(h * s + 6) * d + c] = NAN;
+            v->data[(h * s + 6) * d + c] = NAN;
+        }
+    }
+    mr_tensor_set_requires_grad(q, true);
+    mr_tensor_set_requires_grad(v, true);
+    mr_tensor *out = mr_tensor_attention(ctx, q, k, v, mask, 0.0f, 0);
+    CHECK_CTX_OK(ctx);
+    if (out == NULL) {
+        mr_ctx_free(ctx);
+        return;
+    }
+    int64_t count = mr_tensor_numel(out);
+    float *seed = malloc((size_t)count * sizeof *seed);
+    for (int64_t i = 0; i < count; i++) {
+        seed[i] = 1.0f;
+    }
+    CHECK_STATUS(mr_tensor_backward(ctx, out, seed), MR_OK);
+
+    int nonfinite_out = 0, nonfinite_dq = 0, nonfinite_dv = 0;
+    for (int64_t i = 0; i < count; i++) {
+        nonfinite_out += !isfinite(out->data[i]);
+        nonfinite_dq += !isfinite(q->grad[i]);
+    }
+    for (int64_t i = 0; i < mr_tensor_numel(v); i++) {
+        nonfinite_dv += !isfinite(v->grad[i]);
+    }
+    CHECK_INT_EQ(nonfinite_out, 0);
+    CHECK_INT_EQ(nonfinite_dq, 0);
+    CHECK_INT_EQ(nonfinite_dv, 0);
+    free(seed);
+    mr_ctx_free(ctx);
 }
 
 static void attention_hidden_query_gives_zeros(void) {
@@ -345,6 +491,9 @@ int main(void) {
     MR_RUN(attention_matches_torch);
     MR_RUN(attention_matches_separate_ops);
     MR_RUN(attention_gradients);
+    MR_RUN(attention_wide_heads_match_separate_ops);
+    MR_RUN(attention_wide_heads_gradients);
+    MR_RUN(attention_masked_nan_key_adds_nothing);
     MR_RUN(attention_hidden_query_gives_zeros);
     MR_RUN(attention_inference_matches_training);
     MR_RUN(attention_same_on_any_thread_count);

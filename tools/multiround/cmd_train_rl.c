@@ -71,6 +71,11 @@ static const option_spec option_specs[] = {
     {"--scale-rewards", OPT_BOOL, OFF(rl.scale_rewards), 0, 1,
      "on|off: GRPO divides by the group's std (default on)"},
     {"--adv-eps", OPT_FLOAT, OFF(rl.adv_eps), 0, 1, "GRPO: added to the std (default 1e-4)"},
+    {"--filter-groups", OPT_BOOL, OFF(rl.filter_groups), 0, 1,
+     "on|off: GRPO redraws a prompt whose episodes all got the same reward (default off)"},
+    {"--max-prompt-draws", OPT_INT, OFF(rl.max_prompt_draws), 0, 1e7,
+     "GRPO with --filter-groups: prompts drawn per step at most, 0 for 8 x --prompts "
+     "(default 0)"},
     {"--gamma", OPT_FLOAT, OFF(rl.gamma), 0, 1, "PPO: GAE discount (default 1)"},
     {"--lambda", OPT_FLOAT, OFF(rl.lambda), 0, 1, "PPO: GAE lambda (default 1)"},
     {"--vf-coef", OPT_FLOAT, OFF(rl.vf_coef), 0, 100, "PPO: value loss weight (default 0.5)"},

@@ -1,10 +1,13 @@
 """Writes the calculator task's problem sets and SFT transcripts.
 
-    python3 data/calc/generate.py [--seed 1] [--train 2000] [--eval 200]
+    python3 data/calc/generate.py [--seed 1] [--train 2000] [--eval 200] [--valid 200]
 
 writes, next to this script:
   train.jsonl  {"question": "37*24+58", "answer": 946}, problems for RL
-  eval.jsonl   held-out problems: no question appears in train.jsonl
+  eval.jsonl   held-out test problems: no question appears in train.jsonl
+  valid.jsonl  validation problems for choosing training settings, which
+               keeps eval.jsonl a test set. No question appears in
+               train.jsonl or eval.jsonl
   sft.jsonl    {"prompt": "Q: 37*24+58\\n", "completion": " <calc>..."},
                one correct transcript per train problem
 
@@ -14,6 +17,10 @@ only non-negative numbers. A transcript makes one calculator call per
 operator, products first and then left to right, as mr_calc_transcript()
 in src/train/env_calc.c writes it, and joins the turns and results with
 single spaces.
+
+The validation problems are drawn after all the others from the same
+generator, so train.jsonl, eval.jsonl and sft.jsonl do not depend on
+--valid.
 """
 import argparse
 import json
@@ -75,22 +82,28 @@ def main():
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--train", type=int, default=2000)
     parser.add_argument("--eval", type=int, default=200)
+    parser.add_argument("--valid", type=int, default=200)
     args = parser.parse_args()
 
     rng = random.Random(args.seed)
     seen, problems = set(), []
-    while len(problems) < args.train + args.eval:
+    while len(problems) < args.train + args.eval + args.valid:
         question, steps = make_problem(rng)
         if question not in seen:
             seen.add(question)
             problems.append((question, steps))
-    train, held_out = problems[:args.train], problems[args.train:]
+    held_out_end = args.train + args.eval
+    train = problems[:args.train]
+    held_out = problems[args.train:held_out_end]
+    valid = problems[held_out_end:]
 
     here = os.path.dirname(os.path.abspath(__file__))
     write_jsonl(os.path.join(here, "train.jsonl"),
                 [{"question": q, "answer": s[-1][3]} for q, s in train])
     write_jsonl(os.path.join(here, "eval.jsonl"),
                 [{"question": q, "answer": s[-1][3]} for q, s in held_out])
+    write_jsonl(os.path.join(here, "valid.jsonl"),
+                [{"question": q, "answer": s[-1][3]} for q, s in valid])
     write_jsonl(os.path.join(here, "sft.jsonl"),
                 [{"prompt": f"Q: {q}\n", "completion": transcript(s)} for q, s in train])
 

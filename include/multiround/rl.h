@@ -198,6 +198,10 @@ typedef struct mr_rl_config {
     mr_rl_loss_average average;
     bool scale_rewards;      /* GRPO: divide by the group's std */
     float adv_eps;           /* GRPO: added to the std */
+    bool filter_groups;      /* GRPO: redraw a prompt whose group's rewards are all equal,
+                                since all its advantages are 0 (DAPO's dynamic sampling) */
+    int max_prompt_draws;    /* GRPO with filter_groups: prompts drawn per step at most;
+                                0: 8 x prompts_per_step */
     float gamma, lambda;     /* PPO: GAE discount and decay */
     float vf_coef;           /* PPO: weight of the value loss */
     float value_clip;        /* PPO: clip of the value change, <= 0 for none */

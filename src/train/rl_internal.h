@@ -51,7 +51,8 @@ typedef struct rl_trainer {
     mr_optim *opt;
     mr_paramset *head;   /* PPO: value_head.weight [1, F] and value_head.bias [1] */
     mr_rng rng;          /* draws the prompts and shuffles the minibatches */
-    int n;               /* rollouts per step */
+    int capacity;        /* rollout slots: prompts_per_step x group_size */
+    int n;               /* rollouts kept this step, at most capacity */
     mr_rollout *rollouts;
     float **advantages;  /* per rollout, [n_tokens] */
     float **returns;     /* PPO, per rollout, [n_tokens] */

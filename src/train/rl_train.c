@@ -35,6 +35,8 @@ mr_rl_config mr_rl_config_default(mr_rl_algorithm algorithm) {
         .average = MR_RL_AVERAGE_SEQUENCE,
         .scale_rewards = true,
         .adv_eps = 1e-4f,
+        .filter_groups = false,
+        .max_prompt_draws = 0,
         .gamma = 1.0f,
         .lambda = 1.0f,
         .vf_coef = 0.5f,
@@ -48,6 +50,15 @@ mr_rl_config mr_rl_config_default(mr_rl_algorithm algorithm) {
         .success_reward = 0.5f,
     };
     return c;
+}
+
+/* Returns the maximum number of prompts that one step draws, which is
+ * prompts_per_step unless groups are filtered. */
+static int64_t rl_max_prompt_draws(const mr_rl_config *c) {
+    if (!c->filter_groups) {
+        return c->prompts_per_step;
+    }
+    return c->max_prompt_draws > 0 ? c->max_prompt_draws : 8 * (int64_t)c->prompts_per_step;
 }
 
 mr_status mr_rl_config_check(const mr_rl_config *c, mr_error *err) {
@@ -79,6 +90,16 @@ mr_status mr_rl_config_check(const mr_rl_config *c, mr_error *err) {
     RL_REQUIRE(c->average == MR_RL_AVERAGE_SEQUENCE || c->average == MR_RL_AVERAGE_TOKEN,
                "unknown loss average %d", (int)c->average);
     RL_REQUIRE(c->adv_eps >= 0.0f, "adv_eps must be >= 0, got %g", (double)c->adv_eps);
+    RL_REQUIRE(!c->filter_groups || (c->algorithm == MR_RL_GRPO && c->group_size >= 2),
+               "filter_groups needs GRPO with group_size >= 2, got group_size %d",
+               c->group_size);
+    RL_REQUIRE(c->max_prompt_draws == 0 || c->max_prompt_draws >= c->prompts_per_step,
+               "max_prompt_draws must be 0 or >= prompts_per_step (%d), got %d",
+               c->prompts_per_step, c->max_prompt_draws);
+    RL_REQUIRE((int64_t)rl_max_prompt_draws(c) * c->group_size <= (int64_t)UINT32_MAX,
+               "prompts drawn per step (%lld) x group_size (%d) must be below 2^32, because "
+               "each episode of a step gets a 32-bit seed counter",
+               (long long)rl_max_prompt_draws(c), c->group_size);
     RL_REQUIRE(c->gamma >= 0.0f && c->gamma <= 1.0f, "gamma must be in [0, 1], got %g",
                (double)c->gamma);
     RL_REQUIRE(c->lambda >= 0.0f && c->lambda <= 1.0f, "lambda must be in [0, 1], got %g",
@@ -99,6 +120,14 @@ mr_status mr_rl_config_check(const mr_rl_config *c, mr_error *err) {
 /* ------------------------------------------------------------------------
  * Trainer state
  * ------------------------------------------------------------------------ */
+
+/* Sums over every episode that a step sampled, including the groups that
+ * filter_groups dropped. */
+typedef struct rl_sample_stats {
+    double reward, solved, turns, tokens, policy_tokens, truncated;
+    int episodes;
+    int prompts_drawn;
+} rl_sample_stats;
 
 /* Statistics of one step's updates, averaged over its minibatches. */
 typedef struct rl_update_stats {
@@ -323,7 +352,7 @@ static mr_status compute_advantages(rl_trainer *tr, mr_error *err) {
             rewards[i] = tr->rollouts[i].reward;
         }
         if (status == MR_OK) {
-            status = mr_grpo_advantages(rewards, c->prompts_per_step, c->group_size,
+            status = mr_grpo_advantages(rewards, tr->n / c->group_size, c->group_size,
                                         c->scale_rewards, c->adv_eps, adv, err);
         }
         for (int i = 0; status == MR_OK && i < tr->n; i++) {
@@ -470,31 +499,75 @@ static void shuffle(rl_trainer *tr, int *order, int n) {
     }
 }
 
-/* Collects the step's rollouts: group_size episodes of each of
- * prompts_per_step drawn prompts, each with its own sampling seed. */
-static mr_status collect_rollouts(rl_trainer *tr, int step, mr_error *err) {
+/* Returns true when every episode of the group has the same reward, so
+ * that every advantage of the group is 0. */
+static bool group_rewards_equal(const mr_rollout *group, int size) {
+    for (int g = 1; g < size; g++) {
+        if (group[g].reward != group[0].reward) {
+            return false;
+        }
+    }
+    return true;
+}
+
+/* Adds one sampled episode to the step's sampling statistics. */
+static void add_sample(const rl_trainer *tr, const mr_rollout *r, rl_sample_stats *sample) {
+    sample->reward += r->reward;
+    sample->solved += r->reward >= tr->c->success_reward;
+    sample->turns += r->turns;
+    sample->tokens += r->n_tokens;
+    sample->policy_tokens += r->policy_tokens;
+    sample->truncated += r->truncated;
+    sample->episodes++;
+}
+
+/*
+ * Collects the step's rollouts: group_size episodes of each drawn prompt,
+ * each with its own sampling seed. Without filter_groups the step draws
+ * prompts_per_step prompts and keeps them all. With it, a group whose
+ * rewards are all equal is dropped and another prompt is drawn, until
+ * prompts_per_step groups are kept or the draw limit is reached, so a step
+ * may keep fewer groups. tr->n is the number of rollouts kept.
+ */
+static mr_status collect_rollouts(rl_trainer *tr, int step, rl_sample_stats *sample,
+                                  mr_error *err) {
     const mr_rl_config *c = tr->c;
-    for (int i = 0; i < tr->n; i++) {
+    for (int i = 0; i < tr->capacity; i++) {
         mr_rollout_free(&tr->rollouts[i]);
     }
-    for (int p = 0; p < c->prompts_per_step; p++) {
+    tr->n = 0;
+
+    int64_t max_draws = rl_max_prompt_draws(c);
+    int kept_groups = 0;
+    for (int64_t draw = 0; draw < max_draws && kept_groups < c->prompts_per_step; draw++) {
         uint64_t episode = mr_rng_next_u64(&tr->rng) >> 1;
+        mr_rollout *group = tr->rollouts + (int64_t)kept_groups * c->group_size;
         for (int g = 0; g < c->group_size; g++) {
-            int i = p * c->group_size + g;
-            uint64_t seed = rl_mix_seed(c->seed, ((uint64_t)step << 32) | (uint64_t)i);
+            uint64_t counter = (uint64_t)draw * (uint64_t)c->group_size + (uint64_t)g;
+            uint64_t seed = rl_mix_seed(c->seed, ((uint64_t)step << 32) | counter);
+            mr_rollout_free(&group[g]);
             mr_status status = mr_rollout_run(tr->policy, tr->tok, tr->env, episode,
-                                              c->temperature, seed, &tr->rollouts[i], err);
+                                              c->temperature, seed, &group[g], err);
             if (status != MR_OK) {
                 return status;
             }
-            free(tr->advantages[i]);
-            free(tr->returns[i]);
-            size_t n = (size_t)tr->rollouts[i].n_tokens;
-            tr->advantages[i] = calloc(n, sizeof(float));
-            tr->returns[i] = calloc(n, sizeof(float));
-            if (tr->advantages[i] == NULL || tr->returns[i] == NULL) {
-                return mr_error_set(err, MR_ERR_NO_MEMORY, "rl: out of memory for rollouts");
-            }
+            add_sample(tr, &group[g], sample);
+        }
+        sample->prompts_drawn++;
+        if (!c->filter_groups || !group_rewards_equal(group, c->group_size)) {
+            kept_groups++;
+        }
+    }
+    tr->n = kept_groups * c->group_size;
+
+    for (int i = 0; i < tr->n; i++) {
+        free(tr->advantages[i]);
+        free(tr->returns[i]);
+        size_t n = (size_t)tr->rollouts[i].n_tokens;
+        tr->advantages[i] = calloc(n, sizeof(float));
+        tr->returns[i] = calloc(n, sizeof(float));
+        if (tr->advantages[i] == NULL || tr->returns[i] == NULL) {
+            return mr_error_set(err, MR_ERR_NO_MEMORY, "rl: out of memory for rollouts");
         }
     }
     return MR_OK;
@@ -504,7 +577,8 @@ static mr_status collect_rollouts(rl_trainer *tr, int step, mr_error *err) {
 static mr_status train_step(rl_trainer *tr, int step, mr_metric *metrics, size_t *n_metrics,
                             mr_error *err) {
     const mr_rl_config *c = tr->c;
-    mr_status status = collect_rollouts(tr, step, err);
+    rl_sample_stats sample = {0};
+    mr_status status = collect_rollouts(tr, step, &sample, err);
     if (status == MR_OK) {
         status = score_rollouts(tr, tr->policy, false, err);
     }
@@ -512,7 +586,8 @@ static mr_status train_step(rl_trainer *tr, int step, mr_metric *metrics, size_t
     if (status == MR_OK && tr->scored_ref) {
         status = score_rollouts(tr, tr->ref, true, err);
     }
-    if (status == MR_OK) {
+    /* A step that kept no group has nothing to update on. */
+    if (status == MR_OK && tr->n > 0) {
         status = compute_advantages(tr, err);
     }
 
@@ -531,21 +606,11 @@ static mr_status train_step(rl_trainer *tr, int step, mr_metric *metrics, size_t
         return status;
     }
 
-    double reward = 0.0, solved = 0.0, turns = 0.0, tokens = 0.0, policy_tokens = 0.0;
-    double truncated = 0.0;
-    for (int i = 0; i < tr->n; i++) {
-        const mr_rollout *r = &tr->rollouts[i];
-        reward += r->reward;
-        solved += r->reward >= c->success_reward;
-        turns += r->turns;
-        tokens += r->n_tokens;
-        policy_tokens += r->policy_tokens;
-        truncated += r->truncated;
-    }
     double k = stats.count > 0 ? (double)stats.count : 1.0;
+    double episodes = sample.episodes;
     size_t at = 0;
-    metrics[at++] = (mr_metric){"reward", reward / tr->n};
-    metrics[at++] = (mr_metric){"success", solved / tr->n};
+    metrics[at++] = (mr_metric){"reward", sample.reward / episodes};
+    metrics[at++] = (mr_metric){"success", sample.solved / episodes};
     metrics[at++] = (mr_metric){MR_METRIC_LOSS, stats.loss / k};
     metrics[at++] = (mr_metric){"policy_loss", stats.policy_loss / k};
     if (c->algorithm == MR_RL_PPO) {
@@ -554,24 +619,28 @@ static mr_status train_step(rl_trainer *tr, int step, mr_metric *metrics, size_t
     metrics[at++] = (mr_metric){"kl", stats.kl / k};
     metrics[at++] = (mr_metric){"clip_frac", stats.clip_frac / k};
     metrics[at++] = (mr_metric){"grad_norm", stats.grad_norm / k};
-    metrics[at++] = (mr_metric){"turns", turns / tr->n};
-    metrics[at++] = (mr_metric){"tokens", tokens / tr->n};
-    metrics[at++] = (mr_metric){"policy_tokens", policy_tokens / tr->n};
-    metrics[at++] = (mr_metric){"truncated", truncated / tr->n};
+    metrics[at++] = (mr_metric){"turns", sample.turns / episodes};
+    metrics[at++] = (mr_metric){"tokens", sample.tokens / episodes};
+    metrics[at++] = (mr_metric){"policy_tokens", sample.policy_tokens / episodes};
+    metrics[at++] = (mr_metric){"truncated", sample.truncated / episodes};
     metrics[at++] = (mr_metric){MR_METRIC_LR, c->lr};
+    if (c->filter_groups) {
+        metrics[at++] = (mr_metric){"prompts_drawn", sample.prompts_drawn};
+        metrics[at++] = (mr_metric){"prompts_kept", tr->n / c->group_size};
+    }
     *n_metrics = at;
     return MR_OK;
 }
 
 void rl_trainer_free(rl_trainer *tr) {
     /* rl_trainer_init may have failed before it allocated all three. */
-    for (int i = 0; tr->rollouts != NULL && i < tr->n; i++) {
+    for (int i = 0; tr->rollouts != NULL && i < tr->capacity; i++) {
         mr_rollout_free(&tr->rollouts[i]);
     }
-    for (int i = 0; tr->advantages != NULL && i < tr->n; i++) {
+    for (int i = 0; tr->advantages != NULL && i < tr->capacity; i++) {
         free(tr->advantages[i]);
     }
-    for (int i = 0; tr->returns != NULL && i < tr->n; i++) {
+    for (int i = 0; tr->returns != NULL && i < tr->capacity; i++) {
         free(tr->returns[i]);
     }
     free(tr->rollouts);
@@ -585,15 +654,16 @@ void rl_trainer_free(rl_trainer *tr) {
 
 mr_status rl_trainer_init(rl_trainer *tr, mr_error *err) {
     const mr_rl_config *c = tr->c;
-    tr->n = c->prompts_per_step * c->group_size;
-    tr->rollouts = calloc((size_t)tr->n, sizeof *tr->rollouts);
-    tr->advantages = calloc((size_t)tr->n, sizeof *tr->advantages);
-    tr->returns = calloc((size_t)tr->n, sizeof *tr->returns);
-    tr->order = calloc((size_t)tr->n, sizeof *tr->order);
+    tr->capacity = c->prompts_per_step * c->group_size;
+    tr->rollouts = calloc((size_t)tr->capacity, sizeof *tr->rollouts);
+    tr->advantages = calloc((size_t)tr->capacity, sizeof *tr->advantages);
+    tr->returns = calloc((size_t)tr->capacity, sizeof *tr->returns);
+    tr->order = calloc((size_t)tr->capacity, sizeof *tr->order);
     tr->ctx = mr_ctx_create(0);
     if (tr->rollouts == NULL || tr->advantages == NULL || tr->returns == NULL ||
         tr->order == NULL || tr->ctx == NULL) {
-        return mr_error_set(err, MR_ERR_NO_MEMORY, "rl: out of memory for %d rollouts", tr->n);
+        return mr_error_set(err, MR_ERR_NO_MEMORY, "rl: out of memory for %d rollouts",
+                            tr->capacity);
     }
     mr_rng_init(&tr->rng, c->seed);
 

@@ -3,17 +3,22 @@
  * estimators and whitening on hand-made numbers; the policy and value
  * losses and their gradients against PyTorch (tests/fixtures/rl.json);
  * masking of inserted tokens; rollouts with a scripted environment; and
- * seeded GRPO and PPO runs that repeat bit for bit.
+ * seeded GRPO and PPO runs that repeat bit for bit. The last cases check
+ * that GRPO's filter drops the groups whose rewards are all equal.
  */
+#include <errno.h>
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "fixture.h"
 #include "multiround/env.h"
 #include "multiround/gguf.h"
 #include "multiround/llama.h"
 #include "multiround/rl.h"
+#include "multiround/runlog.h"
 #include "multiround/tokenizer.h"
 #include "test.h"
 
@@ -586,6 +591,163 @@ static void ppo_seeded_runs_repeat(void) {
     seeded_runs_repeat(MR_RL_PPO);
 }
 
+/* ------------------------------------------------------------------------
+ * Filtering groups with equal rewards
+ * ------------------------------------------------------------------------ */
+
+/* Counts the episodes reset with an even and an odd index. Even episodes
+ * end with reward 0.5 whatever the turn, so their groups have equal
+ * rewards. Odd ones end with reward len(turn) / 32 as length_step does. */
+typedef struct parity_state {
+    uint64_t episode;
+    int even_resets, odd_resets;
+} parity_state;
+
+static mr_status parity_reset(void *state, uint64_t episode, char **prompt, mr_error *err) {
+    (void)err;
+    parity_state *s = state;
+    s->episode = episode;
+    if (episode % 2 == 0) {
+        s->even_resets++;
+    } else {
+        s->odd_resets++;
+    }
+    *prompt = strdup("Q: 1+2\n");
+    return MR_OK;
+}
+
+static mr_status parity_step(void *state, const char *turn, size_t len, mr_env_reply *reply,
+                             mr_error *err) {
+    (void)turn;
+    (void)err;
+    const parity_state *s = state;
+    reply->done = true;
+    reply->reward = s->episode % 2 == 0 ? 0.5f : (float)len / 32.0f;
+    return MR_OK;
+}
+
+/* Ends every episode with reward 0.5. */
+static mr_status constant_step(void *state, const char *turn, size_t len, mr_env_reply *reply,
+                               mr_error *err) {
+    (void)state;
+    (void)turn;
+    (void)len;
+    (void)err;
+    reply->done = true;
+    reply->reward = 0.5f;
+    return MR_OK;
+}
+
+static void parity_free(void *state) {
+    free(state);
+}
+
+/* What one filtered GRPO step did: metrics of its metrics.jsonl line,
+ * whether the policy's weights moved, and the env's reset counts. */
+typedef struct filter_run {
+    double prompts_drawn, prompts_kept, success;
+    bool changed;
+    parity_state counts;
+} filter_run;
+
+static const mr_env_ops parity_ops = {"parity", parity_reset, parity_step, scripted_truncated,
+                                     parity_free};
+static const mr_env_ops constant_ops = {"constant", parity_reset, constant_step,
+                                       scripted_truncated, parity_free};
+
+/* Runs one GRPO step of 2 prompts x 3 episodes with filter_groups on and
+ * at most 40 prompt draws on an env of ops (with a parity_state). */
+static filter_run run_filtered_step(const mr_env_ops *ops) {
+    filter_run run = {0};
+    mr_tokenizer *tok = load_tokenizer();
+    mr_llama *policy = tiny_model(5);
+    mr_env_limits limits = {.max_turns = 1, .max_turn_tokens = 6, .max_tokens = 48};
+    mr_error err;
+    parity_state *state = calloc(1, sizeof *state);
+    mr_env *env = mr_env_create(ops, state, NULL, 0, &limits, &err);
+    CHECK(env != NULL);
+
+    char folder[256], path[320];
+    const char *base = getenv("TMPDIR");
+    snprintf(folder, sizeof folder, "%s/mr_rl_filter_XXXXXX", base != NULL ? base : "/tmp");
+    if (mkdtemp(folder) == NULL) {
+        mr_test_fail(__FILE__, __LINE__, "mkdtemp(%s) failed: %s", folder, strerror(errno));
+    }
+    snprintf(path, sizeof path, "%s/%s", folder, MR_RUNLOG_FILE);
+
+    mr_rl_config c = mr_rl_config_default(MR_RL_GRPO);
+    c.steps = 1;
+    c.prompts_per_step = 2;
+    c.group_size = 3;
+    c.minibatch = 3;
+    c.lr = 1e-2f;
+    c.kl_coef = 0.0f;
+    c.seed = 5; /* draws even, even, even, odd, even, odd episodes */
+    c.filter_groups = true;
+    c.max_prompt_draws = 40;
+    c.success_reward = 0.1f;
+    mr_tensor *flat = mr_paramset_flat(mr_llama_params(policy));
+    int64_t count = mr_tensor_numel(flat);
+    float *before = malloc((size_t)count * sizeof *before);
+    memcpy(before, flat->data, (size_t)count * sizeof *before);
+
+    mr_rl_result result;
+    CHECK_STATUS(mr_rl_train(policy, NULL, tok, env, NULL, &c, path, &result, &err), MR_OK);
+    run.changed = memcmp(before, flat->data, (size_t)count * sizeof *before) != 0;
+    run.counts = *state;
+
+    mr_runlog_data *data = NULL;
+    CHECK_STATUS(mr_runlog_read(path, &data, &err), MR_OK);
+    CHECK_INT_EQ(data->n_rows, 1);
+    const char *names[] = {"prompts_drawn", "prompts_kept", "success"};
+    double *values[] = {&run.prompts_drawn, &run.prompts_kept, &run.success};
+    for (int i = 0; i < 3; i++) {
+        int column = mr_runlog_data_column(data, names[i]);
+        CHECK(column >= 0);
+        *values[i] = column >= 0 ? data->values[column] : -1.0;
+    }
+
+    mr_runlog_data_free(data);
+    unlink(path);
+    rmdir(folder);
+    free(before);
+    mr_env_free(env);
+    mr_llama_free(policy);
+    mr_tokenizer_free(tok);
+    return run;
+}
+
+static void filter_groups_drops_equal(void) {
+    filter_run run = run_filtered_step(&parity_ops);
+    int drawn = (run.counts.even_resets + run.counts.odd_resets) / 3;
+    CHECK_INT_EQ(run.counts.even_resets % 3, 0);
+    CHECK_INT_EQ(run.counts.odd_resets % 3, 0);
+    CHECK(run.counts.even_resets > 0);
+
+    /* Every even group was dropped and every odd one kept, until two were
+     * kept. */
+    CHECK(run.prompts_drawn == drawn);
+    CHECK(run.prompts_drawn == 6);
+    CHECK(run.prompts_kept == 2);
+    CHECK(run.counts.odd_resets / 3 == 2);
+    CHECK(run.changed);
+
+    /* success counts every sampled episode, the dropped ones included, so
+     * it is at least the share of even episodes (0.5 >= 0.1). */
+    CHECK(run.success >= (double)run.counts.even_resets / (3.0 * drawn));
+}
+
+static void filter_groups_all_equal(void) {
+    filter_run run = run_filtered_step(&constant_ops);
+    /* No group differs, so the step draws its limit, keeps none and does
+     * not update. */
+    CHECK(run.prompts_drawn == 40);
+    CHECK(run.prompts_kept == 0);
+    CHECK_INT_EQ(run.counts.even_resets + run.counts.odd_resets, 40 * 3);
+    CHECK(!run.changed);
+    CHECK(run.success == 1.0);
+}
+
 static void config_rejects(void) {
     mr_rl_config c = mr_rl_config_default(MR_RL_GRPO);
     mr_error err;
@@ -597,6 +759,20 @@ static void config_rejects(void) {
     c.gamma = 1.5f;
     CHECK_STATUS(mr_rl_config_check(&c, &err), MR_ERR_INVALID_ARGUMENT);
     CHECK(strstr(err.message, "gamma") != NULL);
+
+    /* Filtering needs GRPO groups of two or more and a draw limit of at
+     * least prompts_per_step. */
+    c = mr_rl_config_default(MR_RL_PPO);
+    c.filter_groups = true;
+    CHECK_STATUS(mr_rl_config_check(&c, &err), MR_ERR_INVALID_ARGUMENT);
+    CHECK(strstr(err.message, "filter_groups") != NULL);
+    c = mr_rl_config_default(MR_RL_GRPO);
+    c.filter_groups = true;
+    c.max_prompt_draws = c.prompts_per_step - 1;
+    CHECK_STATUS(mr_rl_config_check(&c, &err), MR_ERR_INVALID_ARGUMENT);
+    CHECK(strstr(err.message, "max_prompt_draws") != NULL);
+    c.max_prompt_draws = c.prompts_per_step;
+    CHECK_STATUS(mr_rl_config_check(&c, &err), MR_OK);
 }
 
 int main(void) {
@@ -623,6 +799,8 @@ int main(void) {
     MR_RUN(rollout_rejects_long_budget);
     MR_RUN(grpo_seeded_runs_repeat);
     MR_RUN(ppo_seeded_runs_repeat);
+    MR_RUN(filter_groups_drops_equal);
+    MR_RUN(filter_groups_all_equal);
     MR_RUN(config_rejects);
     return mr_test_finish();
 }

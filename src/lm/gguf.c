@@ -522,6 +522,29 @@ static mr_status place_tensors(parser *p) {
                           "offset %" PRIu64 ") overlap",
                           a->name, a->offset, a->size, b->name, b->offset);
         }
+
+        /* GGUF writers place each tensor right after the previous one,
+         * padded to the alignment. A gap means that a tensor's type or shape
+         * is wrong (a flipped type byte shrinks it), which would otherwise
+         * load as garbage. */
+        uint64_t end = a->offset + a->size;
+        uint64_t padded_end = end + (file->alignment - end % file->alignment) % file->alignment;
+        if (status == MR_OK && b->offset > padded_end) {
+            status = fail(p, MR_ERR_FORMAT,
+                          "tensor '%s' (%s, %zu bytes at data offset %" PRIu64 ") ends at %" PRIu64
+                          ", but the next tensor '%s' starts at %" PRIu64 ": %" PRIu64
+                          " bytes between them belong to no tensor, so the type or shape of "
+                          "'%s' is probably wrong; the file may be corrupt",
+                          a->name, mr_qtype_name(a->type), a->size, a->offset, end, b->name,
+                          b->offset, b->offset - end, a->name);
+        }
+    }
+    const mr_gguf_tensor *first = &file->tensors[by_offset[0]];
+    if (status == MR_OK && first->offset != 0) {
+        status = fail(p, MR_ERR_FORMAT,
+                      "the first tensor '%s' starts at data offset %" PRIu64 ", so the bytes "
+                      "before it belong to no tensor; the file may be corrupt",
+                      first->name, first->offset);
     }
     free(by_offset);
     return status;

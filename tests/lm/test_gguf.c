@@ -977,6 +977,24 @@ static void bad_tensor_infos_rejected(void) {
     put_data(&b, 96);
     EXPECT_REJECTED(&b, MR_ERR_FORMAT, "tensors 'a' (data offset 0, 64 bytes) and 'b'", "overlap");
 
+    /* A gap after a tensor means a wrong type or shape, such as a flipped
+     * type byte that shrank it. */
+    put_header(&b, 3, 2, 0);
+    put_tensor_info(&b, "a", 8, 1, MR_QTYPE_F32, 0);
+    put_tensor_info(&b, "b", 8, 1, MR_QTYPE_F32, 64);
+    pad(&b, 32);
+    put_data(&b, 96);
+    EXPECT_REJECTED(&b, MR_ERR_FORMAT,
+                    "tensor 'a' (f32, 32 bytes at data offset 0) ends at 32, but the next "
+                    "tensor 'b' starts at 64: 32 bytes between them belong to no tensor",
+                    "type or shape of 'a' is probably wrong");
+
+    put_header(&b, 3, 1, 0);
+    put_tensor_info(&b, "w", 8, 1, MR_QTYPE_F32, 32);
+    pad(&b, 32);
+    put_data(&b, 64);
+    EXPECT_REJECTED(&b, MR_ERR_FORMAT, "the first tensor 'w' starts at data offset 32", NULL);
+
     /* With a 256-byte alignment the data section starts past the end. */
     put_header(&b, 3, 1, 1);
     put_kv_u32(&b, "general.alignment", 256);

@@ -65,6 +65,12 @@ bool cli_check_input_file(const char *what, const char *path) {
         cli_error("cannot open %s %s: %s", what, path, strerror(errno));
         return false;
     }
+    if (S_ISDIR(info.st_mode) && strcmp(what, "model") == 0) {
+        cli_error("cannot open model %s: %s; this command reads a GGUF file, so convert a "
+                  "Hugging Face folder first: multiround lm convert %s MODEL.gguf",
+                  path, strerror(EISDIR), path);
+        return false;
+    }
     if (S_ISDIR(info.st_mode)) {
         cli_error("cannot open %s %s: %s; give a file", what, path, strerror(EISDIR));
         return false;

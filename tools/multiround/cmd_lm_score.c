@@ -5,6 +5,7 @@
  */
 #include <cJSON.h>
 #include <errno.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -118,8 +119,17 @@ static bool parse_line(const char *path, long number, const char *text, score_it
     return true;
 }
 
-/* Prints the result of one line as a JSON line and frees it. */
-static void print_result(const score_options *o, long line, mr_logprob_result *result) {
+/* Prints the result of one line as a JSON line and frees it. A sum that
+ * is not finite (a NaN or infinite logit) is an error for that line,
+ * because JSON has no such numbers. Returns false then. */
+static bool print_result(const score_options *o, long line, mr_logprob_result *result) {
+    if (!isfinite(result->sum)) {
+        cli_error("%s:%ld: the log-probability is %g: the model computed a NaN or infinite "
+                  "logit, so its weights are probably corrupt",
+                  o->data_path, line, result->sum);
+        mr_logprob_result_free(result);
+        return false;
+    }
     printf("{\"line\":%ld,\"logprob\":%.9g,\"tokens\":%d", line, result->sum,
            result->n_tokens);
     if (o->per_token) {
@@ -131,6 +141,7 @@ static void print_result(const score_options *o, long line, mr_logprob_result *r
     }
     printf("}\n");
     mr_logprob_result_free(result);
+    return true;
 }
 
 /*
@@ -149,11 +160,12 @@ static int score_batch(const score_options *o, mr_llama *model, mr_tokenizer *to
     mr_error err;
     mr_error_clear(&err);
     if (mr_llama_logprobs(model, tok, requests, n, o->add_bos, false, results, &err) == MR_OK) {
+        int not_finite = 0;
         for (int i = 0; i < n; i++) {
-            print_result(o, items[i].line, &results[i]);
+            not_finite += print_result(o, items[i].line, &results[i]) ? 0 : 1;
         }
         fflush(stdout);
-        return 0;
+        return not_finite;
     }
 
     /* The library's message names the index in the batch, so each line
@@ -167,7 +179,7 @@ static int score_batch(const score_options *o, mr_llama *model, mr_tokenizer *to
             failed++;
             continue;
         }
-        print_result(o, items[i].line, &results[i]);
+        failed += print_result(o, items[i].line, &results[i]) ? 0 : 1;
     }
     fflush(stdout);
     return failed;

@@ -132,8 +132,11 @@ int cli_lm_open(const char *path, const char *lora_dir, mr_llama **model, mr_tok
     if (!cli_check_input_file("model", path)) {
         return 1;
     }
-    if (mr_gguf_open(path, gguf, &err) != MR_OK ||
-        mr_tokenizer_from_gguf(*gguf, tok, &err) != MR_OK) {
+    if (mr_gguf_open(path, gguf, &err) != MR_OK) {
+        cli_error("cannot read the model %s: %s", path, err.message);
+        return 1;
+    }
+    if (mr_tokenizer_from_gguf(*gguf, tok, &err) != MR_OK) {
         cli_error("cannot read the tokenizer of %s: %s", path, err.message);
         mr_gguf_close(*gguf);
         *gguf = NULL;

@@ -310,11 +310,7 @@ mr_status train_write_config(const mr_train_options *o, mr_error *err) {
     if (text == NULL) {
         return mr_error_set(err, MR_ERR_NO_MEMORY, "train: out of memory");
     }
-    char path[4096];
-    mr_status status = mr_path_join(path, sizeof path, o->out_dir, "config.json", err);
-    if (status == MR_OK) {
-        status = mr_file_write_atomic(path, text, strlen(text), err);
-    }
+    mr_status status = run_dir_write_config(o->out_dir, text, err);
     free(text);
     return status;
 }

@@ -341,11 +341,7 @@ static mr_status write_config(const mr_rl_run_options *o, mr_error *err) {
     if (text == NULL) {
         return mr_error_set(err, MR_ERR_NO_MEMORY, "rl: out of memory writing config.json");
     }
-    char path[4096];
-    mr_status status = mr_path_join(path, sizeof path, o->out_dir, "config.json", err);
-    if (status == MR_OK) {
-        status = mr_file_write_atomic(path, text, strlen(text), err);
-    }
+    mr_status status = run_dir_write_config(o->out_dir, text, err);
     free(text);
     return status;
 }

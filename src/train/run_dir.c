@@ -131,6 +131,15 @@ mr_status run_dir_check_settings(const char *out_dir, const char *config_text,
                         out_dir, differences, steps_key, free_keys);
 }
 
+mr_status run_dir_write_config(const char *out_dir, const char *config_text, mr_error *err) {
+    char path[4096];
+    mr_status status = mr_path_join(path, sizeof path, out_dir, "config.json", err);
+    if (status == MR_OK) {
+        status = mr_file_write_atomic(path, config_text, strlen(config_text), err);
+    }
+    return status;
+}
+
 mr_status run_dir_check_new(const char *out_dir, mr_error *err) {
     const char *found = NULL;
     if (run_dir_has(out_dir, "done")) {

@@ -59,6 +59,9 @@ mr_status run_dir_check_settings(const char *out_dir, const char *config_text,
  * checkpoint.json, with MR_ERR_STATE. */
 mr_status run_dir_check_new(const char *out_dir, mr_error *err);
 
+/* Writes config_text to OUT/config.json atomically. */
+mr_status run_dir_write_config(const char *out_dir, const char *config_text, mr_error *err);
+
 /*
  * Creates out_dir and its parents, noting in *dir the topmost folder it
  * created. When a resumed run raises steps_key above its stored value,

@@ -53,6 +53,14 @@ typedef struct mr_rec_backbone_ops {
      * max_len.
      */
     bool truncatable;
+
+    /*
+     * True when forward keeps the promise of truncatable as long as the
+     * padding rows of item_emb are zero, that is for the base model but not
+     * under Ada-Retrieval's item adapter, which gives padding positions
+     * non-zero embeddings (GRU4Rec).
+     */
+    bool truncatable_without_adapters;
 } mr_rec_backbone_ops;
 
 /* The operations of each backbone, indexed by mr_rec_backbone_type. */

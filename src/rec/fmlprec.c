@@ -223,4 +223,4 @@ static mr_tensor *fmlprec_forward(void *state, mr_ctx *ctx, mr_tensor *item_emb,
 }
 
 const mr_rec_backbone_ops mr_rec_fmlprec_ops = {fmlprec_declare, fmlprec_init, fmlprec_forward,
-                                                fmlprec_free, false};
+                                                fmlprec_free, false, false};

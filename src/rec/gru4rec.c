@@ -4,6 +4,15 @@
  * layers of width inner_size over all L left-padded steps, and a linear
  * layer from inner_size back to D. The last step's output is the user
  * vector.
+ *
+ * Padding steps change a GRU's state, so they cannot simply be dropped.
+ * But without adapters every padding step reads a zero embedding, so the
+ * state after P padding steps is the same for every input. An input cut
+ * to its last T = L - P steps therefore gives the same user vector when
+ * each layer starts from that shared state, which one batch-1 pass over P
+ * zero steps computes (inside the graph, so its weights get their
+ * gradient). With adapters the padding rows differ per input, and the
+ * model runs every input at full length.
  */
 #include <math.h>
 #include <stdio.h>
@@ -11,6 +20,9 @@
 
 #include "backbone.h"
 #include "rnn_layers.h"
+
+/* Maximum GRU layers of one model, the size of the per-layer start states. */
+#define MR_REC_GRU4REC_MAX_LAYERS 16
 
 /* Weight indices of one GRU layer, PyTorch's gate order (reset, update,
  * new). */
@@ -26,6 +38,7 @@ typedef struct gru4rec_state {
     int dim;
     int hidden;
     int n_layers;
+    int max_len;
     float dropout;
     gru_layer *layers;
     mr_rec_rnn_linear dense; /* hidden -> dim */
@@ -44,11 +57,13 @@ static void gru4rec_free(void *state) {
  * (weight_ih_l0, ...) and the output layer "dense". */
 static void *gru4rec_declare(const mr_rec_config *config, mr_paramset *ps, mr_error *err) {
     if (config->dim < 1 || config->inner_size < 1 || config->layers < 1 ||
+        config->layers > MR_REC_GRU4REC_MAX_LAYERS || config->max_len < 1 ||
         !(config->dropout >= 0.0f && config->dropout < 1.0f)) {
         mr_error_set(err, MR_ERR_INVALID_ARGUMENT,
-                     "gru4rec: dim %d, inner_size %d and layers %d must be positive and "
-                     "dropout %g in [0, 1)",
-                     config->dim, config->inner_size, config->layers, (double)config->dropout);
+                     "gru4rec: dim %d, inner_size %d and max_len %d must be positive, layers %d "
+                     "in [1, %d] and dropout %g in [0, 1)",
+                     config->dim, config->inner_size, config->max_len, config->layers,
+                     MR_REC_GRU4REC_MAX_LAYERS, (double)config->dropout);
         return NULL;
     }
     gru4rec_state *s = calloc(1, sizeof *s);
@@ -61,7 +76,7 @@ static void *gru4rec_declare(const mr_rec_config *config, mr_paramset *ps, mr_er
         return NULL;
     }
     *s = (gru4rec_state){ps, config->dim, config->inner_size, config->layers,
-                         config->dropout, layers, {-1, -1}};
+                         config->max_len, config->dropout, layers, {-1, -1}};
 
     int64_t gates = 3 * (int64_t)s->hidden;
     for (int l = 0; l < s->n_layers; l++) {
@@ -110,12 +125,50 @@ static void gru4rec_init(void *state, mr_paramset *ps, mr_rng *rng) {
     mr_rec_rnn_linear_init_xavier(ps, &s->dense, rng);
 }
 
-/* Builds dropout -> GRU stack -> dense on the last step. seq is not used
- * (padding steps run through the GRU like any other step). */
+/*
+ * Runs the GRU stack over `padding` zero steps for one input and stores
+ * each layer's final state, [1, H], in states[l]. Returns false with the
+ * error stored in ctx on failure.
+ */
+static bool padding_states(gru4rec_state *s, mr_ctx *ctx, int64_t padding, mr_tensor **states) {
+    mr_tensor *x = mr_tensor_zeros(ctx, MR_F32, 3, (int64_t[]){1, padding, s->dim});
+    for (int l = 0; l < s->n_layers; l++) {
+        const gru_layer *layer = &s->layers[l];
+        x = mr_tensor_gru(ctx, x, NULL, mr_paramset_get(s->ps, layer->w_ih),
+                          mr_paramset_get(s->ps, layer->w_hh),
+                          mr_paramset_get(s->ps, layer->b_ih),
+                          mr_paramset_get(s->ps, layer->b_hh));
+        states[l] = mr_rec_rnn_last_step(ctx, x);
+        if (states[l] == NULL) {
+            return false;
+        }
+    }
+    return true;
+}
+
+/*
+ * Builds dropout -> GRU stack -> dense on the last step. seq is not used:
+ * padding steps run through the GRU like any other step. An input shorter
+ * than max_len counts as cut from the left, and each layer starts from
+ * the state that the missing zero padding steps would have left (see the
+ * top of this file).
+ */
 static mr_tensor *gru4rec_forward(void *state, mr_ctx *ctx, mr_tensor *item_emb,
                                   mr_tensor *seq, mr_rng *rng) {
     gru4rec_state *s = state;
     if (item_emb == NULL || !mr_rec_rnn_check_inputs(ctx, "gru4rec", item_emb, seq, s->dim)) {
+        return NULL;
+    }
+    int64_t batch = item_emb->shape[0];
+    int64_t padding = (int64_t)s->max_len - item_emb->shape[1];
+    if (padding < 0) {
+        mr_ctx_fail(ctx, MR_ERR_SHAPE, "gru4rec: input of %lld steps is longer than max_len %d",
+                    (long long)item_emb->shape[1], s->max_len);
+        return NULL;
+    }
+
+    mr_tensor *starts[MR_REC_GRU4REC_MAX_LAYERS] = {NULL};
+    if (padding > 0 && !padding_states(s, ctx, padding, starts)) {
         return NULL;
     }
 
@@ -123,7 +176,15 @@ static mr_tensor *gru4rec_forward(void *state, mr_ctx *ctx, mr_tensor *item_emb,
 
     for (int l = 0; l < s->n_layers; l++) {
         const gru_layer *layer = &s->layers[l];
-        x = mr_tensor_gru(ctx, x, NULL, mr_paramset_get(s->ps, layer->w_ih),
+
+        /* Adding the [1, H] state to zeros [B, H] broadcasts it to every
+         * row, and the backward pass sums the rows' gradients into it. */
+        mr_tensor *h0 = NULL;
+        if (starts[l] != NULL) {
+            h0 = mr_tensor_add(ctx, mr_tensor_zeros(ctx, MR_F32, 2, (int64_t[]){batch, s->hidden}),
+                               starts[l]);
+        }
+        x = mr_tensor_gru(ctx, x, h0, mr_paramset_get(s->ps, layer->w_ih),
                           mr_paramset_get(s->ps, layer->w_hh),
                           mr_paramset_get(s->ps, layer->b_ih),
                           mr_paramset_get(s->ps, layer->b_hh));
@@ -136,4 +197,4 @@ static mr_tensor *gru4rec_forward(void *state, mr_ctx *ctx, mr_tensor *item_emb,
 }
 
 const mr_rec_backbone_ops mr_rec_gru4rec_ops = {gru4rec_declare, gru4rec_init,
-                                                gru4rec_forward, gru4rec_free, false};
+                                                gru4rec_forward, gru4rec_free, false, true};

@@ -300,7 +300,10 @@ const mr_rec_backbone_ops *mr_rec_model_backbone_ops(const mr_rec_model *model) 
     return model->ops;
 }
 
-bool mr_rec_model_truncatable(const mr_rec_model *model) { return model->ops->truncatable; }
+bool mr_rec_model_truncatable(const mr_rec_model *model) {
+    return model->ops->truncatable ||
+           (model->ops->truncatable_without_adapters && !model->config.ada);
+}
 
 /* ------------------------------------------------------------------------
  * Retrieval between rounds
@@ -402,7 +405,7 @@ static mr_status pick_round(const mr_rec_model *model, const mr_tensor *users, i
 static bool check_seq(mr_ctx *ctx, const mr_rec_model *model, const mr_tensor *seq) {
     char shape_text[96];
     int max_len = model->config.max_len;
-    bool truncatable = model->ops->truncatable;
+    bool truncatable = mr_rec_model_truncatable(model);
     if (seq->dtype != MR_I32 || seq->ndim != 2 || seq->shape[0] < 1) {
         mr_ctx_fail(ctx, MR_ERR_SHAPE, "rec: seq must be I32 [B, %d] (B >= 1), not %s%s",
                     max_len, mr_tensor_shape_string(seq, shape_text, sizeof shape_text),

@@ -31,7 +31,8 @@ const mr_rec_backbone_ops *mr_rec_model_backbone_ops(const mr_rec_model *model);
 /*
  * True when the model accepts seq [B, Lb] with 1 <= Lb <= max_len in
  * mr_rec_model_loss and mr_rec_model_user_vectors, giving the same result
- * as for the full left-padded input when only padding was cut (SASRec).
+ * as for the full left-padded input when only padding was cut (SASRec, and
+ * GRU4Rec without Ada-Retrieval).
  */
 bool mr_rec_model_truncatable(const mr_rec_model *model);
 

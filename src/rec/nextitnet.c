@@ -169,4 +169,4 @@ static mr_tensor *nextitnet_forward(void *state, mr_ctx *ctx, mr_tensor *item_em
 }
 
 const mr_rec_backbone_ops mr_rec_nextitnet_ops = {nextitnet_declare, nextitnet_init,
-                                                  nextitnet_forward, nextitnet_free, false};
+                                                  nextitnet_forward, nextitnet_free, false, false};

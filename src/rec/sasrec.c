@@ -270,4 +270,4 @@ static mr_tensor *sasrec_forward(void *state, mr_ctx *ctx, mr_tensor *item_emb,
  * table. An all-padding input attends over every position, so it must
  * not be cut. */
 const mr_rec_backbone_ops mr_rec_sasrec_ops = {sasrec_declare, sasrec_init, sasrec_forward,
-                                               sasrec_free, true};
+                                               sasrec_free, true, true};

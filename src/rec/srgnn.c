@@ -339,4 +339,4 @@ static mr_tensor *srgnn_forward(void *state, mr_ctx *ctx, mr_tensor *item_emb, m
 }
 
 const mr_rec_backbone_ops mr_rec_srgnn_ops = {srgnn_declare, srgnn_init, srgnn_forward,
-                                              srgnn_free, false};
+                                              srgnn_free, false, false};

@@ -58,7 +58,7 @@ static mr_tensor *mean_forward(void *state, mr_ctx *ctx, mr_tensor *item_emb, mr
 static void mean_free(void *state) { free(state); }
 
 static const mr_rec_backbone_ops mean_ops = {mean_declare, mean_init, mean_forward, mean_free,
-                                            false};
+                                            false, false};
 
 /* ------------------------------------------------------------------------
  * Helpers

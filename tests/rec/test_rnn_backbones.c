@@ -125,16 +125,6 @@ static void check_against_torch(mr_rec_backbone_type type, const char *case_name
     int dim = (int)mr_fixture_number(fixture, case_name, "dim", 0);
     int layers = (int)mr_fixture_number(fixture, case_name, "layers", 0);
     int inner_size = (int)mr_fixture_number(fixture, case_name, "inner_size", 1);
-    mr_rec_config config = make_config(type, dim, layers, inner_size, 0.5f);
-    test_backbone b = make_backbone(&config, 1);
-    if (b.state == NULL) {
-        free_backbone(&b);
-        mr_ctx_free(ctx);
-        mr_fixture_free(fixture);
-        return;
-    }
-    load_weights(fixture, ctx, case_name, b.ps);
-
     mr_tensor *seq = NULL, *table = NULL, *item_emb = NULL;
     if (type == MR_REC_SRGNN) {
         seq = mr_fixture_tensor_i32(fixture, ctx, case_name, "seq");
@@ -145,6 +135,23 @@ static void check_against_torch(mr_rec_backbone_type type, const char *case_name
         item_emb = mr_fixture_tensor(fixture, ctx, case_name, "item_emb");
         mr_tensor_set_requires_grad(item_emb, true);
     }
+
+    /* The fixture's inputs are whole sequences: an input shorter than
+     * max_len would count as cut, and GRU4Rec would start it from a
+     * padding state. */
+    mr_rec_config config = make_config(type, dim, layers, inner_size, 0.5f);
+    if (item_emb != NULL) {
+        config.max_len = (int)item_emb->shape[1];
+    }
+    test_backbone b = make_backbone(&config, 1);
+    if (b.state == NULL || item_emb == NULL) {
+        free_backbone(&b);
+        mr_ctx_free(ctx);
+        mr_fixture_free(fixture);
+        return;
+    }
+    load_weights(fixture, ctx, case_name, b.ps);
+
     mr_tensor *r = mr_fixture_tensor(fixture, ctx, case_name, "r");
     mr_rng rng;
     mr_rng_init(&rng, 7);

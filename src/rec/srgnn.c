@@ -338,5 +338,8 @@ static mr_tensor *srgnn_forward(void *state, mr_ctx *ctx, mr_tensor *item_emb, m
                                      mr_tensor_concat(ctx, parts, 2, 1));
 }
 
+/* Padding only adds the isolated padding node and masked positions, so an
+ * input cut to fewer padding positions gives the same user vector, with
+ * or without an adapter. */
 const mr_rec_backbone_ops mr_rec_srgnn_ops = {srgnn_declare, srgnn_init, srgnn_forward,
-                                              srgnn_free, false, false};
+                                              srgnn_free, true, true};

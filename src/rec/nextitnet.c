@@ -8,6 +8,15 @@
  * with dilated causal convolutions of kernel 3 from D to D channels and
  * LayerNorm eps 1e-8. The last position's output goes through a linear
  * layer D -> D to give the user vector. There is no dropout.
+ *
+ * Padding positions read zero embeddings before any adapter, so their
+ * activations are the same for every input: the receptive field of a
+ * padding position holds only padding and the zeros before the start. An
+ * input cut to its last T = L - P positions therefore gives the
+ * full-length user vector when each convolution first reads, in place of
+ * zeros, the last 2 * dilation padding activations that a batch-1 pass
+ * over P zero positions computes. Under Ada-Retrieval the padding rows
+ * differ per input, and the model runs every input at full length.
  */
 #include <math.h>
 #include <stdio.h>
@@ -31,6 +40,7 @@ typedef struct nextitnet_block {
 typedef struct nextitnet_state {
     mr_paramset *ps;
     int dim;
+    int max_len;
     int n_blocks;
     nextitnet_block *blocks;
     mr_rec_rnn_linear final_layer; /* dim -> dim */
@@ -52,10 +62,11 @@ static void nextitnet_free(void *state) {
  * are [D, D, 3].
  */
 static void *nextitnet_declare(const mr_rec_config *config, mr_paramset *ps, mr_error *err) {
-    if (config->dim < 1 || config->layers < 1) {
+    if (config->dim < 1 || config->layers < 1 || config->max_len < 1) {
         mr_error_set(err, MR_ERR_INVALID_ARGUMENT,
-                     "nextitnet: dim %d and layers (residual blocks) %d must be positive",
-                     config->dim, config->layers);
+                     "nextitnet: dim %d, layers (residual blocks) %d and max_len %d must be "
+                     "positive",
+                     config->dim, config->layers, config->max_len);
         return NULL;
     }
     nextitnet_state *s = calloc(1, sizeof *s);
@@ -67,7 +78,7 @@ static void *nextitnet_declare(const mr_rec_config *config, mr_paramset *ps, mr_
                      config->layers);
         return NULL;
     }
-    *s = (nextitnet_state){ps, config->dim, config->layers, blocks, {-1, -1}};
+    *s = (nextitnet_state){ps, config->dim, config->max_len, config->layers, blocks, {-1, -1}};
 
     int64_t dim = s->dim;
     int64_t conv_shape[3] = {dim, dim, NEXTITNET_KERNEL};
@@ -153,8 +164,70 @@ mr_tensor *mr_rec_nextitnet_positions(void *state, mr_ctx *ctx, mr_tensor *item_
     return x;
 }
 
+/*
+ * Builds ReLU(LN(causal_conv(x))) for a cut input x [B, T, D] whose
+ * convolution reads the padding activations `padding` [1, P, D] before
+ * its first position. Only the last 2 * dilation of them can reach an
+ * output position.
+ */
+static mr_tensor *conv_norm_relu_after(mr_ctx *ctx, mr_paramset *ps, mr_tensor *x,
+                                       mr_tensor *padding, int conv_weight, int conv_bias,
+                                       int ln_weight, int ln_bias, int dilation) {
+    int64_t batch = x->shape[0], length = x->shape[1], dim = x->shape[2];
+    int64_t reach = 2 * (int64_t)dilation;
+    int64_t window_length = padding->shape[1] < reach ? padding->shape[1] : reach;
+
+    /* Adding the [1, window_length, D] window to zeros broadcasts it to every row;
+     * the backward pass sums the rows' gradients into it. */
+    mr_tensor *window = mr_tensor_slice(ctx, padding, 1, padding->shape[1] - window_length, window_length);
+    mr_tensor *rows = mr_tensor_add(
+        ctx, mr_tensor_zeros(ctx, MR_F32, 3, (int64_t[]){batch, window_length, dim}), window);
+    mr_tensor *parts[2] = {rows, x};
+    mr_tensor *joined = mr_tensor_concat(ctx, parts, 2, 1);
+
+    mr_tensor *y = mr_tensor_conv1d_causal(ctx, joined, mr_paramset_get(ps, conv_weight),
+                                           mr_paramset_get(ps, conv_bias), dilation);
+    y = mr_tensor_slice(ctx, y, 1, window_length, length);
+    y = mr_tensor_layer_norm(ctx, y, mr_paramset_get(ps, ln_weight),
+                             mr_paramset_get(ps, ln_bias), NEXTITNET_LN_EPS);
+    return mr_tensor_relu(ctx, y);
+}
+
+/*
+ * Builds the last position's output [B, D] of the residual stack for an
+ * input cut by `padding` zero positions (see the top of this file). A
+ * batch-1 pass over the padding runs alongside and gives each convolution
+ * the activations it reads before the cut.
+ */
+static mr_tensor *cut_positions(nextitnet_state *s, mr_ctx *ctx, mr_tensor *item_emb,
+                                int64_t padding) {
+    mr_tensor *pad_x = mr_tensor_zeros(ctx, MR_F32, 3, (int64_t[]){1, padding, s->dim});
+    mr_tensor *x = item_emb;
+    for (int b = 0; b < s->n_blocks && pad_x != NULL && x != NULL; b++) {
+        const nextitnet_block *block = &s->blocks[b];
+        mr_tensor *pad_y = conv_norm_relu(ctx, s->ps, pad_x, block->conv1_weight,
+                                          block->conv1_bias, block->ln1_weight,
+                                          block->ln1_bias, block->dilation);
+        mr_tensor *y = conv_norm_relu_after(ctx, s->ps, x, pad_x, block->conv1_weight,
+                                            block->conv1_bias, block->ln1_weight,
+                                            block->ln1_bias, block->dilation);
+        if (pad_y == NULL || y == NULL) {
+            return NULL;
+        }
+        mr_tensor *pad_z = conv_norm_relu(ctx, s->ps, pad_y, block->conv2_weight,
+                                          block->conv2_bias, block->ln2_weight,
+                                          block->ln2_bias, 2 * block->dilation);
+        y = conv_norm_relu_after(ctx, s->ps, y, pad_y, block->conv2_weight, block->conv2_bias,
+                                 block->ln2_weight, block->ln2_bias, 2 * block->dilation);
+        pad_x = mr_tensor_add(ctx, pad_z, pad_x);
+        x = mr_tensor_add(ctx, y, x);
+    }
+    return x;
+}
+
 /* Builds the residual stack and the final layer on the last position.
- * seq is only checked, and rng is not used (no dropout). */
+ * seq is only checked, and rng is not used (no dropout). An input shorter
+ * than max_len counts as cut from the left. */
 static mr_tensor *nextitnet_forward(void *state, mr_ctx *ctx, mr_tensor *item_emb,
                                     mr_tensor *seq, mr_rng *rng) {
     nextitnet_state *s = state;
@@ -162,11 +235,19 @@ static mr_tensor *nextitnet_forward(void *state, mr_ctx *ctx, mr_tensor *item_em
     if (item_emb == NULL || !mr_rec_rnn_check_inputs(ctx, "nextitnet", item_emb, seq, s->dim)) {
         return NULL;
     }
+    int64_t padding = (int64_t)s->max_len - item_emb->shape[1];
+    if (padding < 0) {
+        mr_ctx_fail(ctx, MR_ERR_SHAPE,
+                    "nextitnet: input of %lld positions is longer than max_len %d",
+                    (long long)item_emb->shape[1], s->max_len);
+        return NULL;
+    }
 
-    mr_tensor *positions = mr_rec_nextitnet_positions(state, ctx, item_emb);
+    mr_tensor *positions = padding > 0 ? cut_positions(s, ctx, item_emb, padding)
+                                       : mr_rec_nextitnet_positions(state, ctx, item_emb);
     mr_tensor *last = mr_rec_rnn_last_step(ctx, positions);
     return mr_rec_rnn_linear_forward(ctx, s->ps, &s->final_layer, last);
 }
 
 const mr_rec_backbone_ops mr_rec_nextitnet_ops = {nextitnet_declare, nextitnet_init,
-                                                  nextitnet_forward, nextitnet_free, false, false};
+                                                  nextitnet_forward, nextitnet_free, false, true};

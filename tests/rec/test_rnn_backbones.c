@@ -379,7 +379,16 @@ static void gru4rec_gradients(void) {
 
 static void nextitnet_gradients(void) {
     mr_rec_config config = make_config(MR_REC_NEXTITNET, 4, 3, 1, 0.0f);
+    config.max_len = 5;
     check_backbone_gradients("nextitnet", &config, gradcheck_ids, 2, 5, 2e-3, 2e-2);
+}
+
+/* An input 3 positions shorter than max_len counts as cut: gradients also
+ * flow through the padding activations its convolutions read. */
+static void nextitnet_cut_input_gradients(void) {
+    mr_rec_config config = make_config(MR_REC_NEXTITNET, 4, 3, 1, 0.0f);
+    config.max_len = 8;
+    check_backbone_gradients("nextitnet cut", &config, gradcheck_ids, 2, 5, 2e-3, 2e-2);
 }
 
 static void srgnn_gradients(void) {
@@ -435,7 +444,13 @@ static void nextitnet_later_steps_leave_earlier_alone(void) {
 static void nextitnet_user_vector_reads_last_step(void) {
     const int dim = 8, length = 12, prefix = 9;
     mr_rec_config config = make_config(MR_REC_NEXTITNET, dim, 4, 1, 0.0f);
+    config.max_len = length;
     test_backbone b = make_backbone(&config, 13);
+
+    /* The same weights with max_len 9, so that 9 steps are a whole input
+     * and not one cut from 12. */
+    config.max_len = prefix;
+    test_backbone short_b = make_backbone(&config, 13);
     mr_ctx *ctx = mr_ctx_create(0);
     mr_tensor *x = mr_tensor_new3d(ctx, MR_F32, 2, length, dim);
     mr_test_fill_uniform(x, -1, 1, 19);
@@ -450,7 +465,7 @@ static void nextitnet_user_vector_reads_last_step(void) {
         mr_tensor_linear(ctx, step, mr_paramset_find(b.ps, "backbone.final_layer.weight"),
                          mr_paramset_find(b.ps, "backbone.final_layer.bias"));
     mr_tensor *head = mr_tensor_contiguous(ctx, mr_tensor_slice(ctx, x, 1, 0, prefix));
-    mr_tensor *user = b.ops->forward(b.state, ctx, head, NULL, &rng);
+    mr_tensor *user = short_b.ops->forward(short_b.state, ctx, head, NULL, &rng);
     CHECK_CTX_OK(ctx);
     if (user != NULL && expected != NULL) {
         CHECK_ARRAY_NEAR(user->data, expected->data, 2 * dim, 1e-6, 1e-6);
@@ -474,6 +489,7 @@ static void nextitnet_user_vector_reads_last_step(void) {
     }
     mr_ctx_free(ctx);
     free_backbone(&b);
+    free_backbone(&short_b);
 }
 
 /* ------------------------------------------------------------------------
@@ -691,6 +707,7 @@ int main(void) {
     MR_RUN(initial_weights_follow_reference);
     MR_RUN(gru4rec_gradients);
     MR_RUN(nextitnet_gradients);
+    MR_RUN(nextitnet_cut_input_gradients);
     MR_RUN(srgnn_gradients);
     MR_RUN(nextitnet_later_steps_leave_earlier_alone);
     MR_RUN(nextitnet_user_vector_reads_last_step);

@@ -166,6 +166,9 @@ static void fill_batch(const rec_trainer *tr, int64_t first, int64_t count,
 /* Rows below which a length group is not split off (see length_groups.h). */
 #define TRAIN_GROUP_ROWS 32
 
+/* Rows of one slice of a full-length batch (see full_length_gradient). */
+#define FULL_LENGTH_ROWS 256
+
 /* Checks that a batch loss is finite. */
 static mr_status check_loss(double loss, int epoch, int64_t batch, mr_error *err) {
     if (!isfinite(loss)) {
@@ -215,6 +218,35 @@ static mr_status accumulate_loss(rec_trainer *tr, int epoch, int64_t batch, cons
 }
 
 /*
+ * Adds the gradient of a batch's mean loss for a model that needs
+ * full-length inputs, in slices of at most tr->slice_rows rows weighted
+ * by their share of the batch. The sum is the loss and gradient of the
+ * whole batch up to float rounding, but the activations kept for the
+ * backward pass shrink to those of one slice (an Ada-Retrieval NextItNet
+ * batch of 1024 would otherwise hold about 19 GB). Dropout draws its masks
+ * slice by slice.
+ */
+static mr_status full_length_gradient(rec_trainer *tr, int epoch, int64_t batch,
+                                      const int32_t *seq_values, const int32_t *candidate_values,
+                                      int64_t count, mr_rng *dropout_rng, double *loss_value,
+                                      mr_error *err) {
+    int max_len = tr->config->max_len;
+    int width = 1 + tr->config->negatives;
+    int64_t slice = tr->slice_rows > 0 ? tr->slice_rows : FULL_LENGTH_ROWS;
+    for (int64_t first = 0; first < count; first += slice) {
+        int64_t rows = count - first < slice ? count - first : slice;
+        float scale = (float)rows / (float)count;
+        mr_status status = accumulate_loss(tr, epoch, batch, seq_values + first * max_len,
+                                           candidate_values + first * width, rows, max_len,
+                                           scale, dropout_rng, loss_value, err);
+        if (status != MR_OK) {
+            return status;
+        }
+    }
+    return check_loss(*loss_value, epoch, batch, err);
+}
+
+/*
  * Adds the gradient of a filled batch's mean loss to the weights'
  * gradients and stores the loss. A truncatable backbone runs the batch as
  * length groups, each cut to its longest input and weighted by its share
@@ -230,8 +262,8 @@ static mr_status batch_gradient(rec_trainer *tr, int epoch, int64_t batch, const
     int width = 1 + tr->config->negatives;
     *loss_value = 0.0;
     if (!mr_rec_model_truncatable(tr->model)) {
-        return accumulate_loss(tr, epoch, batch, seq_values, candidate_values, count, max_len,
-                               1.0f, dropout_rng, loss_value, err);
+        return full_length_gradient(tr, epoch, batch, seq_values, candidate_values, count,
+                                    dropout_rng, loss_value, err);
     }
 
     int64_t n_groups = mr_rec_length_groups(seq_values, count, max_len, TRAIN_GROUP_ROWS,

@@ -33,6 +33,7 @@ typedef struct rec_trainer {
     mr_ctx *step;
     int64_t *order; /* [n_train]: this epoch's example order */
     mr_rng train_root;
+    int64_t slice_rows; /* rows per slice of a full-length batch; 0: the default, 256 */
     rec_loop_state state;
     char config_path[4096];
     char metrics_path[4096];

@@ -104,6 +104,8 @@ static char *format_config(const mr_rl_run_options *o) {
             c->average == MR_RL_AVERAGE_TOKEN ? "token" : "sequence");
     fprintf(f, "  \"scale_rewards\": %s,\n", c->scale_rewards ? "true" : "false");
     train_print_float_member(f, "adv_eps", c->adv_eps);
+    fprintf(f, "  \"filter_groups\": %s,\n", c->filter_groups ? "true" : "false");
+    fprintf(f, "  \"max_prompt_draws\": %d,\n", c->max_prompt_draws);
     train_print_float_member(f, "gamma", c->gamma);
     train_print_float_member(f, "lambda", c->lambda);
     train_print_float_member(f, "vf_coef", c->vf_coef);

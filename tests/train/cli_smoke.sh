@@ -266,16 +266,21 @@ grep -q "config key 'epoch' is unknown; run 'multiround train ppo --help'" "$wor
 [ ! -e "$work/bad" ] || fail "a rejected config created its out folder"
 
 # The example configs parse and start; here for one small step each, with
-# every path of the example replaced.
+# every path of the example replaced. The GRPO example filters groups,
+# which needs at least 2 episodes per group.
 for kind in grpo ppo; do
+    group=1
+    [ "$kind" = grpo ] && group=2
     train_rl $kind --config "$root/examples/train/calc_$kind.json" \
         --model "$root/tests/data/lm/stories260K.gguf" --train "$work/calc.jsonl" \
         --eval "$work/calc.jsonl" --out "$work/example_$kind" --steps 1 --prompts 2 \
-        --group 1 --minibatch 2 --eval-episodes 1 --max-tokens 48 ||
+        --group $group --minibatch 2 --eval-episodes 1 --max-tokens 48 ||
         fail "examples/train/calc_$kind.json failed: $(cat "$work/train.err")"
     grep -q '"temperature": 0.7,' "$work/example_$kind/config.json" ||
         fail "the $kind example's temperature is not in config.json"
 done
+grep -q '"filter_groups": true,' "$work/example_grpo/config.json" ||
+    fail "the grpo example's filter_groups is not in config.json"
 "$binary" train grpo --help > "$work/help.out" || fail "train grpo --help failed"
 grep -q "^  checkpoint_every  steps between checkpoints; also after the last \[10\]" \
     "$work/help.out" || fail "train grpo --help lacks checkpoint_every"

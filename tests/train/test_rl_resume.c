@@ -307,6 +307,35 @@ static void run_folder_rules(void) {
     free(after);
 }
 
+/* OUT/config.json stores GRPO's group filter, so a resume that turns it
+ * on or changes its draw limit fails. Runs after the GRPO case above,
+ * which leaves a finished run without the filter. */
+static void grpo_resume_checks_filter(void) {
+    char whole[256];
+    snprintf(whole, sizeof whole, "%s/grpo-whole", base_dir);
+    size_t size = 0;
+    void *stored = read_file(whole, "config.json", &size);
+    CHECK(stored != NULL);
+    char *config = calloc(size + 1, 1);
+    if (stored != NULL && config != NULL) {
+        memcpy(config, stored, size);
+        CHECK(strstr(config, "\"filter_groups\": false,") != NULL);
+        CHECK(strstr(config, "\"max_prompt_draws\": 0,") != NULL);
+    }
+    free(stored);
+    free(config);
+
+    mr_rl_run_options o = run_options(MR_RL_GRPO, whole);
+    o.resume = true;
+    o.rl.filter_groups = true;
+    o.rl.max_prompt_draws = 4;
+    mr_error err;
+    mr_rl_result result;
+    CHECK_STATUS(mr_rl_run(&o, &result, &err), MR_ERR_STATE);
+    CHECK(strstr(err.message, "filter_groups (stored false, now true)") != NULL);
+    CHECK(strstr(err.message, "max_prompt_draws (stored 0, now 4)") != NULL);
+}
+
 /* An invalid option fails before any file is read or folder created. */
 static void invalid_option_rejected(void) {
     char out[256];
@@ -340,6 +369,7 @@ int main(void) {
     MR_RUN(ppo_stopped_run_resumes_exactly);
     MR_RUN(finished_run_extends_exactly);
     MR_RUN(run_folder_rules);
+    MR_RUN(grpo_resume_checks_filter);
     MR_RUN(invalid_option_rejected);
 
     snprintf(command, sizeof command, "rm -rf '%s'", base_dir);

@@ -347,6 +347,9 @@ static bool parse_kind(const char *name, mr_train_kind *kind) {
 }
 
 int cli_train(int argc, char **argv) {
+    if (argc < 2) {
+        cli_error("train needs a KIND: sft, rm, classify, dpo, grpo or ppo");
+    }
     if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
         print_help();
         return argc < 2 ? 2 : 0;
@@ -360,7 +363,7 @@ int cli_train(int argc, char **argv) {
     }
     mr_train_kind kind;
     if (!parse_kind(kind_name, &kind)) {
-        cli_error("unknown trainer '%s'; use sft, rm, classify or dpo", kind_name);
+        cli_error("unknown trainer '%s'; use sft, rm, classify, dpo, grpo or ppo", kind_name);
         return 2;
     }
 

@@ -28,7 +28,7 @@ static void print_help(void) {
            "  --smooth N     also draw a trailing moving average over N points\n"
            "                 (default: 0, none)\n"
            "  --width N      chart width in pixels (default: 800)\n");
-    cli_print_shared_options(stdout);
+    cli_print_shared_options(stdout, 17);
 }
 
 /* Resolves a RUN_DIR argument to its metrics file: the argument itself

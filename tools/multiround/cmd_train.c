@@ -36,7 +36,7 @@ static void print_help(void) {
         "                 must match OUT/config.json, except that max_steps may grow and\n"
         "                 log_every, eval_every, checkpoint_every and stop_after may\n"
         "                 change. Without it, an OUT with a checkpoint or done is an error\n");
-    cli_print_shared_options(stdout);
+    cli_print_shared_options(stdout, 17);
     printf(
         "\nconfig keys (default in brackets; paths relative to the working folder):\n"
         "  model              GGUF file or Hugging Face folder [none: a random model of init]\n"

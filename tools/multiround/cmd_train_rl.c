@@ -157,7 +157,7 @@ static void print_help(const char *name, mr_rl_algorithm algorithm) {
            "  --KEY VALUE    sets a config key, overriding the file, with - in place of _\n"
            "                 (--eval-episodes 200); switches take on or off here\n",
            name, algorithm == MR_RL_GRPO ? "GRPO" : "PPO");
-    cli_print_shared_options(stdout);
+    cli_print_shared_options(stdout, 17);
     printf("\nconfig keys (%s default in brackets; paths relative to the working folder):\n",
            name);
     mr_rl_run_options defaults;

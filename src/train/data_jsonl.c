@@ -174,10 +174,8 @@ static bool ends_early(const char *text) {
     return in_string || depth > 0;
 }
 
-/* The error of a data line that is not valid JSON, with the 1-based
- * column (in bytes) where cJSON stopped. */
-static mr_status invalid_json_error(const char *path, int line, const char *line_start,
-                                    const char *parse_end, mr_error *err) {
+mr_status train_invalid_json_error(const char *path, int line, const char *line_start,
+                                   const char *parse_end, mr_error *err) {
     if (parse_end == NULL || parse_end < line_start) {
         return mr_error_set(err, MR_ERR_FORMAT, "%s:%d: invalid JSON", path, line);
     }
@@ -249,7 +247,7 @@ mr_status train_read_rows(const char *path, mr_train_kind kind, int num_labels,
         const char *parse_end = NULL;
         cJSON *object = cJSON_ParseWithOpts(start, &parse_end, true);
         if (object == NULL) {
-            status = invalid_json_error(path, line, line_start, parse_end, err);
+            status = train_invalid_json_error(path, line, line_start, parse_end, err);
             break;
         }
         if (!cJSON_IsObject(object)) {
@@ -283,7 +281,7 @@ mr_status train_read_rows(const char *path, mr_train_kind kind, int num_labels,
         train_rows_free(rows, n);
         return mr_error_set(err, MR_ERR_FORMAT, "%s: no data rows", path);
     }
-    mr_log(MR_LOG_INFO, "train", "%s: read %d rows", path, n);
+    mr_log(MR_LOG_INFO, "train", "%s: read %d row%s", path, n, n == 1 ? "" : "s");
     *rows_out = rows;
     *n_out = n;
     return MR_OK;

@@ -12,6 +12,7 @@
 
 #include "multiround/env.h"
 #include "multiround/fileio.h"
+#include "train_internal.h"
 
 #define CALC_DEPTH_MAX 32
 #define CALC_FILE_MAX (64u << 20)
@@ -152,7 +153,11 @@ mr_status mr_calc_eval(const char *expr, size_t len, int64_t *value, mr_error *e
 /* Parses one JSON line of a problem file into problem. */
 static mr_status parse_problem_line(const char *path, int line_no, const char *line,
                                     mr_calc_problem *problem, mr_error *err) {
-    cJSON *json = cJSON_Parse(line);
+    const char *parse_end = NULL;
+    cJSON *json = cJSON_ParseWithOpts(line, &parse_end, true);
+    if (json == NULL) {
+        return train_invalid_json_error(path, line_no, line, parse_end, err);
+    }
     const cJSON *question = cJSON_GetObjectItemCaseSensitive(json, "question");
     const cJSON *answer = cJSON_GetObjectItemCaseSensitive(json, "answer");
     mr_status status = MR_OK;
@@ -231,7 +236,7 @@ mr_status mr_calc_problems_load(const char *path, mr_calc_problem **problems, in
     free(data);
 
     if (status == MR_OK && count == 0) {
-        status = mr_error_set(err, MR_ERR_FORMAT, "calc: %s holds no problems", path);
+        status = mr_error_set(err, MR_ERR_FORMAT, "calc: %s contains no problems; write one {\"question\": string, \"answer\": integer} object per line", path);
     }
     if (status != MR_OK) {
         free(out);

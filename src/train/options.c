@@ -4,6 +4,8 @@
  */
 #include <inttypes.h>
 #include <math.h>
+#include <stdarg.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -70,112 +72,174 @@ void train_resolve_warmup(mr_train_options *o, int64_t stored_warmup) {
     o->warmup_steps = o->max_steps < TRAIN_DEFAULT_WARMUP ? o->max_steps : TRAIN_DEFAULT_WARMUP;
 }
 
-/* Fails with a message that names the config key and its valid range. */
+/* Records one invalid setting in err. The first sets the message and
+ * status, and each later one is appended after "; " so that one run
+ * reports every bad key. A message past 1023 bytes is cut short. */
+static void add_problem(mr_error *err, mr_status *status, const char *fmt, ...)
+    MR_PRINTF(3, 4);
+
+static void add_problem(mr_error *err, mr_status *status, const char *fmt, ...) {
+    size_t used = 0;
+    if (*status == MR_OK) {
+        *status = MR_ERR_INVALID_ARGUMENT;
+        if (err != NULL) {
+            err->status = MR_ERR_INVALID_ARGUMENT;
+            used = (size_t)snprintf(err->message, sizeof err->message, "train: ");
+        }
+    } else if (err != NULL) {
+        used = strlen(err->message);
+        if (used + 2 < sizeof err->message) {
+            memcpy(err->message + used, "; ", 3);
+            used += 2;
+        }
+    }
+    if (err == NULL || used >= sizeof err->message) {
+        return;
+    }
+    va_list args;
+    va_start(args, fmt);
+    vsnprintf(err->message + used, sizeof err->message - used, fmt, args);
+    va_end(args);
+}
+
+/* Records a problem, naming the config key and its valid range, when
+ * condition is false. */
 #define REQUIRE(condition, ...)                                                \
     do {                                                                       \
         if (!(condition)) {                                                    \
-            return mr_error_set(err, MR_ERR_INVALID_ARGUMENT, __VA_ARGS__);    \
+            add_problem(err, status, __VA_ARGS__);                             \
         }                                                                      \
     } while (0)
 
 /* Checks the sizes and counts of o. */
-static mr_status validate_sizes(const mr_train_options *o, mr_error *err) {
+static void validate_sizes(const mr_train_options *o, mr_status *status, mr_error *err) {
     REQUIRE(o->batch_size >= 1 && o->batch_size <= TRAIN_MAX_BATCH,
-            "train: batch_size is %d; it must be in [1, " MR_STRINGIFY(TRAIN_MAX_BATCH) "]",
+            "config key 'batch_size' is %d; it must be in [1, " MR_STRINGIFY(
+                TRAIN_MAX_BATCH) "]",
             o->batch_size);
-    REQUIRE(o->grad_accum >= 1, "train: grad_accum is %d; it must be >= 1", o->grad_accum);
-    REQUIRE(o->max_steps >= 1, "train: max_steps is %lld; it must be >= 1",
+    REQUIRE(o->grad_accum >= 1, "config key 'grad_accum' is %d; it must be >= 1",
+            o->grad_accum);
+    REQUIRE(o->max_steps >= 1, "config key 'max_steps' is %lld; it must be >= 1",
             (long long)o->max_steps);
-    REQUIRE(o->max_length >= 2, "train: max_length is %d; it must be >= 2", o->max_length);
-    REQUIRE(o->eval_every_nth >= 0, "train: eval_every_nth is %d; it must be >= 0 (0: none)",
-            o->eval_every_nth);
+    REQUIRE(o->max_length >= 2, "config key 'max_length' is %d; it must be >= 2",
+            o->max_length);
+    REQUIRE(o->eval_every_nth >= 0,
+            "config key 'eval_every_nth' is %d; it must be >= 0 (0: none)", o->eval_every_nth);
     REQUIRE(o->eval_max_examples >= 0,
-            "train: eval_max_examples is %d; it must be >= 0 (0: all)", o->eval_max_examples);
-    REQUIRE(o->log_every >= 0 && o->eval_every >= 0 && o->checkpoint_every >= 0 &&
-                o->stop_after >= 0,
-            "train: log_every (%lld), eval_every (%lld), checkpoint_every (%lld) and "
-            "stop_after (%lld) must be >= 0 (0: never)",
-            (long long)o->log_every, (long long)o->eval_every, (long long)o->checkpoint_every,
-            (long long)o->stop_after);
-    return MR_OK;
+            "config key 'eval_max_examples' is %d; it must be >= 0 (0: all)",
+            o->eval_max_examples);
+    const char *const names[] = {"log_every", "eval_every", "checkpoint_every", "stop_after"};
+    const int64_t values[] = {o->log_every, o->eval_every, o->checkpoint_every, o->stop_after};
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+        REQUIRE(values[i] >= 0, "config key '%s' is %lld; it must be >= 0 (0: never)", names[i],
+                (long long)values[i]);
+    }
 }
 
-/* Checks the optimizer, schedule and LoRA settings of o, whose warm-up
- * is resolved. */
-static mr_status validate_optimizer(const mr_train_options *o, mr_error *err) {
-    REQUIRE(o->lr >= 0.0f && isfinite(o->lr), "train: lr is %g; it must be finite and >= 0",
-            (double)o->lr);
+/* Checks the optimizer, schedule and LoRA settings of o. A warm-up of -1
+ * (not resolved yet) passes. */
+static void validate_optimizer(const mr_train_options *o, mr_status *status, mr_error *err) {
+    bool lr_valid = o->lr >= 0.0f && isfinite(o->lr);
+    REQUIRE(lr_valid, "config key 'lr' is %g; it must be finite and >= 0", (double)o->lr);
     REQUIRE(o->decay == MR_LR_COSINE || o->decay == MR_LR_CONSTANT,
-            "train: schedule must be \"cosine\" or \"constant\"");
-    REQUIRE(o->decay == MR_LR_CONSTANT || (o->min_lr >= 0.0f && o->min_lr <= o->lr),
-            "train: min_lr is %g; it must be in [0, lr = %g]", (double)o->min_lr,
+            "config key 'schedule' must be \"cosine\" or \"constant\"");
+    /* An invalid lr is reported once, not again as the bound of min_lr. */
+    REQUIRE(!lr_valid || o->decay == MR_LR_CONSTANT ||
+                (o->min_lr >= 0.0f && o->min_lr <= o->lr),
+            "config key 'min_lr' is %g; it must be in [0, lr = %g]", (double)o->min_lr,
             (double)o->lr);
-    REQUIRE(o->warmup_steps >= 0 && o->warmup_steps <= o->max_steps,
-            "train: warmup_steps (%lld) is larger than max_steps (%lld); lower warmup_steps, "
-            "raise max_steps, or leave warmup_steps out to get min(10, max_steps)",
+    REQUIRE(o->warmup_steps >= -1, "config key 'warmup_steps' is %lld; it must be >= 0",
+            (long long)o->warmup_steps);
+    REQUIRE(o->max_steps < 1 || o->warmup_steps <= o->max_steps,
+            "config key 'warmup_steps' (%lld) is larger than max_steps (%lld); lower "
+            "warmup_steps, raise max_steps, or leave warmup_steps out to get "
+            "min(10, max_steps)",
             (long long)o->warmup_steps, (long long)o->max_steps);
     REQUIRE(o->weight_decay >= 0.0f && isfinite(o->weight_decay),
-            "train: weight_decay is %g; it must be finite and >= 0", (double)o->weight_decay);
-    REQUIRE(o->adam_beta1 >= 0.0 && o->adam_beta1 < 1.0 && o->adam_beta2 >= 0.0 &&
-                o->adam_beta2 < 1.0,
-            "train: adam_beta1 (%g) and adam_beta2 (%g) must be in [0, 1)", o->adam_beta1,
-            o->adam_beta2);
+            "config key 'weight_decay' is %g; it must be finite and >= 0",
+            (double)o->weight_decay);
+    REQUIRE(o->adam_beta1 >= 0.0 && o->adam_beta1 < 1.0,
+            "config key 'adam_beta1' is %g; it must be in [0, 1)", o->adam_beta1);
+    REQUIRE(o->adam_beta2 >= 0.0 && o->adam_beta2 < 1.0,
+            "config key 'adam_beta2' is %g; it must be in [0, 1)", o->adam_beta2);
     REQUIRE(o->adam_eps > 0.0f && isfinite(o->adam_eps),
-            "train: adam_eps is %g; it must be finite and > 0", (double)o->adam_eps);
-    REQUIRE(isfinite(o->clip_norm), "train: clip_norm is %g; it must be finite",
+            "config key 'adam_eps' is %g; it must be finite and > 0", (double)o->adam_eps);
+    REQUIRE(isfinite(o->clip_norm), "config key 'clip_norm' is %g; it must be finite",
             (double)o->clip_norm);
     if (o->lora) {
         const mr_lora_config *l = &o->lora_config;
         REQUIRE(l->rank >= 1 && l->rank <= 65536,
-                "train: lora_rank is %d; it must be in [1, 65536]", l->rank);
+                "config key 'lora_rank' is %d; it must be in [1, 65536]", l->rank);
         REQUIRE(l->alpha > 0.0f && isfinite(l->alpha),
-                "train: lora_alpha is %g; it must be finite and > 0", (double)l->alpha);
+                "config key 'lora_alpha' is %g; it must be finite and > 0", (double)l->alpha);
         REQUIRE(l->dropout >= 0.0f && l->dropout < 1.0f,
-                "train: lora_dropout is %g; it must be in [0, 1)", (double)l->dropout);
-        REQUIRE(l->targets != 0, "train: lora_targets is empty; name at least one target");
+                "config key 'lora_dropout' is %g; it must be in [0, 1)", (double)l->dropout);
+        REQUIRE(l->targets != 0,
+                "config key 'lora_targets' is empty; name at least one target");
     }
-    return MR_OK;
 }
 
 /* Checks the settings that only some kinds use. */
-static mr_status validate_kind_options(const mr_train_options *o, mr_error *err) {
+static void validate_kind_options(const mr_train_options *o, mr_status *status,
+                                  mr_error *err) {
     REQUIRE(o->kind != MR_TRAIN_CLASSIFY || o->num_labels >= 2,
-            "train: num_labels is %d; it must be >= 2", o->num_labels);
+            "config key 'num_labels' is %d; it must be >= 2", o->num_labels);
     if (o->kind == MR_TRAIN_DPO) {
         REQUIRE(o->dpo_beta > 0.0f && isfinite(o->dpo_beta),
-                "train: beta is %g; it must be finite and > 0", (double)o->dpo_beta);
+                "config key 'beta' is %g; it must be finite and > 0", (double)o->dpo_beta);
         REQUIRE(o->sft_weight >= 0.0f && isfinite(o->sft_weight),
-                "train: sft_weight is %g; it must be finite and >= 0", (double)o->sft_weight);
+                "config key 'sft_weight' is %g; it must be finite and >= 0",
+                (double)o->sft_weight);
         REQUIRE(o->reference != MR_DPO_REFERENCE_ADAPTER_OFF || o->lora,
-                "train: reference \"adapter_off\" needs lora; switch lora on or use the "
-                "reference \"copy\"");
+                "config key 'reference' is \"adapter_off\", which needs lora; switch lora on "
+                "or use the reference \"copy\"");
     }
-    REQUIRE(!o->pack || o->kind == MR_TRAIN_SFT, "train: pack applies to sft only");
+    REQUIRE(!o->pack || o->kind == MR_TRAIN_SFT, "config key 'pack' applies to sft only");
     REQUIRE(o->completion_field == NULL || o->kind == MR_TRAIN_SFT,
-            "train: completion_field applies to sft only");
+            "config key 'completion_field' applies to sft only");
     REQUIRE(o->completion_field == NULL || o->completion_field[0] != '\0',
-            "train: completion_field is empty; name a string field of the data rows");
-    return MR_OK;
+            "config key 'completion_field' is empty; name a string field of the data rows");
+}
+
+/* Checks where the model and tokenizer come from. An init that was never
+ * set leaves vocab_size 0. */
+static void validate_model_source(const mr_train_options *o, mr_status *status,
+                                  mr_error *err) {
+    if (o->model_path != NULL) {
+        return;
+    }
+    bool has_init = o->init_config.vocab_size != 0 || o->init_config.dim != 0;
+    REQUIRE(has_init || o->tokenizer_path != NULL,
+            "config keys 'model' and 'init' are both missing; set model (a GGUF file or "
+            "Hugging Face folder), or init (a random model's config.json) with tokenizer");
+    REQUIRE(!has_init || o->tokenizer_path != NULL,
+            "a random model (init, no model) needs config key 'tokenizer' (a GGUF file or "
+            "tokenizer.json)");
+    REQUIRE(has_init || o->tokenizer_path == NULL,
+            "config key 'tokenizer' is set but neither 'model' nor 'init' is; set model (a "
+            "GGUF file or Hugging Face folder), or init (a random model's config.json)");
 }
 
 mr_status train_validate_options(const mr_train_options *o, mr_error *err) {
-    REQUIRE(mr_train_kind_name(o->kind) != NULL, "train: unknown kind %d", (int)o->kind);
-    REQUIRE(o->data_path != NULL, "train: data (the training JSON Lines file) is required");
+    if (mr_train_kind_name(o->kind) == NULL) {
+        return mr_error_set(err, MR_ERR_INVALID_ARGUMENT, "train: unknown kind %d",
+                            (int)o->kind);
+    }
+    mr_status problems = MR_OK;
+    mr_status *status = &problems;
+    REQUIRE(o->data_path != NULL,
+            "config key 'data' (the training JSON Lines file) is required");
     REQUIRE(o->out_dir != NULL && o->out_dir[0] != '\0',
-            "train: out (the run folder) is required");
-    REQUIRE(o->model_path != NULL || o->tokenizer_path != NULL,
-            "train: a random model (no model) needs a tokenizer");
-    mr_status status = validate_sizes(o, err);
-    if (status == MR_OK) {
-        status = validate_optimizer(o, err);
+            "config key 'out' (the run folder) is required");
+    validate_model_source(o, status, err);
+    validate_sizes(o, status, err);
+    validate_optimizer(o, status, err);
+    validate_kind_options(o, status, err);
+    bool has_init = o->init_config.vocab_size != 0 || o->init_config.dim != 0;
+    if (problems == MR_OK && o->model_path == NULL && has_init) {
+        problems = mr_llama_config_validate(&o->init_config, err);
     }
-    if (status == MR_OK) {
-        status = validate_kind_options(o, err);
-    }
-    if (status == MR_OK && o->model_path == NULL) {
-        status = mr_llama_config_validate(&o->init_config, err);
-    }
-    return status;
+    return problems;
 }
 
 #undef REQUIRE

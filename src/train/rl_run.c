@@ -411,17 +411,29 @@ mr_status mr_rl_run(const mr_rl_run_options *options, mr_rl_result *result_out, 
     if (status == MR_OK && o->resume) {
         status = load_checkpoint(&r, &first_step, &result, &resumed, err);
     }
-    if (status == MR_OK) {
+
+    /* A finished run resumed to the same steps keeps its outputs and log
+     * as they are, and returns the figures of its last checkpoint. The
+     * run folder removes done when steps grow. */
+    bool finished = status == MR_OK && resumed && first_step == o->rl.steps &&
+                    run_dir_has(o->out_dir, "done");
+    if (finished) {
+        mr_log(MR_LOG_INFO, "rl",
+               "%s already contains a finished run of %d steps (done); nothing to do, so "
+               "raise steps to continue it",
+               o->out_dir, o->rl.steps);
+    }
+    if (status == MR_OK && !finished) {
         status = write_config(o, err);
     }
-    if (status == MR_OK) {
+    if (status == MR_OK && !finished) {
         char path[4096];
         status = mr_path_join(path, sizeof path, o->out_dir, MR_RUNLOG_FILE, err);
         if (status == MR_OK) {
             status = mr_runlog_open(path, resumed ? first_step : -1, NULL, &r.log, err);
         }
     }
-    if (status == MR_OK) {
+    if (status == MR_OK && !finished) {
         mr_log(MR_LOG_INFO, "rl", "%s: steps %d to %d, %d prompts x %d episodes per step",
                o->rl.algorithm == MR_RL_GRPO ? "grpo" : "ppo", first_step + 1, o->rl.steps,
                o->rl.prompts_per_step, o->rl.group_size);
@@ -433,7 +445,7 @@ mr_status mr_rl_run(const mr_rl_run_options *options, mr_rl_result *result_out, 
                         .user_data = &r};
         status = rl_train_loop(&r.tr, &loop, &result, err);
     }
-    if (status == MR_OK && result.steps_done == o->rl.steps) {
+    if (status == MR_OK && !finished && result.steps_done == o->rl.steps) {
         status = write_outputs(&r, err);
     }
     if (status == MR_OK && r.log != NULL) {

@@ -151,8 +151,8 @@ mr_status run_dir_check_new(const char *out_dir, mr_error *err) {
         return MR_OK;
     }
     return mr_error_set(err, MR_ERR_STATE,
-                        "train: the out folder %s already contains %s; pass --resume (the "
-                        "resume option) to continue it, or choose another out folder",
+                        "train: the out folder %s already contains %s; pass --resume to "
+                        "continue it, or choose another out folder",
                         out_dir, found);
 }
 

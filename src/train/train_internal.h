@@ -126,8 +126,14 @@ typedef struct train_metrics {
  * (options.c). */
 void train_resolve_warmup(mr_train_options *o, int64_t stored_warmup);
 
-/* Checks every option before any file is read, with messages that name
- * the config keys (options.c). The warm-up must be resolved. */
+/* Sets err to the error of a JSON Lines line that is not valid JSON,
+ * with the 1-based column (in bytes) where cJSON stopped (data_jsonl.c). */
+mr_status train_invalid_json_error(const char *path, int line, const char *line_start,
+                                   const char *parse_end, mr_error *err);
+
+/* Checks every option before any data or model file is read, and
+ * reports every invalid one in err, each naming its config key
+ * (options.c). A warm-up of -1 (not resolved yet) passes. */
 mr_status train_validate_options(const mr_train_options *o, mr_error *err);
 
 /* Returns every option, defaults included, as the JSON text of

@@ -668,9 +668,9 @@ mr_status mr_train_run(const mr_train_options *options, mr_train_result *result_
         status = mr_runlog_open(path, resumed ? t.step : -1, NULL, &t.log, err);
     }
     if (status == MR_OK) {
-        mr_log(MR_LOG_INFO, "train", "%s: %s training of %d tensors, %lld steps from step %lld",
+        mr_log(MR_LOG_INFO, "train", "%s: %s training of %d tensors, %lld step%s from step %lld",
                mr_train_kind_name(o->kind), o->lora ? "LoRA" : "full", t.n_train > 0 ? t.n_trainable : 0,
-               (long long)o->max_steps, (long long)t.step);
+               (long long)o->max_steps, o->max_steps == 1 ? "" : "s", (long long)t.step);
         status = train_loop(&t, &result, err);
     }
     bool finished = status == MR_OK && t.step == o->max_steps;

@@ -165,6 +165,34 @@ if train "$work/bad_type.json"; then fail "a string lr was accepted"; fi
 grep -q "config key 'lr' must be a number, got a string" "$work/train.err" ||
     fail "the type error is unclear: $(cat "$work/train.err")"
 printf '{"init": {"dim": 16}}' > "$work/old_init.json"
+# Range errors name every bad key, each as a config key.
+write_config "$work/ranges.json" "$work/ranges" 0 ', "lr": -1, "warmup_steps": 50, "batch_size": 0'
+if train "$work/ranges.json"; then fail "a config of bad ranges was accepted"; fi
+for want in "config key 'batch_size' is 0; it must be in \[1, 4096\]" \
+    "config key 'max_steps' is 0; it must be >= 1" \
+    "config key 'lr' is -1; it must be finite and >= 0"; do
+    grep -q "$want" "$work/train.err" || fail "no '$want' in: $(cat "$work/train.err")"
+done
+write_config "$work/frac.json" "$work/frac" 2.5
+if train "$work/frac.json"; then fail "2.5 steps were accepted"; fi
+grep -q "config key 'max_steps' must be an integer, got 2.5" "$work/train.err" ||
+    fail "the fraction error is unclear: $(cat "$work/train.err")"
+init_value='null' write_config "$work/noinit.json" "$work/noinit" 2
+sed -i 's/"init": null,//' "$work/noinit.json"
+if train "$work/noinit.json"; then fail "a tokenizer without model or init was accepted"; fi
+grep -q "config key 'tokenizer' is set but neither 'model' nor 'init' is" "$work/train.err" ||
+    fail "the missing-model error is unclear: $(cat "$work/train.err")"
+if train "$work/absent.json"; then fail "a missing config file was accepted"; fi
+grep -q "cannot read the config file: " "$work/train.err" ||
+    fail "the missing-config error is unclear: $(cat "$work/train.err")"
+if "$binary" train foo --config "$work/t2.json" 2> "$work/train.err"; then
+    fail "the trainer foo was accepted"
+fi
+grep -q "unknown trainer 'foo'; use sft, rm, classify, dpo, grpo or ppo" "$work/train.err" ||
+    fail "the unknown-trainer error is unclear: $(cat "$work/train.err")"
+if "$binary" train > /dev/null 2> "$work/train.err"; then fail "train without KIND passed"; fi
+grep -q "train needs a KIND" "$work/train.err" || fail "no KIND error: $(cat "$work/train.err")"
+
 if train "$work/old_init.json"; then fail "init.dim was accepted"; fi
 grep -q "config key 'init.dim' is not a Hugging Face config.json key; use 'hidden_size'" \
     "$work/train.err" || fail "the init key error is unclear: $(cat "$work/train.err")"
@@ -239,12 +267,26 @@ grep -q "differs in lr (stored 0.0001, now 0.01)" "$work/train.err" ||
     fail "the changed-setting error is unclear: $(cat "$work/train.err")"
 train_rl grpo --config "$work/grpo.json" --resume ||
     fail "the GRPO resume failed: $(cat "$work/train.err")"
-grep -q "^grpo: step 2 of 2 in " "$work/train.out" || fail "the GRPO summary: $(cat "$work/train.out")"
+grep -q "^grpo: step 2 of 2, .* s in this session" "$work/train.out" ||
+    fail "the GRPO summary: $(cat "$work/train.out")"
 grep -q "resuming from $work/grpo/checkpoints/step-00000001" "$work/train.err" ||
     fail "the GRPO run did not resume from step 1: $(cat "$work/train.err")"
 [ -e "$work/grpo/done" ] && [ -e "$work/grpo/model.gguf" ] || fail "the resumed GRPO run did not finish"
 [ "$(grep -c '"step":' "$work/grpo/metrics.jsonl")" -eq 3 ] ||
     fail "metrics.jsonl does not have one line for each of steps 0 to 2"
+
+# A resume of the finished run says so and leaves its files alone.
+cp "$work/grpo/metrics.jsonl" "$work/grpo_metrics_before.jsonl"
+touch -d '2000-01-01' "$work/grpo/model.gguf"
+train_rl grpo --config "$work/grpo.json" --resume ||
+    fail "the resume of a finished GRPO run failed: $(cat "$work/train.err")"
+grep -q "$work/grpo already contains a finished run of 2 steps (done); nothing to do" \
+    "$work/train.err" || fail "the finished-run note is missing: $(cat "$work/train.err")"
+grep -q "^grpo: step 2 of 2, " "$work/train.out" || fail "the summary: $(cat "$work/train.out")"
+cmp -s "$work/grpo/metrics.jsonl" "$work/grpo_metrics_before.jsonl" ||
+    fail "the resume of a finished run changed metrics.jsonl"
+[ "$(find "$work/grpo/model.gguf" -newermt '2001-01-01')" = "" ] ||
+    fail "the resume of a finished run rewrote model.gguf"
 
 # PPO writes its value head; an option overrides the config file.
 write_rl_config "$work/ppo.json" "$work/ppo"

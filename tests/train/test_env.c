@@ -295,10 +295,16 @@ static void problem_file_errors(void) {
     CHECK_STATUS(mr_calc_problems_load(path, &problems, &n, &err), MR_ERR_FORMAT);
     CHECK(strstr(err.message, "line 1") != NULL);
 
+    /* A line that is not valid JSON gets its line and column. */
+    text = "{\"question\": \"1+1\", \"answer\": 2}\n{\"question\": \"2+2\" \"answer\": 4}\n";
+    CHECK_STATUS(mr_file_write_atomic(path, text, strlen(text), &err), MR_OK);
+    CHECK_STATUS(mr_calc_problems_load(path, &problems, &n, &err), MR_ERR_FORMAT);
+    CHECK(strstr(err.message, ":2:20: invalid JSON near '\"answer\"") != NULL);
+
     text = "\n";
     CHECK_STATUS(mr_file_write_atomic(path, text, strlen(text), &err), MR_OK);
     CHECK_STATUS(mr_calc_problems_load(path, &problems, &n, &err), MR_ERR_FORMAT);
-    CHECK(strstr(err.message, "no problems") != NULL);
+    CHECK(strstr(err.message, "contains no problems") != NULL);
     remove(path);
 
     CHECK_STATUS(mr_calc_problems_load("/nonexistent/calc.jsonl", &problems, &n, &err),

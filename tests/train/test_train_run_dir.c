@@ -92,7 +92,8 @@ static void explicit_warmup_longer_than_run_fails(void) {
     o.warmup_steps = 10;
     mr_error err;
     CHECK_STATUS(mr_train_run(&o, NULL, &err), MR_ERR_INVALID_ARGUMENT);
-    CHECK(strstr(err.message, "warmup_steps (10) is larger than max_steps (2)") != NULL);
+    CHECK(strstr(err.message, "config key 'warmup_steps' (10) is larger than max_steps (2)") !=
+          NULL);
     CHECK(!mr_path_exists(out));
 }
 
@@ -104,9 +105,29 @@ static void invalid_option_also_reports_data(void) {
     o.data_path = bad_data_path;
     mr_error err;
     CHECK_STATUS(mr_train_run(&o, NULL, &err), MR_ERR_INVALID_ARGUMENT);
-    CHECK(strstr(err.message, "train: lr is -1; it must be finite and >= 0") != NULL);
+    CHECK(strstr(err.message, "train: config key 'lr' is -1; it must be finite and >= 0") !=
+          NULL);
     CHECK(strstr(err.message, "the data has an error too") != NULL);
     CHECK(strstr(err.message, ":2:") != NULL);
+}
+
+/* Every invalid option is reported in one message, and the run creates
+ * no folder. */
+static void every_invalid_option_reported(void) {
+    char out[256];
+    mr_train_options o = short_run("bad-many", out, sizeof out);
+    o.batch_size = 0;
+    o.max_steps = 0;
+    o.lr = -1.0f;
+    o.adam_beta2 = 1.0;
+    mr_error err;
+    CHECK_STATUS(mr_train_run(&o, NULL, &err), MR_ERR_INVALID_ARGUMENT);
+    CHECK(strstr(err.message, "config key 'batch_size' is 0; it must be in [1, 4096]") != NULL);
+    CHECK(strstr(err.message, "; config key 'max_steps' is 0; it must be >= 1") != NULL);
+    CHECK(strstr(err.message, "; config key 'lr' is -1; it must be finite and >= 0") != NULL);
+    CHECK(strstr(err.message, "; config key 'adam_beta2' is 1; it must be in [0, 1)") != NULL);
+    CHECK(strstr(err.message, "min_lr") == NULL);
+    CHECK(!mr_path_exists(out));
 }
 
 /* A new run into a finished run's folder fails and leaves it as it was. */
@@ -261,6 +282,7 @@ int main(void) {
     MR_RUN(default_warmup_fits_short_run);
     MR_RUN(explicit_warmup_longer_than_run_fails);
     MR_RUN(invalid_option_also_reports_data);
+    MR_RUN(every_invalid_option_reported);
     MR_RUN(new_run_rejects_finished_folder);
     MR_RUN(new_run_rejects_checkpointed_folder);
     MR_RUN(resume_rejects_changed_settings);

@@ -123,9 +123,12 @@ int cli_parse_shared_option(int argc, char **argv, int *index) {
     return 1;
 }
 
-void cli_print_shared_options(FILE *out) {
-    fprintf(out, "  --threads N   threads for kernels and BLAS (default: 0, one per core)\n"
-                 "  --help        print this help and exit\n");
+void cli_print_shared_options(FILE *out, int column) {
+    /* Two spaces of indent, the option, then at least two spaces. */
+    int width = column - 2 > 13 ? column - 2 : 13;
+    fprintf(out, "  %-*sthreads for kernels and BLAS (default: 0, one per core)\n", width,
+            "--threads N");
+    fprintf(out, "  %-*sprint this help and exit\n", width, "--help");
 }
 
 void cli_sampling_init(cli_sampling *sampling, unsigned accepted, int64_t max_tokens) {

@@ -91,8 +91,10 @@ bool cli_parse_double(const char *option, const char *text, double min, double m
  */
 int cli_parse_shared_option(int argc, char **argv, int *index);
 
-/* The help lines of the shared options, for each subcommand's --help. */
-void cli_print_shared_options(FILE *out);
+/* Prints the help lines of the shared options, for each subcommand's
+ * --help, with descriptions starting at column (counted from 0) so that
+ * they line up with the command's own options. */
+void cli_print_shared_options(FILE *out, int column);
 
 /* Maximum --stop texts of one command, as many as an mr_llm request carries. */
 #define CLI_STOP_MAX MR_LLM_STOP_MAX

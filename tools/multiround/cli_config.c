@@ -39,7 +39,11 @@ bool cli_config_integer(const char *key, const cJSON *item, double low, double h
         return cli_config_wrong_type(key, "an integer", item);
     }
     double v = item->valuedouble;
-    if (v != floor(v) || v < low || v > high) {
+    if (v != floor(v)) {
+        cli_error("config key '%s' must be an integer, got %.17g", key, v);
+        return false;
+    }
+    if (v < low || v > high) {
         cli_error("config key '%s' must be an integer in [%.0f, %.0f], got %.17g", key, low,
                   high, v);
         return false;
@@ -131,7 +135,7 @@ struct cJSON *cli_config_read(const char *path) {
     size_t size = 0;
     mr_error err;
     if (mr_file_read_all(path, CLI_CONFIG_MAX_BYTES, (void **)&text, &size, &err) != MR_OK) {
-        cli_error("%s", err.message);
+        cli_error("cannot read the config file: %s", err.message);
         return NULL;
     }
     cJSON *config = parse_config(path, text);

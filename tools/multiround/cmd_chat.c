@@ -55,7 +55,7 @@ static void print_help(void) {
            "  --system TEXT           system message before the first turn (default: none)\n"
            "  --timeout S             seconds per request with --url (default: 600)\n");
     cli_print_sampling_options(stdout, &defaults, "a new one per request");
-    cli_print_shared_options(stdout);
+    cli_print_shared_options(stdout, 26);
     printf("\nWith --url, the sampling options that are not given are not sent, so the\n"
            "server's defaults apply.\n");
 }

@@ -55,7 +55,7 @@ static void print_help(void) {
            "                in the installed share/multiround/)\n",
            DEMO_LAYERS, DEMO_HEADS, DEMO_CHANNELS, DEMO_CONTEXT, DEMO_BATCH, (double)DEMO_LR,
            DEMO_TEXT_NAME);
-    cli_print_shared_options(stdout);
+    cli_print_shared_options(stdout, 16);
 }
 
 /* Parses the demo's options; returns -1 to continue, otherwise the exit

@@ -49,7 +49,7 @@ static void print_help(void) {
            "                          from the file's tokenizer.chat_template)\n"
            "  --system TEXT           chat: system message (default: none)\n");
     cli_print_sampling_options(stdout, &defaults, NULL);
-    cli_print_shared_options(stdout);
+    cli_print_shared_options(stdout, 26);
 }
 
 /* The options of generate that take a value, besides the sampling options. */

@@ -31,7 +31,7 @@ static void print_build_help(FILE *out) {
             "(default %g)\n",
             (long long)defaults.batch_size, defaults.max_line_bytes,
             (long long)defaults.progress_lines, defaults.progress_seconds);
-    cli_print_shared_options(out);
+    cli_print_shared_options(out, 26);
 }
 
 /* Prints one progress line to stderr. */
@@ -179,7 +179,7 @@ static void print_embed_help(FILE *out) {
             "                          (default %d, at most the model's context length)\n"
             "  --progress-seconds S    print progress every S seconds (default %g)\n",
             defaults.batch_size, defaults.max_tokens, defaults.progress_seconds);
-    cli_print_shared_options(out);
+    cli_print_shared_options(out, 26);
 }
 
 /* Prints one embedding progress line to stderr. */

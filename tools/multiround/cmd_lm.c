@@ -53,7 +53,7 @@ static void print_help(FILE *out) {
             "      Prints the log-probability of each {\"prompt\", \"completion\"} line's\n"
             "      completion as JSON Lines ('multiround lm score --help').\n"
             "\noptions:\n");
-    cli_print_shared_options(out);
+    cli_print_shared_options(out, 16);
 }
 
 /* Parses the options after the subcommand's positional arguments. Stores

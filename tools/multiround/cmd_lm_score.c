@@ -40,7 +40,7 @@ static void print_help(void) {
            "  --per-token        also print \"token_logprobs\": one value per token\n"
            "  --bos on|off       add BOS before each prompt (default: as the model's\n"
            "                     metadata says)\n");
-    cli_print_shared_options(stdout);
+    cli_print_shared_options(stdout, 21);
 }
 
 /* Parses the options; returns -1 to continue, else the exit code. */

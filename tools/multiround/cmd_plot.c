@@ -28,7 +28,7 @@ static void print_help(void) {
            "  --smooth N     also draw a trailing moving average over N points\n"
            "                 (default: 0, none)\n"
            "  --width N      chart width in pixels (default: 800)\n");
-    cli_print_shared_options(stdout);
+    cli_print_shared_options(stdout, 17);
 }
 
 /* Resolves a RUN_DIR argument to its metrics file: the argument itself
@@ -160,17 +160,18 @@ static int draw(const plot_args *args, const char *output, mr_runlog_data **tabl
         cli_error("%s", err.message);
         return 1;
     }
-    printf("plot: wrote %s: %d panels, %lld points", output, summary.n_panels,
-           (long long)summary.points_drawn);
+    printf("plot: wrote %s: %d panel%s, %lld point%s", output, summary.n_panels,
+           summary.n_panels == 1 ? "" : "s", (long long)summary.points_drawn,
+           summary.points_drawn == 1 ? "" : "s");
     if (summary.points_skipped > 0) {
         printf(", %lld NaN or infinite value%s left out", (long long)summary.points_skipped,
                summary.points_skipped == 1 ? "" : "s");
     }
     printf("\n");
     if (summary.metrics_left_out > 0) {
-        printf("plot: drew %d panels, losses first; left out %d more metric%s (%s); choose "
+        printf("plot: drew %d panel%s, losses first; left out %d more metric%s (%s); choose "
                "them with --metrics\n",
-               summary.n_panels, summary.metrics_left_out,
+               summary.n_panels, summary.n_panels == 1 ? "" : "s", summary.metrics_left_out,
                summary.metrics_left_out == 1 ? "" : "s", summary.left_out_names);
     }
     return 0;

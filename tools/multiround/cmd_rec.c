@@ -202,7 +202,7 @@ static void print_train_help(void) {
            config.rounds, config.per_round, options.epochs, options.patience,
            options.batch_size, (double)options.lr, (unsigned long long)options.seed,
            config.dim, config.max_len, (double)config.dropout, config.negatives);
-    cli_print_shared_options(stdout);
+    cli_print_shared_options(stdout, 20);
 }
 
 /* The settings of `rec train` that override the backbone's defaults; -1
@@ -365,7 +365,7 @@ static void print_eval_help(void) {
            "                    (required)\n"
            "  --split NAME      test (each user's last item) or valid (second last)\n"
            "                    (default: test)\n");
-    cli_print_shared_options(stdout);
+    cli_print_shared_options(stdout, 20);
 }
 
 static void print_recommend_help(void) {
@@ -379,7 +379,7 @@ static void print_recommend_help(void) {
            "                    (required)\n"
            "  --user ID         user id as written in FILE (required)\n"
            "  -k N              items to list (default: 10)\n");
-    cli_print_shared_options(stdout);
+    cli_print_shared_options(stdout, 20);
 }
 
 /* The options of eval and recommend. */

@@ -32,7 +32,7 @@ static void print_bench_help(void) {
            "  --batch-size N      training examples per step (default: 1024)\n"
            "  --seed S            seed of the weights, order and negatives\n"
            "                      (default: 366849)\n");
-    cli_print_shared_options(stdout);
+    cli_print_shared_options(stdout, 22);
 }
 
 /* Peak resident memory of this process in MiB. */

@@ -16,7 +16,7 @@ static void print_help(void) {
            "from and wrote. It reads the manifest only, so it works while the run goes on.\n"
            "\noptions:\n"
            "  --files       also list every recorded input and output with its sha256\n");
-    cli_print_shared_options(stdout);
+    cli_print_shared_options(stdout, 16);
 }
 
 int cli_rounds(int argc, char **argv) {

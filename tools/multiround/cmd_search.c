@@ -56,7 +56,7 @@ static void print_help(FILE *out) {
             "                     question's latency is then its batch's time)\n",
             DEFAULT_K, MR_RETRIEVER_MAX_K, MR_RETRIEVER_DEFAULT_RRF_K,
             MR_RETRIEVER_DEFAULT_RRF_DEPTH);
-    cli_print_shared_options(out);
+    cli_print_shared_options(out, 21);
 }
 
 /* The parsed options of one search command. */

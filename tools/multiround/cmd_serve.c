@@ -52,7 +52,7 @@ static void print_help(void) {
            "  --token-delay-ms N      pause after each streamed piece of text, to imitate\n"
            "                          a slower model in tests (default: 0)\n",
            d.host, d.port, d.queue, d.max_body, d.max_connections, d.shutdown_timeout_s);
-    cli_print_shared_options(stdout);
+    cli_print_shared_options(stdout, 26);
 }
 
 /* Parses text as a finite number of seconds >= 0. */

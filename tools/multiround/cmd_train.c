@@ -36,7 +36,7 @@ static void print_help(void) {
         "                 must match OUT/config.json, except that max_steps may grow and\n"
         "                 log_every, eval_every, checkpoint_every and stop_after may\n"
         "                 change. Without it, an OUT with a checkpoint or done is an error\n");
-    cli_print_shared_options(stdout);
+    cli_print_shared_options(stdout, 17);
     printf(
         "\nconfig keys (default in brackets; paths relative to the working folder):\n"
         "  model              GGUF file or Hugging Face folder [none: a random model of init]\n"
@@ -347,6 +347,9 @@ static bool parse_kind(const char *name, mr_train_kind *kind) {
 }
 
 int cli_train(int argc, char **argv) {
+    if (argc < 2) {
+        cli_error("train needs a KIND: sft, rm, classify, dpo, grpo or ppo");
+    }
     if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
         print_help();
         return argc < 2 ? 2 : 0;
@@ -360,7 +363,7 @@ int cli_train(int argc, char **argv) {
     }
     mr_train_kind kind;
     if (!parse_kind(kind_name, &kind)) {
-        cli_error("unknown trainer '%s'; use sft, rm, classify or dpo", kind_name);
+        cli_error("unknown trainer '%s'; use sft, rm, classify, dpo, grpo or ppo", kind_name);
         return 2;
     }
 

@@ -157,7 +157,7 @@ static void print_help(const char *name, mr_rl_algorithm algorithm) {
            "  --KEY VALUE    sets a config key, overriding the file, with - in place of _\n"
            "                 (--eval-episodes 200); switches take on or off here\n",
            name, algorithm == MR_RL_GRPO ? "GRPO" : "PPO");
-    cli_print_shared_options(stdout);
+    cli_print_shared_options(stdout, 17);
     printf("\nconfig keys (%s default in brackets; paths relative to the working folder):\n",
            name);
     mr_rl_run_options defaults;
@@ -387,9 +387,10 @@ static int parse_command_line(int argc, char **argv, mr_rl_algorithm algorithm,
     return -1;
 }
 
-/* Prints the run's figures as one line. */
+/* Prints the run's figures as one line. seconds is the time of this
+ * process only, while metrics.jsonl's elapsed_s counts every session. */
 static void print_summary(const mr_rl_run_options *o, const mr_rl_result *r, double seconds) {
-    printf("%s: step %d of %d in %.1f s", o->rl.algorithm == MR_RL_GRPO ? "grpo" : "ppo",
+    printf("%s: step %d of %d, %.1f s in this session", o->rl.algorithm == MR_RL_GRPO ? "grpo" : "ppo",
            r->steps_done, o->rl.steps, seconds);
     if (o->eval_path != NULL) {
         printf("; eval success %.3f before, %.3f after (best %.3f)",

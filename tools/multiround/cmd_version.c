@@ -9,7 +9,7 @@ static void print_help(void) {
     printf("usage: multiround version [OPTIONS]\n\n"
            "Prints the version, the BLAS library the engine calls and the number of\n"
            "threads its kernels use.\n\noptions:\n");
-    cli_print_shared_options(stdout);
+    cli_print_shared_options(stdout, 16);
 }
 
 int cli_version(int argc, char **argv) {

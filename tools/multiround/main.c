@@ -27,7 +27,7 @@ static const cli_command commands[] = {
     {"rounds", cli_rounds, "print the state of a multi-round run (rounds status RUN_DIR)"},
     {"search", cli_search, "rank indexed passages for a query with BM25, or evaluate recall"},
     {"serve", cli_serve, "serve a GGUF model over HTTP with OpenAI's API"},
-    {"train", cli_train, "train with SFT, a reward model, a classifier or DPO (train KIND --config)"},
+    {"train", cli_train, "train with SFT, a reward model, a classifier, DPO, GRPO or PPO (train KIND)"},
     {"version", cli_version, "print the version, the BLAS library and the thread count"},
 };
 
@@ -41,7 +41,7 @@ static void print_usage(FILE *out) {
         fprintf(out, "  %-10s %s\n", commands[i].name, commands[i].summary);
     }
     fprintf(out, "\nglobal options:\n");
-    cli_print_shared_options(out);
+    cli_print_shared_options(out, 16);
     fprintf(out, "  --version     print the version and exit (as 'multiround version')\n");
     fprintf(out, "\nRun 'multiround COMMAND --help' for the options of a command.\n");
 }

@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include "multiround/fileio.h"
+#include "run_dir.h"
 #include "train_internal.h"
 
 void train_metrics_add(train_metrics *m, const char *name, double value) {
@@ -659,21 +660,33 @@ mr_status mr_train_run(const mr_train_options *options, mr_train_result *result_
     if (status == MR_OK && o->resume) {
         status = checkpoint_load(&t, &resumed, err);
     }
-    if (status == MR_OK) {
+
+    /* A finished run resumed to the same max_steps keeps its outputs and
+     * log as they are; only the step count of the result is known. */
+    bool already_done = status == MR_OK && resumed && t.step == o->max_steps &&
+                        run_dir_has(o->out_dir, "done");
+    if (already_done) {
+        mr_log(MR_LOG_INFO, "train",
+               "%s already contains a finished run of %lld steps (done); nothing to do, so "
+               "raise max_steps to continue it",
+               o->out_dir, (long long)o->max_steps);
+        result.steps = t.step;
+    }
+    if (status == MR_OK && !already_done) {
         status = train_write_config(o, err);
     }
     char path[4096];
-    if (status == MR_OK) {
+    if (status == MR_OK && !already_done) {
         train_join_path(path, sizeof path, o->out_dir, MR_RUNLOG_FILE);
         status = mr_runlog_open(path, resumed ? t.step : -1, NULL, &t.log, err);
     }
-    if (status == MR_OK) {
+    if (status == MR_OK && !already_done) {
         mr_log(MR_LOG_INFO, "train", "%s: %s training of %d tensors, %lld step%s from step %lld",
                mr_train_kind_name(o->kind), o->lora ? "LoRA" : "full", t.n_train > 0 ? t.n_trainable : 0,
                (long long)o->max_steps, o->max_steps == 1 ? "" : "s", (long long)t.step);
         status = train_loop(&t, &result, err);
     }
-    bool finished = status == MR_OK && t.step == o->max_steps;
+    bool finished = status == MR_OK && !already_done && t.step == o->max_steps;
     if (finished) {
         status = checkpoint_write_outputs(&t, err);
     }

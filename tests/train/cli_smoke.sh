@@ -152,6 +152,18 @@ write_config "$work/t3.json" "$work/trun" 3 ', "log_every": 2'
 train "$work/t3.json" --resume || fail "a resume to 3 steps failed: $(cat "$work/train.err")"
 grep -q '"steps": 3' "$work/train.out" || fail "the resumed run did not reach step 3"
 
+# A resume of the finished run to the same max_steps says so and leaves its files alone.
+cp "$work/trun/metrics.jsonl" "$work/trun_metrics_before.jsonl"
+touch -d '2000-01-01' "$work/trun/model.gguf"
+train "$work/t3.json" --resume ||
+    fail "the resume of a finished SFT run failed: $(cat "$work/train.err")"
+grep -q "$work/trun already contains a finished run of 3 steps (done); nothing to do" \
+    "$work/train.err" || fail "the finished-run note is missing: $(cat "$work/train.err")"
+cmp -s "$work/trun/metrics.jsonl" "$work/trun_metrics_before.jsonl" ||
+    fail "the resume of a finished SFT run changed metrics.jsonl"
+[ "$(find "$work/trun/model.gguf" -newermt '2001-01-01')" = "" ] ||
+    fail "the resume of a finished SFT run rewrote model.gguf"
+
 # init as the path of a Hugging Face config.json gives the same model.
 printf '{"model_type": "llama", %s\n' "${init#\{}" > "$work/hf_config.json"
 init_value="\"$work/hf_config.json\"" write_config "$work/tpath.json" "$work/tpath" 2

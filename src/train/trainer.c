@@ -662,7 +662,7 @@ mr_status mr_train_run(const mr_train_options *options, mr_train_result *result_
     }
 
     /* A finished run resumed to the same max_steps keeps its outputs and
-     * log as they are; only the step count of the result is known. */
+     * log as they are. Only the step count of the result is known then. */
     bool already_done = status == MR_OK && resumed && t.step == o->max_steps &&
                         run_dir_has(o->out_dir, "done");
     if (already_done) {

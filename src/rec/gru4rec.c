@@ -177,13 +177,7 @@ static mr_tensor *gru4rec_forward(void *state, mr_ctx *ctx, mr_tensor *item_emb,
     for (int l = 0; l < s->n_layers; l++) {
         const gru_layer *layer = &s->layers[l];
 
-        /* Adding the [1, H] state to zeros [B, H] broadcasts it to every
-         * row, and the backward pass sums the rows' gradients into it. */
-        mr_tensor *h0 = NULL;
-        if (starts[l] != NULL) {
-            h0 = mr_tensor_add(ctx, mr_tensor_zeros(ctx, MR_F32, 2, (int64_t[]){batch, s->hidden}),
-                               starts[l]);
-        }
+        mr_tensor *h0 = starts[l] != NULL ? mr_rec_rnn_repeat_rows(ctx, starts[l], batch) : NULL;
         x = mr_tensor_gru(ctx, x, h0, mr_paramset_get(s->ps, layer->w_ih),
                           mr_paramset_get(s->ps, layer->w_hh),
                           mr_paramset_get(s->ps, layer->b_ih),

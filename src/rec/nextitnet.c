@@ -173,15 +173,13 @@ mr_tensor *mr_rec_nextitnet_positions(void *state, mr_ctx *ctx, mr_tensor *item_
 static mr_tensor *conv_norm_relu_after(mr_ctx *ctx, mr_paramset *ps, mr_tensor *x,
                                        mr_tensor *padding, int conv_weight, int conv_bias,
                                        int ln_weight, int ln_bias, int dilation) {
-    int64_t batch = x->shape[0], length = x->shape[1], dim = x->shape[2];
+    int64_t batch = x->shape[0], length = x->shape[1];
     int64_t reach = 2 * (int64_t)dilation;
     int64_t window_length = padding->shape[1] < reach ? padding->shape[1] : reach;
 
-    /* Adding the [1, window_length, D] window to zeros broadcasts it to every row;
-     * the backward pass sums the rows' gradients into it. */
-    mr_tensor *window = mr_tensor_slice(ctx, padding, 1, padding->shape[1] - window_length, window_length);
-    mr_tensor *rows = mr_tensor_add(
-        ctx, mr_tensor_zeros(ctx, MR_F32, 3, (int64_t[]){batch, window_length, dim}), window);
+    mr_tensor *window =
+        mr_tensor_slice(ctx, padding, 1, padding->shape[1] - window_length, window_length);
+    mr_tensor *rows = mr_rec_rnn_repeat_rows(ctx, window, batch);
     mr_tensor *parts[2] = {rows, x};
     mr_tensor *joined = mr_tensor_concat(ctx, parts, 2, 1);
 

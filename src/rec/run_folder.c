@@ -111,6 +111,7 @@ cJSON *rec_config_to_json(const mr_rec_config *config,
     cJSON_AddItemToObject(train, "clip_norm", float_number(options->clip_norm));
     cJSON_AddNumberToObject(train, "patience", options->patience);
     cJSON_AddStringToObject(train, "early_stop_metric", "valid hit@50");
+    cJSON_AddNumberToObject(train, "checkpoint_minutes", options->checkpoint_minutes);
     if (init_dir != NULL) {
         cJSON_AddStringToObject(train, "init", init_dir);
     } else {

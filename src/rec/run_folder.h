@@ -52,8 +52,9 @@ mr_status rec_config_n_items(const cJSON *json, const char *path, int32_t *n_ite
  * Compares the settings that change a run's result between the config.json
  * of an existing run (old) and the one a rerun would write (new): every
  * model setting, batch size, learning rate, clipping, seed, the init
- * folder and the data counts. epochs and patience may change, because they
- * only decide when the same trajectory stops. Fails with
+ * folder and the data counts. epochs, patience and checkpoint_minutes may
+ * change: they only decide when the same trajectory stops or is saved.
+ * Fails with
  * MR_ERR_INVALID_ARGUMENT naming the first setting that differs.
  */
 mr_status rec_config_compare(const cJSON *old_json, const cJSON *new_json,

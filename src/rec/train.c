@@ -7,9 +7,10 @@
  * trains, so epoch 0 measures the untrained (or just initialised) model.
  *
  * Every random stream derives from (seed, epoch, batch) with mr_rng_split,
- * and the checkpoint written after each epoch holds the weights, the Adam
- * state and the loop state. A resumed run therefore repeats exactly what
- * an uninterrupted run with the same thread count would have done.
+ * and the checkpoint written after each epoch, and every few minutes
+ * within a long one, contains the weights, the Adam state and the loop
+ * state down to the next batch. A resumed run therefore repeats exactly what an
+ * uninterrupted run with the same thread count would have done.
  */
 #include <math.h>
 #include <stdio.h>
@@ -33,6 +34,7 @@ void mr_rec_train_options_default(mr_rec_train_options *options) {
     options->clip_norm = 10.0f;
     options->patience = 10;
     options->seed = 366849;
+    options->checkpoint_minutes = 10.0;
 }
 
 
@@ -63,6 +65,12 @@ static mr_status check_options(const mr_rec_train_options *options, mr_error *er
         return mr_error_set(err, MR_ERR_INVALID_ARGUMENT,
                             "rec: clip_norm = %g must be >= 0 (0 turns clipping off)",
                             (double)options->clip_norm);
+    }
+    if (!isfinite(options->checkpoint_minutes) || options->checkpoint_minutes < 0.0) {
+        return mr_error_set(err, MR_ERR_INVALID_ARGUMENT,
+                            "rec: checkpoint_minutes = %g must be >= 0 (0: only after each "
+                            "epoch)",
+                            options->checkpoint_minutes);
     }
     if (options->patience < 0) {
         return mr_error_set(err, MR_ERR_INVALID_ARGUMENT,
@@ -182,14 +190,19 @@ static mr_status save_checkpoint(rec_trainer *tr, mr_error *err) {
     }
 
     /* The loop state as text; %.17g gives back the same double. */
-    char next_epoch[32], best_epoch[32], best_hit50[40], since_best[32], steps[32];
+    char next_epoch[32], next_batch[32], epoch_loss[40], best_epoch[32], best_hit50[40];
+    char since_best[32], steps[32];
     snprintf(next_epoch, sizeof next_epoch, "%d", tr->state.next_epoch);
+    snprintf(next_batch, sizeof next_batch, "%lld", (long long)tr->state.next_batch);
+    snprintf(epoch_loss, sizeof epoch_loss, "%.17g", tr->state.epoch_loss);
     snprintf(best_epoch, sizeof best_epoch, "%d", tr->state.best_epoch);
     snprintf(best_hit50, sizeof best_hit50, "%.17g", tr->state.best_hit50);
     snprintf(since_best, sizeof since_best, "%d", tr->state.since_best);
     snprintf(steps, sizeof steps, "%lld", (long long)mr_optim_step_count(tr->optim));
     char *history = cJSON_PrintUnformatted(tr->state.history);
     const char *pairs[][2] = {{"next_epoch", next_epoch},
+                              {"next_batch", next_batch},
+                              {"epoch_loss_sum", epoch_loss},
                               {"best_epoch", best_epoch},
                               {"best_valid_hit@50", best_hit50},
                               {"validations_since_best", since_best},
@@ -254,9 +267,25 @@ static mr_status load_checkpoint(rec_trainer *tr, mr_error *err) {
         free(values);
     }
 
-    long long next_epoch = 0, best_epoch = 0, since_best = 0, steps = 0;
+    long long next_epoch = 0, next_batch = 0, best_epoch = 0, since_best = 0, steps = 0;
     if (status == MR_OK) {
         status = metadata_int(file, "next_epoch", path, 0, &next_epoch, err);
+    }
+
+    /* Checkpoints from before mid-epoch saving lack the batch entries and
+     * were all written between epochs. */
+    const char *epoch_loss = mr_safetensors_metadata_get(file, "epoch_loss_sum");
+    if (status == MR_OK && mr_safetensors_metadata_get(file, "next_batch") != NULL) {
+        status = metadata_int(file, "next_batch", path, 0, &next_batch, err);
+    }
+    int64_t batches = (tr->data->n_train + tr->options->batch_size - 1) /
+                      tr->options->batch_size;
+    if (status == MR_OK && (next_batch >= batches || (next_batch > 0 && epoch_loss == NULL))) {
+        status = mr_error_set(err, MR_ERR_FORMAT,
+                              "rec: checkpoint %s stops at batch %lld of an epoch of %lld "
+                              "batches, or lacks its epoch_loss_sum; delete it to start the "
+                              "run again",
+                              path, next_batch, (long long)batches);
     }
     if (status == MR_OK) {
         status = metadata_int(file, "best_epoch", path, -1, &best_epoch, err);
@@ -281,6 +310,8 @@ static mr_status load_checkpoint(rec_trainer *tr, mr_error *err) {
     }
     if (status == MR_OK) {
         tr->state.next_epoch = (int)next_epoch;
+        tr->state.next_batch = next_batch;
+        tr->state.epoch_loss = epoch_loss != NULL ? strtod(epoch_loss, NULL) : 0.0;
         tr->state.best_epoch = (int)best_epoch;
         tr->state.best_hit50 = strtod(best_hit50, NULL);
         tr->state.since_best = (int)since_best;
@@ -297,8 +328,13 @@ static mr_status load_checkpoint(rec_trainer *tr, mr_error *err) {
  * Epochs
  * ------------------------------------------------------------------------ */
 
-/* Trains one epoch over every training example in a fresh order and
- * stores the example-weighted mean loss. */
+/*
+ * Trains one epoch over every training example in a fresh order, from
+ * batch tr->state.next_batch on, and stores the example-weighted mean
+ * loss. Within the epoch it saves the checkpoint whenever
+ * checkpoint_minutes have passed since the last save; the epoch's last
+ * batch is left to the caller's checkpoint.
+ */
 static mr_status train_epoch(rec_trainer *tr, int epoch, double *mean_loss, mr_error *err) {
     int64_t n = tr->data->n_train;
     int64_t batch_size = tr->options->batch_size;
@@ -311,14 +347,17 @@ static mr_status train_epoch(rec_trainer *tr, int epoch, double *mean_loss, mr_e
     }
 
     mr_status status = MR_OK;
-    double loss_sum = 0.0;
+    int64_t index = tr->state.next_batch;
+    int64_t resumed_at = index * batch_size;
     double start = now_seconds();
-    for (int64_t first = 0, index = 0; first < n && status == MR_OK;
+    double last_save = start;
+    double save_seconds = 60.0 * tr->options->checkpoint_minutes;
+    for (int64_t first = resumed_at; first < n && status == MR_OK;
          first += batch_size, index++) {
         int64_t count = n - first < batch_size ? n - first : batch_size;
         double loss = 0.0;
         status = rec_trainer_step(tr, epoch, index, first, count, batch, &loss, err);
-        loss_sum += loss * (double)count;
+        tr->state.epoch_loss += loss * (double)count;
 
         if (status == MR_OK && tr->options->progress != NULL) {
             double elapsed = now_seconds() - start;
@@ -326,21 +365,38 @@ static mr_status train_epoch(rec_trainer *tr, int epoch, double *mean_loss, mr_e
                 .epoch = epoch,
                 .examples_done = first + count,
                 .examples_total = n,
-                .loss = loss_sum / (double)(first + count),
-                .examples_per_second = elapsed > 0 ? (double)(first + count) / elapsed : 0,
+                .loss = tr->state.epoch_loss / (double)(first + count),
+                .examples_per_second =
+                    elapsed > 0 ? (double)(first + count - resumed_at) / elapsed : 0,
                 .phase = "train"};
             tr->options->progress(&progress, tr->options->progress_user_data);
+        }
+
+        /* A mid-epoch checkpoint: the weights after this batch and the
+         * position of the next one. */
+        if (status == MR_OK && save_seconds > 0 && first + count < n &&
+            now_seconds() - last_save >= save_seconds) {
+            tr->state.next_batch = index + 1;
+            status = save_checkpoint(tr, err);
+            last_save = now_seconds();
+            if (status == MR_OK) {
+                mr_log(MR_LOG_INFO, "rec", "epoch %d: checkpoint after %lld of %lld examples",
+                       epoch, (long long)(first + count), (long long)n);
+            }
         }
     }
     rec_batch_free(batch);
 
     double elapsed = now_seconds() - start;
-    *mean_loss = loss_sum / (double)n;
+    *mean_loss = tr->state.epoch_loss / (double)n;
+    tr->state.next_batch = 0;
+    tr->state.epoch_loss = 0.0;
     if (status == MR_OK) {
         mr_log(MR_LOG_INFO, "rec",
-               "epoch %d train: loss %.6f over %lld examples in %.1f s (%.0f examples/s)",
-               epoch, *mean_loss, (long long)n, elapsed,
-               elapsed > 0 ? (double)n / elapsed : 0.0);
+               "epoch %d train: loss %.6f over %lld examples; %lld trained in %.1f s "
+               "(%.0f examples/s)",
+               epoch, *mean_loss, (long long)n, (long long)(n - resumed_at), elapsed,
+               elapsed > 0 ? (double)(n - resumed_at) / elapsed : 0.0);
     }
     return status;
 }
@@ -627,9 +683,9 @@ mr_status mr_rec_train(const mr_rec_data *data, const mr_rec_config *config,
     if (status == MR_OK && mr_path_exists(tr.checkpoint_path)) {
         status = load_checkpoint(&tr, err);
         if (status == MR_OK) {
-            mr_log(MR_LOG_INFO, "rec", "resuming the run in %s at epoch %d (best hit@50 %.4f "
-                   "at epoch %d)", options->out_dir, tr.state.next_epoch, tr.state.best_hit50,
-                   tr.state.best_epoch);
+            mr_log(MR_LOG_INFO, "rec", "resuming the run in %s at epoch %d, batch %lld (best "
+                   "hit@50 %.4f at epoch %d)", options->out_dir, tr.state.next_epoch,
+                   (long long)tr.state.next_batch, tr.state.best_hit50, tr.state.best_epoch);
         }
     } else if (status == MR_OK && init != NULL) {
         status = rec_trainer_load_init(&tr, init, err);
@@ -640,12 +696,12 @@ mr_status mr_rec_train(const mr_rec_data *data, const mr_rec_config *config,
     if (status == MR_OK) {
         mr_log(MR_LOG_INFO, "rec",
                "training %s%s on %s: %lld examples, %lld users, %d item ids, %lld weights, "
-               "batch %d, lr %g, %d threads",
+               "batch %d, lr %g, %d thread%s",
                mr_rec_backbone_name(config->backbone), config->ada ? " + Ada-Retrieval" : "",
                data->path, (long long)data->n_train, (long long)data->n_sequences,
                (int)data->n_items,
                (long long)mr_paramset_numel(mr_rec_model_params(tr.model)), options->batch_size,
-               (double)options->lr, mr_threads_get());
+               (double)options->lr, mr_threads_get(), mr_threads_get() == 1 ? "" : "s");
         status = run_epochs(&tr, err);
     }
     rec_trainer_free(&tr);

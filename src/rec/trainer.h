@@ -15,9 +15,12 @@
 /* Child streams of the seed's root stream. */
 #define REC_STREAM_TRAIN 1 /* then per epoch, then 0: shuffle, 1 + b: batch b */
 
-/* The loop state that the checkpoint carries from one epoch to the next. */
+/* The loop state that the checkpoint carries from one epoch to the next,
+ * or from one batch to the next within an epoch. */
 typedef struct rec_loop_state {
     int next_epoch;
+    int64_t next_batch;   /* next batch of next_epoch to train; 0 between epochs */
+    double epoch_loss;    /* sum of count * loss over next_epoch's trained batches */
     int best_epoch;       /* -1 before the first validation */
     double best_hit50;    /* -1 before the first validation */
     int since_best;       /* validations without a new best since the best */

@@ -12,6 +12,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <string.h>
 
 #include "multiround/tensor.h"
 
@@ -61,6 +62,17 @@ int mr_test_finish(void);
             mr_test_fail(__FILE__, __LINE__, "%s returned '%s', expected '%s'", \
                          #actual, mr_status_name(actual_),                 \
                          mr_status_name(expected));                        \
+        }                                                                  \
+    } while (0)
+
+/* Checks that a string equals expected; NULL fails. */
+#define CHECK_STR_EQ(actual, expected)                                     \
+    do {                                                                   \
+        const char *actual_ = (actual);                                    \
+        if (actual_ == NULL || strcmp(actual_, (expected)) != 0) {         \
+            mr_test_fail(__FILE__, __LINE__, "%s is '%s', expected '%s'",  \
+                         #actual, actual_ != NULL ? actual_ : "(null)",    \
+                         (expected));                                      \
         }                                                                  \
     } while (0)
 

@@ -79,15 +79,6 @@ static mr_llm_request user_request(const char *content, mr_llm_message *message)
         }                                                                              \
     } while (0)
 
-#define CHECK_STR_EQ(actual, expected)                                                 \
-    do {                                                                               \
-        const char *actual_ = (actual);                                                \
-        if (actual_ == NULL || strcmp(actual_, (expected)) != 0) {                     \
-            mr_test_fail(__FILE__, __LINE__, "%s is '%s', expected '%s'", #actual,     \
-                         actual_ != NULL ? actual_ : "(null)", (expected));            \
-        }                                                                              \
-    } while (0)
-
 /* ------------------------------------------------------------------------
  * Requests and replies
  * ------------------------------------------------------------------------ */

@@ -49,6 +49,16 @@ if "$binary" rec train --data "$work/data.txt" --backbone "$backbone" --out "$wo
     fail "rec train resumed a run with another --dim"
 fi
 
+# A changed checkpoint interval only changes when the state is saved.
+"$binary" rec train --data "$work/data.txt" --backbone "$backbone" --out "$work/run" \
+    --epochs 1 --dim 16 --max-len 5 --negatives 5 --batch-size 64 --checkpoint-minutes 0.5 \
+    > "$work/rerun.out" 2> /dev/null || fail "rec train refused another --checkpoint-minutes"
+if "$binary" rec train --data "$work/data.txt" --backbone "$backbone" --out "$work/bad" \
+    --checkpoint-minutes -1 > /dev/null 2> "$work/bad.err"; then
+    fail "rec train took --checkpoint-minutes -1"
+fi
+grep -q "checkpoint-minutes" "$work/bad.err" || fail "no message names --checkpoint-minutes"
+
 "$binary" rec eval --data "$work/data.txt" --model "$work/run" --split valid \
     > "$work/eval.out" || fail "rec eval failed"
 grep -q '"split":[[:space:]]*"valid"' "$work/eval.out" || fail "rec eval printed no split"

@@ -11,12 +11,14 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cJSON.h>
 
 #include "multiround/fileio.h"
 #include "multiround/rec.h"
+#include "multiround/safetensors.h"
 #include "test.h"
 
 /* Synthetic data: 200 items, and each user views a run of 5 to 9
@@ -234,6 +236,80 @@ static void train_resume_matches_uninterrupted(void) {
         }
         if (!same_file(whole, killed, files[i])) {
             mr_test_fail(__FILE__, __LINE__, "%s differs after resuming a killed run",
+                         files[i]);
+        }
+    }
+    mr_rec_data_free(data);
+}
+
+/* Ends the process, as a kill would, when epoch 2's third batch has
+ * been trained, so the checkpoint saved last stops at batch 2 of epoch 2. */
+static void exit_in_epoch_2(const mr_rec_progress *progress, void *user_data) {
+    (void)user_data;
+    if (progress->epoch == 2 && strcmp(progress->phase, "train") == 0 &&
+        progress->examples_done == 3 * 64) {
+        _exit(0);
+    }
+}
+
+/* The child of train_resume_within_epoch: trains in dir, saving after
+ * every batch, until exit_in_epoch_2 ends the process. */
+static int train_and_die(const char *dir) {
+    mr_rec_data *data = synthetic_data(150);
+    mr_rec_config config = small_config();
+    mr_rec_train_options options = small_options(dir, 4);
+    options.checkpoint_minutes = 1e-9;
+    options.progress = exit_in_epoch_2;
+    mr_error err;
+    mr_rec_train(data, &config, &options, &err);
+    return 1;
+}
+
+static void train_resume_within_epoch(void) {
+    mr_rec_data *data = synthetic_data(150);
+    mr_rec_config config = small_config();
+    mr_error err;
+    char whole[128], killed[128];
+    temp_dir("whole_epochs", whole, sizeof whole);
+    temp_dir("killed_in_epoch", killed, sizeof killed);
+    mr_rec_train_options options = small_options(whole, 4);
+    options.checkpoint_minutes = 0.0;
+    CHECK_STATUS(mr_rec_train(data, &config, &options, &err), MR_OK);
+
+    /* A child saves after every batch and dies inside epoch 2. It is this
+     * program started again, not a bare fork: OpenMP's threads do not
+     * survive a fork. */
+    fflush(NULL);
+    pid_t child = fork();
+    if (child == 0) {
+        execl("/proc/self/exe", "rec_test_train", "--train-and-die", temp_root, killed,
+              (char *)NULL);
+        _exit(127);
+    }
+    int wait_status = -1;
+    CHECK(child > 0);
+    CHECK_INT_EQ(waitpid(child, &wait_status, 0), child);
+    CHECK(WIFEXITED(wait_status));
+    CHECK_INT_EQ(WEXITSTATUS(wait_status), 0);
+
+    char path[256];
+    snprintf(path, sizeof path, "%s/checkpoint.safetensors", killed);
+    mr_safetensors *file = NULL;
+    CHECK_STATUS(mr_safetensors_open(path, &file, &err), MR_OK);
+    CHECK_STR_EQ(mr_safetensors_metadata_get(file, "next_epoch"), "2");
+    CHECK_STR_EQ(mr_safetensors_metadata_get(file, "next_batch"), "2");
+    mr_safetensors_close(file);
+
+    /* The resumed run starts at that batch and ends where the whole run
+     * ended. */
+    options = small_options(killed, 4);
+    options.checkpoint_minutes = 1e-9;
+    CHECK_STATUS(mr_rec_train(data, &config, &options, &err), MR_OK);
+    const char *files[] = {"metrics.json", "model.safetensors", "checkpoint.safetensors",
+                           "done"};
+    for (int i = 0; i < 4; i++) {
+        if (!same_file(whole, killed, files[i])) {
+            mr_test_fail(__FILE__, __LINE__, "%s differs after resuming within an epoch",
                          files[i]);
         }
     }
@@ -489,7 +565,15 @@ static int remove_root(void) {
     return nftw(temp_root, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
 }
 
-int main(void) {
+int main(int argc, char **argv) {
+    /* The child of train_resume_within_epoch works in its parent's
+     * folder. */
+    if (argc == 4 && strcmp(argv[1], "--train-and-die") == 0) {
+        snprintf(temp_root, sizeof temp_root, "%s", argv[2]);
+        mr_log_set_level(MR_LOG_WARN);
+        return train_and_die(argv[3]);
+    }
+
     /* Under /dev/shm when present: the run folders are written with fsync,
      * which costs far more on a disk than in memory. */
     snprintf(temp_root, sizeof temp_root, "%s/mr_rec_train_XXXXXX",
@@ -505,6 +589,7 @@ int main(void) {
     MR_RUN(recommend_skips_history);
     MR_RUN(train_learns_pattern);
     MR_RUN(train_resume_matches_uninterrupted);
+    MR_RUN(train_resume_within_epoch);
     MR_RUN(train_finished_run_left_alone);
     MR_RUN(train_resume_rejects_changed_settings);
     MR_RUN(train_ada_from_base_run);

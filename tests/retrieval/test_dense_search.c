@@ -19,16 +19,6 @@
 #define MODEL_PATH "data/lm/stories260K.gguf"
 #define MODEL_SHA256 "270cba1bd5109f42d03350f60406024560464db173c0e387d91f0426d3bd256d"
 
-#define CHECK_STR_EQ(actual, expected)                                          \
-    do {                                                                        \
-        const char *actual_ = (actual);                                         \
-        if (actual_ == NULL || strcmp(actual_, (expected)) != 0) {              \
-            mr_test_fail(__FILE__, __LINE__, "%s is '%s', expected '%s'",       \
-                         #actual, actual_ != NULL ? actual_ : "(null)",         \
-                         (expected));                                           \
-        }                                                                       \
-    } while (0)
-
 #define CHECK_CONTAINS(text, part)                                              \
     do {                                                                        \
         if (strstr((text), (part)) == NULL) {                                   \

@@ -22,16 +22,6 @@
         }                                                                          \
     } while (0)
 
-#define CHECK_STR_EQ(actual, expected)                                          \
-    do {                                                                        \
-        const char *actual_ = (actual);                                         \
-        if (actual_ == NULL || strcmp(actual_, (expected)) != 0) {              \
-            mr_test_fail(__FILE__, __LINE__, "%s is '%s', expected '%s'",       \
-                         #actual, actual_ != NULL ? actual_ : "(null)",         \
-                         (expected));                                           \
-        }                                                                       \
-    } while (0)
-
 static char folder[256];
 
 /* Writes text to folder/name and stores the path in path. */

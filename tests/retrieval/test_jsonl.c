@@ -18,16 +18,6 @@
         }                                                                          \
     } while (0)
 
-#define CHECK_STR_EQ(actual, expected)                                          \
-    do {                                                                        \
-        const char *actual_ = (actual);                                         \
-        if (actual_ == NULL || strcmp(actual_, (expected)) != 0) {              \
-            mr_test_fail(__FILE__, __LINE__, "%s is '%s', expected '%s'",       \
-                         #actual, actual_ != NULL ? actual_ : "(null)",         \
-                         (expected));                                           \
-        }                                                                       \
-    } while (0)
-
 static void reader_numbers_lines(void) {
     const char data[] = "{\"a\":1}\n\n   \n{\"b\":2}\r\n{\"c\":3}";
     mr_jsonl_reader *reader = NULL;

@@ -13,16 +13,6 @@
 #include "multiround/retriever.h"
 #include "test.h"
 
-#define CHECK_STR_EQ(actual, expected)                                          \
-    do {                                                                        \
-        const char *actual_ = (actual);                                         \
-        if (actual_ == NULL || strcmp(actual_, (expected)) != 0) {              \
-            mr_test_fail(__FILE__, __LINE__, "%s is '%s', expected '%s'",       \
-                         #actual, actual_ != NULL ? actual_ : "(null)",         \
-                         (expected));                                           \
-        }                                                                       \
-    } while (0)
-
 /*
  * Ten passages. Token counts (title plus text) are in the comments; the
  * Porter stemmer changes no count. "apple" is in 3 passages, "banana" in

@@ -198,10 +198,14 @@ static void print_train_help(void) {
            "  --dim D           item embedding and user vector size (default: %d)\n"
            "  --max-len L       most recent items a user is represented by (default: %d)\n"
            "  --dropout P       dropout probability, 0 to 1 (default: %g)\n"
-           "  --negatives N     uniform negatives per training example (default: %d)\n",
+           "  --negatives N     uniform negatives per training example (default: %d)\n"
+           "  --checkpoint-minutes M\n"
+           "                    also save the checkpoint within an epoch every M\n"
+           "                    minutes; 0 saves after each epoch only (default: %g)\n",
            config.rounds, config.per_round, options.epochs, options.patience,
            options.batch_size, (double)options.lr, (unsigned long long)options.seed,
-           config.dim, config.max_len, (double)config.dropout, config.negatives);
+           config.dim, config.max_len, (double)config.dropout, config.negatives,
+           options.checkpoint_minutes);
     cli_print_shared_options(stdout, 20);
 }
 
@@ -242,7 +246,7 @@ static int rec_train(int argc, char **argv) {
         static const char *const valued[] = {
             "--data", "--backbone", "--out",     "--init",      "--epochs",
             "--patience", "--batch-size", "--lr", "--seed",     "--dim",
-            "--max-len", "--negatives", "--dropout", NULL};
+            "--max-len", "--negatives", "--dropout", "--checkpoint-minutes", NULL};
         const char *value = cli_option_value("rec train", valued, argc, argv, i);
         if (value == NULL) {
             return 2;
@@ -278,6 +282,8 @@ static int rec_train(int argc, char **argv) {
             ok = parse_int(option, value, 1, 1 << 16, &overrides.negatives);
         } else if (strcmp(option, "--dropout") == 0) {
             ok = cli_parse_double(option, value, 0.0, 0.999, &overrides.dropout);
+        } else if (strcmp(option, "--checkpoint-minutes") == 0) {
+            ok = cli_parse_double(option, value, 0.0, 1e6, &options.checkpoint_minutes);
         } else {
             cli_error("unknown option '%s' for rec train; run 'multiround rec train --help'",
                       option);

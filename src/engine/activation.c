@@ -18,14 +18,7 @@
  * Scalar functions and their derivatives
  * ------------------------------------------------------------------------ */
 
-/* Logistic function without overflow: exp() gets only -|x|. */
-static float sigmoid_value(float x) {
-    if (x >= 0.0f) {
-        return 1.0f / (1.0f + mr_expf(-x));
-    }
-    float e = mr_expf(x);
-    return e / (1.0f + e);
-}
+static float sigmoid_value(float x) { return mr_sigmoidf(x); }
 
 static float gelu_value(float x) {
     return 0.5f * x * (1.0f + mr_erff(x * (float)M_SQRT1_2));
@@ -62,7 +55,7 @@ static float sigmoid_derivative(float x, float y) {
     return y * (1.0f - y);
 }
 
-static float tanh_value(float x) { return tanhf(x); }
+static float tanh_value(float x) { return mr_tanhf(x); }
 
 static float tanh_derivative(float x, float y) {
     (void)x;

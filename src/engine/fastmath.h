@@ -15,6 +15,11 @@
  * mr_erff: Abramowitz and Stegun's formula 7.1.26 (|error| < 1.5e-7 in
  * exact arithmetic) evaluated in float with mr_expf; the test bounds its
  * absolute error at 1e-6.
+ *
+ * mr_tanhf and mr_sigmoidf replace libm's tanhf and the expf-based
+ * logistic function in the recurrent and activation kernels. In a profile
+ * of GRU4Rec with Ada-Retrieval, libm's tanhf took about a quarter of the
+ * time. The test bounds both at 3 ulp.
  */
 #ifndef MR_ENGINE_FASTMATH_H
 #define MR_ENGINE_FASTMATH_H
@@ -70,6 +75,35 @@ static inline float mr_erff(float x) {
     poly = fmaf(poly, t, 0.254829592f);
     float y = 1.0f - poly * t * mr_expf(-ax * ax);
     return copysignf(y, x);
+}
+
+/*
+ * tanh(x) for float x. Below |x| = 0.4 it sums the Taylor series up to
+ * x^13, whose next term is below 5e-9 relative there. Above, it computes
+ * 1 - 2 / (e^{2|x|} + 1) with mr_expf, where cancellation magnifies the
+ * error by at most 1.7 (at 0.4). Saturates to +-1, keeps -0 and NaN.
+ */
+static inline float mr_tanhf(float x) {
+    float ax = fabsf(x);
+
+    float s = x * x;
+    float p = 21844.0f / 6081075.0f;
+    p = fmaf(p, s, -1382.0f / 155925.0f);
+    p = fmaf(p, s, 62.0f / 2835.0f);
+    p = fmaf(p, s, -17.0f / 315.0f);
+    p = fmaf(p, s, 2.0f / 15.0f);
+    p = fmaf(p, s, -1.0f / 3.0f);
+    float small = fmaf(x * s, p, x);
+
+    float large = 1.0f - 2.0f / (mr_expf(2.0f * ax) + 1.0f);
+    return copysignf(ax < 0.4f ? small : large, x);
+}
+
+/* The logistic function 1 / (1 + e^-x), computed from e^-|x| so that
+ * the exponential never overflows. */
+static inline float mr_sigmoidf(float x) {
+    float e = mr_expf(-fabsf(x));
+    return x >= 0.0f ? 1.0f / (1.0f + e) : e / (1.0f + e);
 }
 
 #endif /* MR_ENGINE_FASTMATH_H */

@@ -15,6 +15,7 @@
 
 #include "blas.h"
 #include "ctx.h"
+#include "fastmath.h"
 #include "internal.h"
 
 typedef struct gru_saved {
@@ -23,14 +24,6 @@ typedef struct gru_saved {
     /* Per step, laid out [B, T, H] like the output. */
     float *reset, *update, *candidate, *hidden_new;
 } gru_saved;
-
-static inline float sigmoidf(float x) {
-    if (x >= 0.0f) {
-        return 1.0f / (1.0f + expf(-x));
-    }
-    float e = expf(x);
-    return e / (1.0f + e);
-}
 
 /*
  * Hidden state before step t for batch row b: h0 (or zeros) at t = 0,
@@ -57,26 +50,30 @@ static void gru_backward(mr_ctx *ctx, mr_tensor *out) {
     float *dh = mr_ctx_alloc(ctx, (size_t)(batch * hidden + 1) * sizeof(float));
     float *dh_carry = mr_ctx_alloc(ctx, (size_t)(batch * hidden + 1) * sizeof(float));
     float *h_prev_all = mr_ctx_alloc(ctx, (size_t)(rows * hidden + 1) * sizeof(float));
-    if (d_gi == NULL || d_gh == NULL || dh == NULL || dh_carry == NULL || h_prev_all == NULL) {
+    float *zeros = mr_ctx_alloc(ctx, (size_t)hidden * sizeof(float));
+    if (d_gi == NULL || d_gh == NULL || dh == NULL || dh_carry == NULL || h_prev_all == NULL ||
+        zeros == NULL) {
         return;
     }
     memset(dh_carry, 0, (size_t)(batch * hidden) * sizeof(float));
+    memset(zeros, 0, (size_t)hidden * sizeof(float));
 
     for (int64_t t = steps - 1; t >= 0; t--) {
 #pragma omp parallel for schedule(static)
         for (int64_t b = 0; b < batch; b++) {
             const float *h_prev = previous_hidden(s, out->data, b, t);
+            h_prev = h_prev != NULL ? h_prev : zeros;
             int64_t row = b * steps + t;
             const float *r = s->reset + row * hidden, *z = s->update + row * hidden;
             const float *n = s->candidate + row * hidden, *hn = s->hidden_new + row * hidden;
             const float *g_out = out->grad + row * hidden;
             float *gi = d_gi + row * gates, *gh = d_gh + row * gates;
             float *dh_b = dh + b * hidden, *carry = dh_carry + b * hidden;
+#pragma omp simd
             for (int64_t j = 0; j < hidden; j++) {
-                float hp = h_prev != NULL ? h_prev[j] : 0.0f;
                 float g = g_out[j] + carry[j];
                 float dn_pre = g * (1.0f - z[j]) * (1.0f - n[j] * n[j]);
-                float dz_pre = g * (hp - n[j]) * z[j] * (1.0f - z[j]);
+                float dz_pre = g * (h_prev[j] - n[j]) * z[j] * (1.0f - z[j]);
                 float dr_pre = dn_pre * hn[j] * r[j] * (1.0f - r[j]);
                 gi[j] = dr_pre;
                 gi[hidden + j] = dz_pre;
@@ -143,9 +140,12 @@ static void gru_backward(mr_ctx *ctx, mr_tensor *out) {
                  1.0f, dw, hidden);
     }
 
-    /* Bias gradients sum the pre-activation gradients over rows in order. */
+    /* Bias gradients sum the pre-activation gradients over rows in order.
+     * Each thread takes a block of columns and walks the rows once, so the
+     * [rows, 3H] gradients are read row by row, not column by column. */
     mr_tensor *biases[2] = {s->b_ih, s->b_hh};
     const float *sources[2] = {d_gi, d_gh};
+    enum { COLUMN_BLOCK = 32 };
     for (int which = 0; which < 2; which++) {
         if (biases[which] == NULL || !mr_tensor_requires_grad(biases[which])) {
             continue;
@@ -154,13 +154,21 @@ static void gru_backward(mr_ctx *ctx, mr_tensor *out) {
         if (db == NULL) {
             return;
         }
+        const float *source = sources[which];
 #pragma omp parallel for schedule(static)
-        for (int64_t j = 0; j < gates; j++) {
-            double sum = 0.0;
+        for (int64_t first = 0; first < gates; first += COLUMN_BLOCK) {
+            int64_t width = gates - first < COLUMN_BLOCK ? gates - first : COLUMN_BLOCK;
+            double sum[COLUMN_BLOCK] = {0};
             for (int64_t row = 0; row < rows; row++) {
-                sum += sources[which][row * gates + j];
+                const float *values = source + row * gates + first;
+#pragma omp simd
+                for (int64_t j = 0; j < width; j++) {
+                    sum[j] += values[j];
+                }
             }
-            db[j] += (float)sum;
+            for (int64_t j = 0; j < width; j++) {
+                db[first + j] += (float)sum[j];
+            }
         }
     }
 }
@@ -252,9 +260,11 @@ mr_tensor *mr_tensor_gru(mr_ctx *ctx, mr_tensor *x, mr_tensor *h0,
     float *gi = mr_ctx_alloc(ctx, (size_t)(rows * gates + 1) * sizeof(float));
     float *gh = mr_ctx_alloc(ctx, (size_t)(batch * gates + 1) * sizeof(float));
     gru_saved *s = mr_ctx_alloc(ctx, sizeof *s);
-    if (gi == NULL || gh == NULL || s == NULL) {
+    float *zeros = mr_ctx_alloc(ctx, (size_t)gates * sizeof(float));
+    if (gi == NULL || gh == NULL || s == NULL || zeros == NULL) {
         return NULL;
     }
+    memset(zeros, 0, (size_t)gates * sizeof(float));
     *s = (gru_saved){x, h0, w_ih, w_hh, b_ih, b_hh, batch, steps, inputs, hidden,
                      NULL, NULL, NULL, NULL};
     if (recording) {
@@ -267,6 +277,19 @@ mr_tensor *mr_tensor_gru(mr_ctx *ctx, mr_tensor *x, mr_tensor *h0,
             return NULL;
         }
     }
+
+    /* Without recording, each row's gates go to a scratch row instead, so
+     * the gate loop below always stores and has no branch. Zeros stand in
+     * for a missing bias and for the zero initial state. */
+    float *scratch = NULL;
+    if (!recording) {
+        scratch = mr_ctx_alloc(ctx, (size_t)(batch * 4 * hidden) * sizeof(float));
+        if (scratch == NULL) {
+            return NULL;
+        }
+    }
+    const float *bias_i = b_ih != NULL ? b_ih->data : zeros;
+    const float *bias_h = b_hh != NULL ? b_hh->data : zeros;
 
     /* gi = x W_ih^T for every (b, t) row at once. */
     mr_sgemm(false, true, rows, gates, inputs, 1.0f, x->data, inputs, w_ih->data, inputs, 0.0f,
@@ -288,30 +311,27 @@ mr_tensor *mr_tensor_gru(mr_ctx *ctx, mr_tensor *x, mr_tensor *h0,
 #pragma omp parallel for schedule(static)
         for (int64_t b = 0; b < batch; b++) {
             const float *h_prev = previous_hidden(s, out->data, b, t);
+            h_prev = h_prev != NULL ? h_prev : zeros;
             int64_t row = b * steps + t;
             const float *gi_row = gi + row * gates, *gh_row = gh + b * gates;
             float *h = out->data + row * hidden;
+            float *reset = recording ? s->reset + row * hidden : scratch + b * 4 * hidden;
+            float *update = recording ? s->update + row * hidden : reset + hidden;
+            float *candidate = recording ? s->candidate + row * hidden : reset + 2 * hidden;
+            float *hidden_new = recording ? s->hidden_new + row * hidden : reset + 3 * hidden;
+
+#pragma omp simd
             for (int64_t j = 0; j < hidden; j++) {
-                float bias_ir = b_ih != NULL ? b_ih->data[j] : 0.0f;
-                float bias_iz = b_ih != NULL ? b_ih->data[hidden + j] : 0.0f;
-                float bias_in = b_ih != NULL ? b_ih->data[2 * hidden + j] : 0.0f;
-                float bias_hr = b_hh != NULL ? b_hh->data[j] : 0.0f;
-                float bias_hz = b_hh != NULL ? b_hh->data[hidden + j] : 0.0f;
-                float bias_hn = b_hh != NULL ? b_hh->data[2 * hidden + j] : 0.0f;
-
-                float r = sigmoidf(gi_row[j] + bias_ir + gh_row[j] + bias_hr);
-                float z = sigmoidf(gi_row[hidden + j] + bias_iz + gh_row[hidden + j] + bias_hz);
-                float hn = gh_row[2 * hidden + j] + bias_hn;
-                float n = tanhf(gi_row[2 * hidden + j] + bias_in + r * hn);
-                float hp = h_prev != NULL ? h_prev[j] : 0.0f;
-                h[j] = (1.0f - z) * n + z * hp;
-
-                if (recording) {
-                    s->reset[row * hidden + j] = r;
-                    s->update[row * hidden + j] = z;
-                    s->candidate[row * hidden + j] = n;
-                    s->hidden_new[row * hidden + j] = hn;
-                }
+                float r = mr_sigmoidf(gi_row[j] + bias_i[j] + gh_row[j] + bias_h[j]);
+                float z = mr_sigmoidf(gi_row[hidden + j] + bias_i[hidden + j] +
+                                      gh_row[hidden + j] + bias_h[hidden + j]);
+                float hn = gh_row[2 * hidden + j] + bias_h[2 * hidden + j];
+                float n = mr_tanhf(gi_row[2 * hidden + j] + bias_i[2 * hidden + j] + r * hn);
+                h[j] = (1.0f - z) * n + z * h_prev[j];
+                reset[j] = r;
+                update[j] = z;
+                candidate[j] = n;
+                hidden_new[j] = hn;
             }
         }
     }

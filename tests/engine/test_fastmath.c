@@ -1,5 +1,5 @@
 /*
- * The engine's inline exp and erf against libm: error bounds over their
+ * The engine's inline exp, erf, tanh and logistic function against libm: error bounds over their
  * ranges and the special values.
  */
 #include <math.h>
@@ -61,9 +61,70 @@ static void erff_within_1e6(void) {
     CHECK_NEAR(mr_erff(-INFINITY), -1.0, 0);
 }
 
+static void tanhf_within_three_ulp(void) {
+    double worst = 0.0;
+    float worst_x = 0.0f;
+    /* 400,000 evenly spaced inputs in [-20, 20], then a geometric sweep
+     * from 1e-30 to 1, where the series and the exp formula meet. */
+    for (int i = 0; i <= 400000; i++) {
+        float x = -20.0f + 40.0f * (float)i / 400000.0f;
+        double error = ulp_error(mr_tanhf(x), (float)tanh((double)x));
+        if (error > worst) {
+            worst = error;
+            worst_x = x;
+        }
+    }
+    for (float x = 1e-30f; x < 1.0f; x *= 1.001f) {
+        double error = ulp_error(mr_tanhf(x), (float)tanh((double)x));
+        if (error > worst) {
+            worst = error;
+            worst_x = x;
+        }
+    }
+    if (worst > 3.0) {
+        mr_test_fail(__FILE__, __LINE__, "mr_tanhf is %.2f ulp off at x = %.9g", worst,
+                     (double)worst_x);
+    }
+}
+
+static void tanhf_special_values(void) {
+    CHECK(mr_tanhf(0.0f) == 0.0f);
+    CHECK(signbit(mr_tanhf(-0.0f)));
+    CHECK(mr_tanhf(INFINITY) == 1.0f);
+    CHECK(mr_tanhf(-INFINITY) == -1.0f);
+    CHECK(mr_tanhf(50.0f) == 1.0f);
+    CHECK(mr_tanhf(-50.0f) == -1.0f);
+    CHECK(isnan(mr_tanhf(NAN)));
+}
+
+static void sigmoidf_within_three_ulp(void) {
+    double worst = 0.0;
+    float worst_x = 0.0f;
+    for (int i = 0; i <= 400000; i++) {
+        float x = -80.0f + 160.0f * (float)i / 400000.0f;
+        double error = ulp_error(mr_sigmoidf(x), (float)(1.0 / (1.0 + exp(-(double)x))));
+        if (error > worst) {
+            worst = error;
+            worst_x = x;
+        }
+    }
+    if (worst > 3.0) {
+        mr_test_fail(__FILE__, __LINE__, "mr_sigmoidf is %.2f ulp off at x = %.9g", worst,
+                     (double)worst_x);
+    }
+    CHECK(mr_sigmoidf(0.0f) == 0.5f);
+    CHECK(mr_sigmoidf(INFINITY) == 1.0f);
+    CHECK(mr_sigmoidf(-INFINITY) == 0.0f);
+    CHECK(mr_sigmoidf(-200.0f) == 0.0f);
+    CHECK(isnan(mr_sigmoidf(NAN)));
+}
+
 int main(void) {
     MR_RUN(expf_within_two_ulp);
     MR_RUN(expf_special_values);
     MR_RUN(erff_within_1e6);
+    MR_RUN(tanhf_within_three_ulp);
+    MR_RUN(tanhf_special_values);
+    MR_RUN(sigmoidf_within_three_ulp);
     return mr_test_finish();
 }

@@ -97,14 +97,7 @@ static void conv_backward(mr_ctx *ctx, mr_tensor *out) {
         if (db == NULL) {
             return;
         }
-#pragma omp parallel for schedule(static)
-        for (int64_t o = 0; o < cout; o++) {
-            double sum = 0.0;
-            for (int64_t row = 0; row < rows; row++) {
-                sum += dy[row * cout + o];
-            }
-            db[o] += (float)sum;
-        }
+        mr_add_column_sums(dy, rows, cout, db);
     }
 }
 

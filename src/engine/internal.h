@@ -60,6 +60,14 @@ bool mr_broadcast_shape(mr_ctx *ctx, const char *op, const mr_tensor *a,
 /* Product of shape[from..to-1]. */
 int64_t mr_shape_product(const int64_t *shape, int from, int to);
 
+/*
+ * Adds the column sums of the [rows, cols] row-major matrix m to out[cols].
+ * Each column is summed over the rows in order in double, so the result
+ * does not depend on the thread count. Threads take blocks of columns and
+ * read the matrix row by row. Bias gradients use it.
+ */
+void mr_add_column_sums(const float *m, int64_t rows, int64_t cols, float *out);
+
 /* Sets contiguous row-major strides for shape. */
 void mr_set_contiguous_strides(int ndim, const int64_t *shape,
                                int64_t *stride);

@@ -140,12 +140,9 @@ static void gru_backward(mr_ctx *ctx, mr_tensor *out) {
                  1.0f, dw, hidden);
     }
 
-    /* Bias gradients sum the pre-activation gradients over rows in order.
-     * Each thread takes a block of columns and walks the rows once, so the
-     * [rows, 3H] gradients are read row by row, not column by column. */
+    /* Bias gradients sum the pre-activation gradients over rows in order. */
     mr_tensor *biases[2] = {s->b_ih, s->b_hh};
     const float *sources[2] = {d_gi, d_gh};
-    enum { COLUMN_BLOCK = 32 };
     for (int which = 0; which < 2; which++) {
         if (biases[which] == NULL || !mr_tensor_requires_grad(biases[which])) {
             continue;
@@ -154,22 +151,7 @@ static void gru_backward(mr_ctx *ctx, mr_tensor *out) {
         if (db == NULL) {
             return;
         }
-        const float *source = sources[which];
-#pragma omp parallel for schedule(static)
-        for (int64_t first = 0; first < gates; first += COLUMN_BLOCK) {
-            int64_t width = gates - first < COLUMN_BLOCK ? gates - first : COLUMN_BLOCK;
-            double sum[COLUMN_BLOCK] = {0};
-            for (int64_t row = 0; row < rows; row++) {
-                const float *values = source + row * gates + first;
-#pragma omp simd
-                for (int64_t j = 0; j < width; j++) {
-                    sum[j] += values[j];
-                }
-            }
-            for (int64_t j = 0; j < width; j++) {
-                db[first + j] += (float)sum[j];
-            }
-        }
+        mr_add_column_sums(sources[which], rows, gates, db);
     }
 }
 

@@ -107,3 +107,22 @@ mr_tensor *mr_tensor_sum(mr_ctx *ctx, mr_tensor *a, int axis, bool keepdim) {
 mr_tensor *mr_tensor_mean(mr_ctx *ctx, mr_tensor *a, int axis, bool keepdim) {
     return reduce(ctx, "mean", a, axis, keepdim, true);
 }
+
+void mr_add_column_sums(const float *m, int64_t rows, int64_t cols, float *out) {
+    enum { BLOCK = 32 };
+#pragma omp parallel for schedule(static)
+    for (int64_t first = 0; first < cols; first += BLOCK) {
+        int64_t width = cols - first < BLOCK ? cols - first : BLOCK;
+        double sum[BLOCK] = {0};
+        for (int64_t row = 0; row < rows; row++) {
+            const float *values = m + row * cols + first;
+#pragma omp simd
+            for (int64_t j = 0; j < width; j++) {
+                sum[j] += values[j];
+            }
+        }
+        for (int64_t j = 0; j < width; j++) {
+            out[first + j] += (float)sum[j];
+        }
+    }
+}

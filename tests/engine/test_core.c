@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "gradcheck.h"
+#include "internal.h"
 #include "test.h"
 
 /* ------------------------------------------------------------------------ */
@@ -342,6 +343,37 @@ static void param_views_share_gradient(void) {
     mr_ctx_free(params);
 }
 
+/* Column sums over 70 columns (two full blocks and a partial one) equal
+ * a double sum in row order, on one thread and on three. */
+static void column_sums_match_row_order(void) {
+    enum { ROWS = 37, COLS = 70 };
+    float m[ROWS * COLS];
+    for (int i = 0; i < ROWS * COLS; i++) {
+        m[i] = (float)((i * 7919) % 1000) / 997.0f - 0.5f;
+    }
+    float expected[COLS];
+    for (int c = 0; c < COLS; c++) {
+        double sum = 0.0;
+        for (int r = 0; r < ROWS; r++) {
+            sum += m[r * COLS + c];
+        }
+        expected[c] = 1.0f + (float)sum;
+    }
+
+    int previous = mr_threads_get();
+    int thread_counts[2] = {1, 3};
+    for (int run = 0; run < 2; run++) {
+        mr_threads_set(thread_counts[run]);
+        float out[COLS];
+        for (int c = 0; c < COLS; c++) {
+            out[c] = 1.0f;
+        }
+        mr_add_column_sums(m, ROWS, COLS, out);
+        CHECK_INT_EQ(memcmp(out, expected, sizeof out), 0);
+    }
+    mr_threads_set(previous);
+}
+
 int main(void) {
     MR_RUN(arena_reuses_memory_after_reset);
     MR_RUN(tensor_rejects_huge_shape);
@@ -351,6 +383,7 @@ int main(void) {
     MR_RUN(add_broadcast_values);
     MR_RUN(arithmetic_gradients);
     MR_RUN(reduce_values_and_gradients);
+    MR_RUN(column_sums_match_row_order);
     MR_RUN(view_gradients);
     MR_RUN(params_accumulate_gradients);
     MR_RUN(param_views_share_gradient);

@@ -45,6 +45,46 @@ static float binary_apply(int kind, float a, float b) {
     }
 }
 
+/*
+ * out[i] = a[i] op b[i] for i < count. An operand whose a_moves or b_moves
+ * flag is false repeats its element 0. apply_span inlines this once per
+ * kind, so that every loop has a fixed operation and vectorises.
+ */
+static inline void apply_span_kind(int kind, const float *restrict a, bool a_moves,
+                                   const float *restrict b, bool b_moves,
+                                   float *restrict out, int64_t count) {
+    if (a_moves && b_moves) {
+        for (int64_t i = 0; i < count; i++) {
+            out[i] = binary_apply(kind, a[i], b[i]);
+        }
+    } else if (a_moves) {
+        float y = b[0];
+        for (int64_t i = 0; i < count; i++) {
+            out[i] = binary_apply(kind, a[i], y);
+        }
+    } else if (b_moves) {
+        float x = a[0];
+        for (int64_t i = 0; i < count; i++) {
+            out[i] = binary_apply(kind, x, b[i]);
+        }
+    } else {
+        float value = binary_apply(kind, a[0], b[0]);
+        for (int64_t i = 0; i < count; i++) {
+            out[i] = value;
+        }
+    }
+}
+
+static void apply_span(int kind, const float *a, bool a_moves, const float *b, bool b_moves,
+                       float *out, int64_t count) {
+    switch (kind) {
+    case BINARY_ADD: apply_span_kind(BINARY_ADD, a, a_moves, b, b_moves, out, count); break;
+    case BINARY_SUB: apply_span_kind(BINARY_SUB, a, a_moves, b, b_moves, out, count); break;
+    case BINARY_MUL: apply_span_kind(BINARY_MUL, a, a_moves, b, b_moves, out, count); break;
+    default: apply_span_kind(BINARY_DIV, a, a_moves, b, b_moves, out, count); break;
+    }
+}
+
 /* d out / d a and d out / d b for one element. */
 static float binary_da(int kind, float a, float b) {
     (void)a;
@@ -196,15 +236,20 @@ static mr_tensor *binary_op(mr_ctx *ctx, int kind, mr_tensor *a, mr_tensor *b) {
     }
     out->iparams[0] = kind;
 
+    /* Same-shape operands: blocks of 4096 elements per loop iteration. */
     int64_t count = mr_tensor_numel(out);
     if (mr_tensor_numel(a) == count && mr_tensor_numel(b) == count) {
+        enum { SPAN = 4096 };
 #pragma omp parallel for schedule(static)
-        for (int64_t i = 0; i < count; i++) {
-            out->data[i] = binary_apply(kind, a->data[i], b->data[i]);
+        for (int64_t first = 0; first < count; first += SPAN) {
+            int64_t n = count - first < SPAN ? count - first : SPAN;
+            apply_span(kind, a->data + first, true, b->data + first, true, out->data + first, n);
         }
         return out;
     }
 
+    /* Broadcast: one output row of the last dimension at a time. A
+     * contiguous operand's last stride is 1, or 0 where it is stretched. */
     int64_t full[MR_MAX_DIMS], sa[MR_MAX_DIMS], sb[MR_MAX_DIMS];
     padded_shape(out, full);
     broadcast_strides(a, ndim, sa);
@@ -215,10 +260,8 @@ static mr_tensor *binary_op(mr_ctx *ctx, int kind, mr_tensor *a, mr_tensor *b) {
         int64_t i2 = row % full[2], i1 = (row / full[2]) % full[1], i0 = row / (full[2] * full[1]);
         int64_t base_a = i0 * sa[0] + i1 * sa[1] + i2 * sa[2];
         int64_t base_b = i0 * sb[0] + i1 * sb[1] + i2 * sb[2];
-        float *o = out->data + row * full[3];
-        for (int64_t i3 = 0; i3 < full[3]; i3++) {
-            o[i3] = binary_apply(kind, a->data[base_a + i3 * sa[3]], b->data[base_b + i3 * sb[3]]);
-        }
+        apply_span(kind, a->data + base_a, sa[3] != 0, b->data + base_b, sb[3] != 0,
+                   out->data + row * full[3], full[3]);
     }
     return out;
 }

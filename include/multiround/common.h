@@ -10,6 +10,7 @@
 #define MULTIROUND_COMMON_H
 
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -110,6 +111,17 @@ int mr_threads_get(void);
 /* Returns the name of the BLAS library this build calls ("blis",
  * "openblas" or "none"). */
 const char *mr_blas_name(void);
+
+/* ------------------------------------------------------------------------
+ * JSON input
+ * ------------------------------------------------------------------------ */
+
+/*
+ * Returns true when text ends inside a JSON string or with a bracket left
+ * open, the marks of a file or line cut short. Parse errors use it to say
+ * that the input may be truncated.
+ */
+bool mr_json_cut_short(const char *text);
 
 #ifdef __cplusplus
 }

@@ -123,3 +123,20 @@ int mr_threads_get(void) {
     }
     return thread_count;
 }
+
+bool mr_json_cut_short(const char *text) {
+    int depth = 0;
+    bool in_string = false;
+    for (const char *c = text; *c != '\0'; c++) {
+        if (in_string && *c == '\\' && c[1] != '\0') {
+            c++;
+        } else if (*c == '"') {
+            in_string = !in_string;
+        } else if (!in_string && (*c == '{' || *c == '[')) {
+            depth++;
+        } else if (!in_string && (*c == '}' || *c == ']')) {
+            depth--;
+        }
+    }
+    return in_string || depth > 0;
+}

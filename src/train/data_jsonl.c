@@ -155,25 +155,6 @@ static mr_status read_row(const cJSON *object, mr_train_kind kind, int num_label
     return mr_error_set(err, MR_ERR_INVALID_ARGUMENT, "train: unknown kind %d", (int)kind);
 }
 
-/* True when text ends inside a string or with a bracket left open, the
- * marks of a line cut short. */
-static bool ends_early(const char *text) {
-    int depth = 0;
-    bool in_string = false;
-    for (const char *c = text; *c != '\0'; c++) {
-        if (in_string && *c == '\\' && c[1] != '\0') {
-            c++;
-        } else if (*c == '"') {
-            in_string = !in_string;
-        } else if (!in_string && (*c == '{' || *c == '[')) {
-            depth++;
-        } else if (!in_string && (*c == '}' || *c == ']')) {
-            depth--;
-        }
-    }
-    return in_string || depth > 0;
-}
-
 mr_status train_invalid_json_error(const char *path, int line, const char *line_start,
                                    const char *parse_end, mr_error *err) {
     if (parse_end == NULL || parse_end < line_start) {
@@ -182,7 +163,7 @@ mr_status train_invalid_json_error(const char *path, int line, const char *line_
     long column = (long)(parse_end - line_start) + 1;
     return mr_error_set(err, MR_ERR_FORMAT, "%s:%d:%ld: invalid JSON near '%.16s'%s", path,
                         line, column, parse_end,
-                        ends_early(line_start) ? "; the line ends before the JSON value does, "
+                        mr_json_cut_short(line_start) ? "; the line ends before the JSON value does, "
                                                  "so the row may be cut short"
                                                : "");
 }

@@ -374,6 +374,16 @@ static void column_sums_match_row_order(void) {
     mr_threads_set(previous);
 }
 
+static void json_cut_short_cases(void) {
+    CHECK(mr_json_cut_short("{\"a\": \"b"));
+    CHECK(mr_json_cut_short("{\"a\": \"x\\\""));
+    CHECK(mr_json_cut_short("[1, [2]"));
+    CHECK(!mr_json_cut_short("{\"a\": 1}"));
+    CHECK(!mr_json_cut_short("{\"a\": \"}\"}"));
+    CHECK(!mr_json_cut_short("{\"a\": 1}}"));
+    CHECK(!mr_json_cut_short(""));
+}
+
 int main(void) {
     MR_RUN(arena_reuses_memory_after_reset);
     MR_RUN(tensor_rejects_huge_shape);
@@ -384,6 +394,7 @@ int main(void) {
     MR_RUN(arithmetic_gradients);
     MR_RUN(reduce_values_and_gradients);
     MR_RUN(column_sums_match_row_order);
+    MR_RUN(json_cut_short_cases);
     MR_RUN(view_gradients);
     MR_RUN(params_accumulate_gradients);
     MR_RUN(param_views_share_gradient);

@@ -77,25 +77,6 @@ bool cli_config_choice(const cJSON *item, const char *first, const char *second,
     return cli_config_wrong_type(item->string, "a string", item);
 }
 
-/* True when text ends inside a string or with a bracket left open, the
- * marks of a file cut short. */
-static bool ends_early(const char *text) {
-    int depth = 0;
-    bool in_string = false;
-    for (const char *c = text; *c != '\0'; c++) {
-        if (in_string && *c == '\\' && c[1] != '\0') {
-            c++;
-        } else if (*c == '"') {
-            in_string = !in_string;
-        } else if (!in_string && (*c == '{' || *c == '[')) {
-            depth++;
-        } else if (!in_string && (*c == '}' || *c == ']')) {
-            depth--;
-        }
-    }
-    return in_string || depth > 0;
-}
-
 /* Parses the config text of path into a JSON object, printing the line
  * and column where invalid JSON stops the parser. Returns NULL on error. */
 static cJSON *parse_config(const char *path, const char *text) {
@@ -118,7 +99,7 @@ static cJSON *parse_config(const char *path, const char *text) {
         } else {
             cli_error("%s:%d:%d: invalid JSON near '%.16s'%s", path, line,
                       (int)(end - line_start) + 1, end,
-                      ends_early(text) ? "; the file ends before the JSON object does" : "");
+                      mr_json_cut_short(text) ? "; the file ends before the JSON object does" : "");
         }
         return NULL;
     }

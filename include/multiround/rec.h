@@ -334,9 +334,9 @@ void mr_rec_train_options_default(mr_rec_train_options *options);
  * on validation hit@50, keeping the best weights in out_dir/model.safetensors,
  * then evaluates them on the test split. Writes out_dir/config.json and
  * out_dir/metrics.json (each epoch's validation figures, then the test
- * figures). After every epoch, and within a long epoch every
- * checkpoint_minutes, a checkpoint is written atomically; a rerun with the
- * same out_dir resumes from it, at the batch it holds, and reaches the same
+ * figures). A checkpoint is written atomically after every epoch, and
+ * within a long epoch every checkpoint_minutes. A rerun with the same
+ * out_dir resumes from it at the batch it stopped at, and reaches the same
  * result as an uninterrupted run. A finished run is left as it is.
  */
 mr_status mr_rec_train(const mr_rec_data *data, const mr_rec_config *config,

@@ -99,8 +99,8 @@ static inline float mr_tanhf(float x) {
     return copysignf(ax < 0.4f ? small : large, x);
 }
 
-/* The logistic function 1 / (1 + e^-x), computed from e^-|x| so that
- * the exponential never overflows. */
+/* The logistic function 1 / (1 + e^-x), computed from e^-|x|, which is
+ * at most 1, so the exponential cannot overflow. */
 static inline float mr_sigmoidf(float x) {
     float e = mr_expf(-fabsf(x));
     return x >= 0.0f ? 1.0f / (1.0f + e) : e / (1.0f + e);

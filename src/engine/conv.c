@@ -17,6 +17,7 @@
 typedef struct conv_saved {
     mr_tensor *x, *w, *bias; /* bias may be NULL */
     float *packed;           /* w as [Cout, K*Cin]: packed[o][k*Cin + c] = w[o][c][k] */
+    float *cols;             /* the forward pass's im2col of x, [B*T, K*Cin] */
     int64_t batch, steps, in_channels, out_channels, taps, dilation;
 } conv_saved;
 
@@ -75,13 +76,11 @@ static void conv_backward(mr_ctx *ctx, mr_tensor *out) {
 
     if (mr_tensor_requires_grad(s->w)) {
         float *dw = mr_tensor_grad_buffer(ctx, s->w);
-        float *cols = mr_ctx_alloc(ctx, (size_t)(rows * width + 1) * sizeof(float));
         float *dpacked = mr_ctx_alloc(ctx, (size_t)(cout * width + 1) * sizeof(float));
-        if (dw == NULL || cols == NULL || dpacked == NULL) {
+        if (dw == NULL || dpacked == NULL) {
             return;
         }
-        im2col(s, s->x->data, cols);
-        mr_sgemm(true, false, cout, width, rows, 1.0f, dy, cout, cols, width, 0.0f, dpacked,
+        mr_sgemm(true, false, cout, width, rows, 1.0f, dy, cout, s->cols, width, 0.0f, dpacked,
                  width);
         for (int64_t o = 0; o < cout; o++) {
             for (int64_t c = 0; c < cin; c++) {
@@ -153,7 +152,7 @@ mr_tensor *mr_tensor_conv1d_causal(mr_ctx *ctx, mr_tensor *x, mr_tensor *w,
     if (out == NULL || s == NULL) {
         return NULL;
     }
-    *s = (conv_saved){x, w, bias, NULL, x->shape[0], x->shape[1], x->shape[2], w->shape[0],
+    *s = (conv_saved){x, w, bias, NULL, NULL, x->shape[0], x->shape[1], x->shape[2], w->shape[0],
                       w->shape[2], dilation};
     int64_t cin = s->in_channels, cout = s->out_channels, taps = s->taps;
     int64_t rows = s->batch * s->steps, width = taps * cin;
@@ -163,6 +162,7 @@ mr_tensor *mr_tensor_conv1d_causal(mr_ctx *ctx, mr_tensor *x, mr_tensor *w,
     if (cols == NULL || s->packed == NULL) {
         return NULL;
     }
+    s->cols = cols;
     for (int64_t o = 0; o < cout; o++) {
         for (int64_t c = 0; c < cin; c++) {
             for (int64_t k = 0; k < taps; k++) {

@@ -194,6 +194,7 @@ static void layer_norm_backward(mr_ctx *ctx, mr_tensor *out) {
             const float *gr = dy + r * cols;
             float mean = s->mean[r], rstd = s->rstd[r];
             double sum_g = 0.0, sum_gx = 0.0;
+#pragma omp simd reduction(+ : sum_g, sum_gx)
             for (int64_t c = 0; c < cols; c++) {
                 float g = w != NULL ? gr[c] * w[c] : gr[c];
                 sum_g += g;
@@ -254,12 +255,16 @@ mr_tensor *mr_tensor_layer_norm(mr_ctx *ctx, mr_tensor *x, mr_tensor *weight,
 #pragma omp parallel for schedule(static)
     for (int64_t r = 0; r < rows; r++) {
         const float *xr = x->data + r * cols;
+        /* The reductions may run in vector lanes: sums in double barely
+         * depend on their order, and the float results almost never. */
         double sum = 0.0;
+#pragma omp simd reduction(+ : sum)
         for (int64_t c = 0; c < cols; c++) {
             sum += xr[c];
         }
         double mean = sum / (double)cols;
         double sum_sq = 0.0;
+#pragma omp simd reduction(+ : sum_sq)
         for (int64_t c = 0; c < cols; c++) {
             double d = xr[c] - mean;
             sum_sq += d * d;

@@ -34,8 +34,7 @@ typedef struct fmlprec_layer {
 typedef struct fmlprec_state {
     mr_rec_config config;
     mr_paramset *ps;
-    int position; /* position embedding [L, D] */
-    mr_rec_norm input_norm;
+    mr_rec_positions input; /* positions [L, D] and the input norm */
     fmlprec_layer *layers; /* config.layers entries */
 } fmlprec_state;
 
@@ -111,13 +110,7 @@ static void *fmlprec_declare(const mr_rec_config *config, mr_paramset *ps, mr_er
     s->ps = ps;
     s->layers = layers;
 
-    int64_t position_shape[2] = {config->max_len, config->dim};
-    s->position = mr_paramset_declare(ps, "backbone.position_embedding", 2, position_shape, err);
-    mr_status status = s->position < 0 ? MR_ERR_INVALID_ARGUMENT : MR_OK;
-    if (status == MR_OK) {
-        status = mr_rec_norm_declare(ps, "backbone.input_norm", config->dim, FMLPREC_NORM_EPS,
-                                     &s->input_norm, err);
-    }
+    mr_status status = mr_rec_positions_declare(ps, config, FMLPREC_NORM_EPS, &s->input, err);
     for (int i = 0; i < config->layers && status == MR_OK; i++) {
         status = fmlprec_declare_layer(ps, config, i, &s->layers[i], err);
     }
@@ -130,8 +123,7 @@ static void *fmlprec_declare(const mr_rec_config *config, mr_paramset *ps, mr_er
 
 static void fmlprec_init(void *state, mr_paramset *ps, mr_rng *rng) {
     fmlprec_state *s = state;
-    mr_tensor_init_normal(mr_paramset_get(ps, s->position), 0.0f, FMLPREC_INIT_STD, rng);
-    mr_rec_norm_init(&s->input_norm, ps);
+    mr_rec_positions_init(&s->input, ps, FMLPREC_INIT_STD, rng);
     for (int i = 0; i < s->config.layers; i++) {
         fmlprec_layer *layer = &s->layers[i];
         mr_tensor_init_normal(mr_paramset_get(ps, layer->filter_real), 0.0f, FMLPREC_INIT_STD,
@@ -197,8 +189,8 @@ static mr_tensor *fmlprec_run(const fmlprec_state *s, mr_ctx *ctx, mr_tensor *it
     if (!mr_rec_check_inputs(ctx, "fmlprec", &s->config, false, item_emb, seq)) {
         return NULL;
     }
-    mr_tensor *x = mr_rec_embed_positions(ctx, s->ps, s->position, &s->input_norm, item_emb,
-                                          s->config.dropout, rng);
+    mr_tensor *x =
+        mr_rec_positions_forward(&s->input, s->ps, ctx, item_emb, s->config.dropout, rng);
     for (int i = 0; i < s->config.layers; i++) {
         bool last = last_only && i == s->config.layers - 1;
         x = fmlprec_layer_forward(s, &s->layers[i], ctx, x, last, rng);

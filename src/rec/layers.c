@@ -182,19 +182,36 @@ bool mr_rec_check_inputs(mr_ctx *ctx, const char *backbone, const mr_rec_config 
     return true;
 }
 
-mr_tensor *mr_rec_embed_positions(mr_ctx *ctx, const mr_paramset *ps, int position_weight,
-                                  const mr_rec_norm *norm, mr_tensor *item_emb,
-                                  float dropout, mr_rng *rng) {
+mr_status mr_rec_positions_declare(mr_paramset *ps, const mr_rec_config *config, float eps,
+                                   mr_rec_positions *positions, mr_error *err) {
+    int64_t shape[2] = {config->max_len, config->dim};
+    positions->weight = mr_paramset_declare(ps, "backbone.position_embedding", 2, shape, err);
+    if (positions->weight < 0) {
+        return err != NULL ? err->status : MR_ERR_INVALID_ARGUMENT;
+    }
+    return mr_rec_norm_declare(ps, "backbone.input_norm", config->dim, eps, &positions->norm,
+                               err);
+}
+
+void mr_rec_positions_init(const mr_rec_positions *positions, mr_paramset *ps, float std,
+                           mr_rng *rng) {
+    mr_tensor_init_normal(mr_paramset_get(ps, positions->weight), 0.0f, std, rng);
+    mr_rec_norm_init(&positions->norm, ps);
+}
+
+mr_tensor *mr_rec_positions_forward(const mr_rec_positions *positions, const mr_paramset *ps,
+                                    mr_ctx *ctx, mr_tensor *item_emb, float dropout,
+                                    mr_rng *rng) {
     if (item_emb == NULL) {
         return NULL;
     }
-    mr_tensor *positions = mr_paramset_get(ps, position_weight);
+    mr_tensor *table = mr_paramset_get(ps, positions->weight);
     int64_t length = item_emb->shape[1];
-    if (length != positions->shape[0]) {
-        positions = mr_tensor_slice(ctx, positions, 0, positions->shape[0] - length, length);
+    if (length != table->shape[0]) {
+        table = mr_tensor_slice(ctx, table, 0, table->shape[0] - length, length);
     }
-    mr_tensor *x = mr_tensor_add(ctx, item_emb, positions);
-    x = mr_rec_norm_forward(norm, ps, ctx, x);
+    mr_tensor *x = mr_tensor_add(ctx, item_emb, table);
+    x = mr_rec_norm_forward(&positions->norm, ps, ctx, x);
     return mr_tensor_dropout(ctx, x, dropout, rng);
 }
 

@@ -1,7 +1,8 @@
 /*
  * Layers shared by the transformer-style backbones (SASRec, FMLP-Rec): a
- * linear layer, a layer norm and the position-wise feed-forward block,
- * each declared as named weights in a parameter set.
+ * linear layer, a layer norm, the input stage with learned positions and
+ * the position-wise feed-forward block, each declared as named weights in
+ * a parameter set.
  *
  * A layer records the indices of its weights in the set, so it can be
  * declared before mr_paramset_finalize() and used after it. The forward
@@ -32,6 +33,16 @@ typedef enum mr_rec_activation {
     MR_REC_ACT_SILU = 0, /* "swish" in the reference configuration */
     MR_REC_ACT_GELU = 1  /* the exact erf form */
 } mr_rec_activation;
+
+/*
+ * The input stage of SASRec and FMLP-Rec: learned positions [max_len, D]
+ * added to the item embeddings, then a layer norm and dropout. The
+ * weights are "backbone.position_embedding" and "backbone.input_norm.*".
+ */
+typedef struct mr_rec_positions {
+    int weight;
+    mr_rec_norm norm;
+} mr_rec_positions;
 
 /*
  * Post-LN feed-forward block: LN(x + Dropout(W2 act(W1 x + b1) + b2)),
@@ -98,13 +109,24 @@ bool mr_rec_check_inputs(mr_ctx *ctx, const char *backbone, const mr_rec_config 
                          bool truncatable, const mr_tensor *item_emb, const mr_tensor *seq);
 
 /*
- * Returns item_emb [B, Lb, D] + the last Lb rows of the position
- * embedding [max_len, D] (broadcast over the batch), passed through the
- * input layer norm and dropout. Lb must not exceed max_len.
+ * Declares the input stage's weights: the positions, then the norm with
+ * this eps. Returns MR_OK or the paramset's error in err.
  */
-mr_tensor *mr_rec_embed_positions(mr_ctx *ctx, const mr_paramset *ps, int position_weight,
-                                  const mr_rec_norm *norm, mr_tensor *item_emb,
-                                  float dropout, mr_rng *rng);
+mr_status mr_rec_positions_declare(mr_paramset *ps, const mr_rec_config *config, float eps,
+                                   mr_rec_positions *positions, mr_error *err);
+
+/* Draws the positions from normal(0, std) and resets the norm. */
+void mr_rec_positions_init(const mr_rec_positions *positions, mr_paramset *ps, float std,
+                           mr_rng *rng);
+
+/*
+ * Returns item_emb [B, Lb, D] + the last Lb rows of the positions
+ * (broadcast over the batch), passed through the norm and dropout. Lb
+ * must not exceed max_len.
+ */
+mr_tensor *mr_rec_positions_forward(const mr_rec_positions *positions, const mr_paramset *ps,
+                                    mr_ctx *ctx, mr_tensor *item_emb, float dropout,
+                                    mr_rng *rng);
 
 /* Returns position L-1 of x [B, L, D] as a contiguous [B, 1, D] tensor. */
 mr_tensor *mr_rec_last_position(mr_ctx *ctx, mr_tensor *x);

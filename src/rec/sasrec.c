@@ -42,8 +42,7 @@ typedef struct sasrec_layer {
 typedef struct sasrec_state {
     mr_rec_config config;
     mr_paramset *ps;
-    int position; /* position embedding [L, D] */
-    mr_rec_norm input_norm;
+    mr_rec_positions input; /* positions [L, D] and the input norm */
     sasrec_layer *layers; /* config.layers entries */
 } sasrec_state;
 
@@ -130,13 +129,7 @@ static void *sasrec_declare(const mr_rec_config *config, mr_paramset *ps, mr_err
     s->ps = ps;
     s->layers = layers;
 
-    int64_t position_shape[2] = {config->max_len, config->dim};
-    s->position = mr_paramset_declare(ps, "backbone.position_embedding", 2, position_shape, err);
-    mr_status status = s->position < 0 ? MR_ERR_INVALID_ARGUMENT : MR_OK;
-    if (status == MR_OK) {
-        status = mr_rec_norm_declare(ps, "backbone.input_norm", config->dim, SASREC_NORM_EPS,
-                                     &s->input_norm, err);
-    }
+    mr_status status = mr_rec_positions_declare(ps, config, SASREC_NORM_EPS, &s->input, err);
     for (int i = 0; i < config->layers && status == MR_OK; i++) {
         status = sasrec_declare_layer(ps, config, i, &s->layers[i], err);
     }
@@ -149,8 +142,7 @@ static void *sasrec_declare(const mr_rec_config *config, mr_paramset *ps, mr_err
 
 static void sasrec_init(void *state, mr_paramset *ps, mr_rng *rng) {
     sasrec_state *s = state;
-    mr_tensor_init_normal(mr_paramset_get(ps, s->position), 0.0f, SASREC_INIT_STD, rng);
-    mr_rec_norm_init(&s->input_norm, ps);
+    mr_rec_positions_init(&s->input, ps, SASREC_INIT_STD, rng);
     for (int i = 0; i < s->config.layers; i++) {
         sasrec_layer *layer = &s->layers[i];
         mr_rec_linear_init(&layer->query, ps, SASREC_INIT_STD, rng);
@@ -239,8 +231,8 @@ static mr_tensor *sasrec_run(const sasrec_state *s, mr_ctx *ctx, mr_tensor *item
         return NULL;
     }
     mr_tensor *key_mask = key_mask_from_ids(ctx, seq);
-    mr_tensor *x = mr_rec_embed_positions(ctx, s->ps, s->position, &s->input_norm, item_emb,
-                                          s->config.dropout, rng);
+    mr_tensor *x =
+        mr_rec_positions_forward(&s->input, s->ps, ctx, item_emb, s->config.dropout, rng);
     for (int i = 0; i < s->config.layers; i++) {
         bool last = last_only && i == s->config.layers - 1;
         x = sasrec_layer_forward(s, &s->layers[i], ctx, x, key_mask, last, rng);

@@ -7,6 +7,7 @@
 #ifndef MR_TEST_BACKBONE_HARNESS_H
 #define MR_TEST_BACKBONE_HARNESS_H
 
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -94,6 +95,72 @@ static inline mr_tensor *test_left_padded_ids(mr_ctx *ctx, int64_t batch, int64_
         }
     }
     return seq;
+}
+
+/* Encodes a whole sequence, as mr_rec_sasrec_encode() does. */
+typedef mr_tensor *(*test_encode_fn)(void *state, mr_ctx *ctx, mr_tensor *item_emb,
+                                     mr_tensor *seq, mr_rng *rng);
+
+/*
+ * One user for the tests of which positions a backbone sees: weights in
+ * [-0.5, 0.5), item embeddings [1, L, D] in [-1, 1) and `items` ids at the
+ * end of the row, with the full encoding and the user vector. Gradients
+ * are off in ctx.
+ */
+typedef struct test_positions_case {
+    test_backbone tb;
+    mr_ctx *ctx;
+    mr_tensor *item_emb, *seq;
+    mr_tensor *encoded; /* [1, L, D] */
+    mr_tensor *user;    /* [1, D] */
+} test_positions_case;
+
+/*
+ * Builds the case and checks that the user vector, which runs the last
+ * layer on position L-1 alone, equals the last row of the full encoding.
+ * Returns false (with a test failure) when a step fails; the case is then
+ * freed.
+ */
+static inline bool test_positions_case_create(test_positions_case *pc,
+                                              const mr_rec_config *config, int items,
+                                              test_encode_fn encode) {
+    memset(pc, 0, sizeof *pc);
+    if (!test_backbone_create(&pc->tb, config, 30)) {
+        return false;
+    }
+    test_backbone_randomize(&pc->tb, -0.5f, 0.5f, 31);
+    int64_t length = config->max_len, dim = config->dim;
+    pc->ctx = mr_ctx_create(0);
+    mr_ctx_set_grad_enabled(pc->ctx, false);
+    pc->item_emb = mr_tensor_new3d(pc->ctx, MR_F32, 1, length, dim);
+    mr_test_fill_uniform(pc->item_emb, -1, 1, 32);
+    pc->seq = test_left_padded_ids(pc->ctx, 1, length, &items);
+
+    pc->encoded = encode(pc->tb.state, pc->ctx, pc->item_emb, pc->seq, NULL);
+    pc->user = pc->tb.ops->forward(pc->tb.state, pc->ctx, pc->item_emb, pc->seq, NULL);
+    CHECK_CTX_OK(pc->ctx);
+    if (pc->encoded == NULL || pc->user == NULL) {
+        mr_ctx_free(pc->ctx);
+        test_backbone_free(&pc->tb);
+        return false;
+    }
+    CHECK_ARRAY_NEAR(pc->user->data, pc->encoded->data + (length - 1) * dim, dim, 1e-6, 1e-5);
+    return true;
+}
+
+static inline void test_positions_case_free(test_positions_case *pc) {
+    mr_ctx_free(pc->ctx);
+    test_backbone_free(&pc->tb);
+}
+
+/* Returns the sum of |a - b| over row t of two [1, L, D] encodings. */
+static inline double test_row_change(const mr_tensor *a, const mr_tensor *b, int64_t t) {
+    int64_t dim = a->shape[2];
+    double change = 0.0;
+    for (int64_t d = 0; d < dim; d++) {
+        change += fabs(a->data[t * dim + d] - b->data[t * dim + d]);
+    }
+    return change;
 }
 
 /*

@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "model_inputs.h"
 #include "model_internal.h"
 #include "multiround/optim.h"
 #include "test.h"
@@ -87,37 +88,6 @@ static mr_rec_model *create_mean_model(const mr_rec_config *config, int32_t n_it
         mr_test_fail(__FILE__, __LINE__, "model creation failed: %s", err.message);
     }
     return model;
-}
-
-/* Fills seq [B, L] with random ids in 1..n_items-1, left-padded with 0:
- * row b keeps its last L - (b % L) items. */
-static mr_tensor *random_seq(mr_ctx *ctx, int64_t batch, int length, int32_t n_items,
-                             uint64_t seed) {
-    mr_tensor *seq = mr_tensor_new2d(ctx, MR_I32, batch, length);
-    mr_rng rng;
-    mr_rng_init(&rng, seed);
-    for (int64_t b = 0; b < batch; b++) {
-        for (int l = 0; l < length; l++) {
-            bool padding = l < (int)(b % length);
-            seq->idata[b * length + l] =
-                padding ? 0 : 1 + (int32_t)mr_rng_below(&rng, (uint64_t)(n_items - 1));
-        }
-    }
-    return seq;
-}
-
-/* Candidates [B, 1 + negatives]: a random target, then random negatives,
- * with id 0 (a negative that sampling gave up on) in row 0. */
-static mr_tensor *random_candidates(mr_ctx *ctx, int64_t batch, int negatives, int32_t n_items,
-                                    uint64_t seed) {
-    mr_tensor *candidates = mr_tensor_new2d(ctx, MR_I32, batch, 1 + negatives);
-    mr_rng rng;
-    mr_rng_init(&rng, seed);
-    for (int64_t i = 0; i < batch * (1 + negatives); i++) {
-        candidates->idata[i] = 1 + (int32_t)mr_rng_below(&rng, (uint64_t)(n_items - 1));
-    }
-    candidates->idata[negatives] = 0;
-    return candidates;
 }
 
 /* log(1 + e^x) without overflow. */
@@ -292,7 +262,7 @@ static void rounds_pick_distinct_items(void) {
     mr_rec_model_item_bias(model)->data[0] = 100.0f;
     mr_ctx *ctx = mr_ctx_create(0);
     int64_t batch = 7;
-    mr_tensor *seq = random_seq(ctx, batch, 6, 9, 3);
+    mr_tensor *seq = test_random_seq(ctx, batch, 6, 9, 3);
     float out[3 * 7 * 8];
     int32_t picks[2 * 7 * 4];
     mr_error err = {0};
@@ -328,7 +298,7 @@ static void rounds_pick_top_scores(void) {
     }
     mr_ctx *ctx = mr_ctx_create(0);
     int64_t batch = 5;
-    mr_tensor *seq = random_seq(ctx, batch, 6, n_items, 5);
+    mr_tensor *seq = test_random_seq(ctx, batch, 6, n_items, 5);
 
     /* A history item of row 0 with a large bias comes first in round 1. */
     int32_t history_item = seq->idata[5];
@@ -392,7 +362,7 @@ static void rounds_reject_nan_user_vectors(void) {
     }
     mr_paramset_find(mr_rec_model_params(model), "backbone.bias")->data[2] = NAN;
     mr_ctx *ctx = mr_ctx_create(0);
-    mr_tensor *seq = random_seq(ctx, 2, 6, 40, 7);
+    mr_tensor *seq = test_random_seq(ctx, 2, 6, 40, 7);
     float out[3 * 2 * 8];
     mr_error err = {0};
     CHECK_STATUS(mr_rec_model_user_vectors(model, ctx, seq, out, &err), MR_ERR_NUMERIC);
@@ -409,7 +379,7 @@ static void base_user_vectors_are_backbone_output(void) {
     }
     CHECK_INT_EQ(mr_rec_model_rounds(model), 1);
     mr_ctx *ctx = mr_ctx_create(0);
-    mr_tensor *seq = random_seq(ctx, 4, 6, 40, 7);
+    mr_tensor *seq = test_random_seq(ctx, 4, 6, 40, 7);
     float out[4 * 8];
     mr_error err = {0};
     CHECK_STATUS(mr_rec_model_user_vectors(model, ctx, seq, out, &err), MR_OK);
@@ -436,7 +406,7 @@ static void user_vectors_reject_wrong_length(void) {
         return;
     }
     mr_ctx *ctx = mr_ctx_create(0);
-    mr_tensor *seq = random_seq(ctx, 2, 5, 40, 7);
+    mr_tensor *seq = test_random_seq(ctx, 2, 5, 40, 7);
     float out[3 * 2 * 8];
     mr_error err = {0};
     CHECK_STATUS(mr_rec_model_user_vectors(model, ctx, seq, out, &err), MR_ERR_SHAPE);
@@ -466,8 +436,8 @@ static void check_loss_against_rounds(bool ada) {
     mr_ctx_set_training(ctx, false);
     int64_t batch = 6;
     int width = 1 + config.negatives;
-    mr_tensor *seq = random_seq(ctx, batch, 6, n_items, 9);
-    mr_tensor *candidates = random_candidates(ctx, batch, config.negatives, n_items, 10);
+    mr_tensor *seq = test_random_seq(ctx, batch, 6, n_items, 9);
+    mr_tensor *candidates = test_random_candidates(ctx, batch, config.negatives, n_items, 10);
     mr_tensor *loss = mr_rec_model_loss(model, ctx, seq, candidates, NULL);
     CHECK_CTX_OK(ctx);
 
@@ -515,8 +485,8 @@ static void ada_loss_without_later_rounds_is_base(void) {
     mr_rec_model *ada = create_mean_model(&ada_config, 30, 11);
     if (base != NULL && ada != NULL) {
         mr_ctx *ctx = mr_ctx_create(0);
-        mr_tensor *seq = random_seq(ctx, 4, 6, 30, 12);
-        mr_tensor *candidates = random_candidates(ctx, 4, 5, 30, 13);
+        mr_tensor *seq = test_random_seq(ctx, 4, 6, 30, 12);
+        mr_tensor *candidates = test_random_candidates(ctx, 4, 5, 30, 13);
         mr_tensor *base_loss = mr_rec_model_loss(base, ctx, seq, candidates, NULL);
         mr_tensor *ada_loss = mr_rec_model_loss(ada, ctx, seq, candidates, NULL);
         CHECK_CTX_OK(ctx);
@@ -543,8 +513,8 @@ static void init_loss_near_random_bce(void) {
             continue;
         }
         mr_ctx *ctx = mr_ctx_create(0);
-        mr_tensor *seq = random_seq(ctx, 64, 6, 1000, 15);
-        mr_tensor *candidates = random_candidates(ctx, 64, 50, 1000, 16);
+        mr_tensor *seq = test_random_seq(ctx, 64, 6, 1000, 15);
+        mr_tensor *candidates = test_random_candidates(ctx, 64, 50, 1000, 16);
         mr_tensor *loss = mr_rec_model_loss(model, ctx, seq, candidates, NULL);
         CHECK_CTX_OK(ctx);
         if (loss != NULL) {
@@ -562,8 +532,8 @@ static void loss_gradient_reaches_every_weight(void) {
         return;
     }
     mr_ctx *ctx = mr_ctx_create(0);
-    mr_tensor *seq = random_seq(ctx, 6, 6, 30, 18);
-    mr_tensor *candidates = random_candidates(ctx, 6, 5, 30, 19);
+    mr_tensor *seq = test_random_seq(ctx, 6, 6, 30, 18);
+    mr_tensor *candidates = test_random_candidates(ctx, 6, 5, 30, 19);
     mr_tensor *loss = mr_rec_model_loss(model, ctx, seq, candidates, NULL);
     CHECK_STATUS(mr_tensor_backward(ctx, loss, NULL), MR_OK);
 
@@ -609,8 +579,8 @@ static void check_adam_lowers_loss(bool ada) {
     CHECK_STATUS(mr_optim_add_group(optim, &flat, 1, 0.0f, 1.0f, &err), MR_OK);
 
     mr_ctx *batch_ctx = mr_ctx_create(0);
-    mr_tensor *seq = random_seq(batch_ctx, 8, 6, n_items, 21);
-    mr_tensor *candidates = random_candidates(batch_ctx, 8, config.negatives, n_items, 22);
+    mr_tensor *seq = test_random_seq(batch_ctx, 8, 6, n_items, 21);
+    mr_tensor *candidates = test_random_candidates(batch_ctx, 8, config.negatives, n_items, 22);
     mr_ctx *ctx = mr_ctx_create(0);
     mr_rng rng;
     mr_rng_init(&rng, 23);
@@ -663,8 +633,8 @@ static void loss_rejects_mismatched_candidates(void) {
         return;
     }
     mr_ctx *ctx = mr_ctx_create(0);
-    mr_tensor *seq = random_seq(ctx, 4, 6, 30, 25);
-    mr_tensor *candidates = random_candidates(ctx, 3, 5, 30, 26);
+    mr_tensor *seq = test_random_seq(ctx, 4, 6, 30, 25);
+    mr_tensor *candidates = test_random_candidates(ctx, 3, 5, 30, 26);
     CHECK(mr_rec_model_loss(model, ctx, seq, candidates, NULL) == NULL);
     CHECK_STATUS(mr_ctx_status(ctx), MR_ERR_SHAPE);
     CHECK(strstr(mr_ctx_error_message(ctx), "I32 [4, 1 + negatives], not [3, 6]") != NULL);

@@ -6,6 +6,7 @@
  */
 #include <string.h>
 
+#include "model_inputs.h"
 #include "model_internal.h"
 #include "multiround/optim.h"
 #include "test.h"
@@ -44,35 +45,13 @@ static mr_rec_model *create_model(const mr_rec_config *config, int32_t n_items, 
     return model;
 }
 
-/* Random ids in 1..n_items-1 with row b left-padded by b % L zeros, and
- * one repeated item in row 0 (SR-GNN builds one node for both). */
+/* test_random_seq() with one repeated item in row 0 (SR-GNN builds one
+ * node for both). */
 static mr_tensor *random_seq(mr_ctx *ctx, int64_t batch, int length, int32_t n_items,
                              uint64_t seed) {
-    mr_tensor *seq = mr_tensor_new2d(ctx, MR_I32, batch, length);
-    mr_rng rng;
-    mr_rng_init(&rng, seed);
-    for (int64_t b = 0; b < batch; b++) {
-        for (int l = 0; l < length; l++) {
-            bool padding = l < (int)(b % length);
-            seq->idata[b * length + l] =
-                padding ? 0 : 1 + (int32_t)mr_rng_below(&rng, (uint64_t)(n_items - 1));
-        }
-    }
+    mr_tensor *seq = test_random_seq(ctx, batch, length, n_items, seed);
     seq->idata[length - 1] = seq->idata[length - 3];
     return seq;
-}
-
-/* Random candidates [B, 1 + negatives], with id 0 among row 0's. */
-static mr_tensor *random_candidates(mr_ctx *ctx, int64_t batch, int negatives, int32_t n_items,
-                                    uint64_t seed) {
-    mr_tensor *candidates = mr_tensor_new2d(ctx, MR_I32, batch, 1 + negatives);
-    mr_rng rng;
-    mr_rng_init(&rng, seed);
-    for (int64_t i = 0; i < batch * (1 + negatives); i++) {
-        candidates->idata[i] = 1 + (int32_t)mr_rng_below(&rng, (uint64_t)(n_items - 1));
-    }
-    candidates->idata[negatives] = 0;
-    return candidates;
 }
 
 /* ------------------------------------------------------------------------ */
@@ -93,7 +72,7 @@ static void init_loss_near_random_bce(void) {
             mr_rng rng;
             mr_rng_init(&rng, 2);
             mr_tensor *seq = random_seq(ctx, 32, 8, 2000, 3);
-            mr_tensor *candidates = random_candidates(ctx, 32, 10, 2000, 4);
+            mr_tensor *candidates = test_random_candidates(ctx, 32, 10, 2000, 4);
             mr_tensor *loss = mr_rec_model_loss(model, ctx, seq, candidates, &rng);
             CHECK_CTX_OK(ctx);
             double weight = a == 1 ? 1.39 : 1.0;
@@ -119,7 +98,7 @@ static void loss_gradient_reaches_every_weight(void) {
         mr_rng rng;
         mr_rng_init(&rng, 6);
         mr_tensor *seq = random_seq(ctx, 6, 8, 60, 7);
-        mr_tensor *candidates = random_candidates(ctx, 6, 10, 60, 8);
+        mr_tensor *candidates = test_random_candidates(ctx, 6, 10, 60, 8);
         mr_tensor *loss = mr_rec_model_loss(model, ctx, seq, candidates, &rng);
         CHECK_STATUS(mr_tensor_backward(ctx, loss, NULL), MR_OK);
 
@@ -246,7 +225,7 @@ static void adam_lowers_loss(void) {
 
         mr_ctx *batch_ctx = mr_ctx_create(0);
         mr_tensor *seq = random_seq(batch_ctx, 8, 8, 60, 14);
-        mr_tensor *candidates = random_candidates(batch_ctx, 8, 10, 60, 15);
+        mr_tensor *candidates = test_random_candidates(batch_ctx, 8, 10, 60, 15);
         mr_ctx *ctx = mr_ctx_create(0);
         mr_rng rng;
         mr_rng_init(&rng, 16);

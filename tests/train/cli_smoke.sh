@@ -171,6 +171,24 @@ train "$work/tpath.json" || fail "init as a path failed: $(cat "$work/train.err"
 [ "$(grep '"init"' "$work/tpath/config.json")" = "$(grep '"init"' "$work/trun/config.json")" ] ||
     fail "init as a path gives another model"
 
+# --KEY VALUE options set config keys: alone, or over a file's keys.
+"$binary" train sft --tokenizer "$root/tests/data/lm/stories260K.gguf" --init "$init" \
+    --data "$work/sft.jsonl" --out "$work/topts" --max-steps 1 --batch-size 2 \
+    --max-length 32 --add-eos off > "$work/train.out" 2> "$work/train.err" ||
+    fail "a run set by options alone failed: $(cat "$work/train.err")"
+grep -q '"max_steps": 1,' "$work/topts/config.json" || fail "--max-steps 1 was not applied"
+grep -q '"add_eos": false,' "$work/topts/config.json" || fail "--add-eos off was not applied"
+write_config "$work/tover.json" "$work/tover" 2
+train "$work/tover.json" --lr 0.002 --out "$work/tover2" ||
+    fail "a run with options over a file failed: $(cat "$work/train.err")"
+grep -q '"lr": 0.002,' "$work/tover2/config.json" || fail "--lr did not override the file"
+[ ! -e "$work/tover" ] || fail "--out did not override the file's out"
+if train "$work/tover.json" --max-steps; then
+    fail "an option without its value was accepted"
+fi
+grep -q -- "--max-steps needs a value" "$work/train.err" ||
+    fail "the missing-value error is unclear: $(cat "$work/train.err")"
+
 # Config errors name the key, its expected type, or the line and column.
 printf '{"lr": "0.1"}' > "$work/bad_type.json"
 if train "$work/bad_type.json"; then fail "a string lr was accepted"; fi

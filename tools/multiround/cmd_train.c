@@ -16,7 +16,7 @@
 
 static void print_help(void) {
     printf(
-        "usage: multiround train KIND --config FILE.json [--resume] [OPTIONS]\n\n"
+        "usage: multiround train KIND [--config FILE.json] [--resume] [--KEY VALUE ...]\n\n"
         "Trains a Llama-family model. KIND is one of:\n"
         "  sft       supervised fine-tuning on {\"prompt\",\"completion\"} or\n"
         "            {\"messages\":[{\"role\",\"content\"},...]} rows; the loss counts the\n"
@@ -31,7 +31,10 @@ static void print_help(void) {
         "            config keys of its own (run 'multiround train grpo --help')\n"
         "  ppo       PPO with a value head over the same episodes ('train ppo --help')\n\n"
         "options:\n"
-        "  --config FILE  JSON object of the settings below (required)\n"
+        "  --config FILE  JSON object of the settings below\n"
+        "  --KEY VALUE    sets a config key, overriding the file, with - in place of _;\n"
+        "                 VALUE is on or off for true or false, JSON when it parses (a\n"
+        "                 number, an array), else text\n"
         "  --resume       continue from OUT/checkpoint.json when it exists; the settings\n"
         "                 must match OUT/config.json, except that max_steps may grow and\n"
         "                 log_every, eval_every, checkpoint_every and stop_after may\n"
@@ -333,6 +336,43 @@ static bool apply_key(const cJSON *item, mr_train_options *o) {
     return true;
 }
 
+/* Options on the command line that may set config keys. */
+#define MAX_KEY_OPTIONS 64
+
+/*
+ * Sets config key KEY from the option --KEY (with - in place of _) to
+ * value, replacing the file's entry. "on" and "off" are true and false.
+ * Another value is read as JSON when it parses as JSON (a number, an
+ * array), else it is taken as text.
+ * Returns false (error printed) when memory runs out.
+ */
+static bool set_key_option(cJSON *config, const char *option, const char *value) {
+    char key[64];
+    snprintf(key, sizeof key, "%s", option + 2);
+    for (char *c = key; *c != '\0'; c++) {
+        if (*c == '-') {
+            *c = '_';
+        }
+    }
+
+    cJSON *item = NULL;
+    if (strcmp(value, "on") == 0 || strcmp(value, "off") == 0) {
+        item = cJSON_CreateBool(value[1] == 'n');
+    } else {
+        item = cJSON_ParseWithOpts(value, NULL, true);
+        if (item == NULL) {
+            item = cJSON_CreateString(value);
+        }
+    }
+    if (item == NULL) {
+        cli_error("out of memory reading %s", option);
+        return false;
+    }
+    cJSON_DeleteItemFromObjectCaseSensitive(config, key);
+    cJSON_AddItemToObject(config, key, item);
+    return true;
+}
+
 /* Parses a kind name; false for grpo, ppo (handled before) and unknown names. */
 static bool parse_kind(const char *name, mr_train_kind *kind) {
     static const mr_train_kind kinds[] = {MR_TRAIN_SFT, MR_TRAIN_REWARD, MR_TRAIN_CLASSIFY,
@@ -369,6 +409,8 @@ int cli_train(int argc, char **argv) {
 
     const char *config_path = NULL;
     bool resume = false;
+    int key_options[MAX_KEY_OPTIONS]; /* argv index of each --KEY, its value following */
+    int n_key_options = 0;
     for (int i = 2; i < argc; i++) {
         if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
             print_help();
@@ -385,19 +427,40 @@ int cli_train(int argc, char **argv) {
             config_path = argv[++i];
         } else if (strcmp(argv[i], "--resume") == 0) {
             resume = true;
+        } else if (strncmp(argv[i], "--", 2) == 0 && argv[i][2] != '\0') {
+            if (i + 1 == argc || strncmp(argv[i + 1], "--", 2) == 0) {
+                cli_error("%s needs a value; run 'multiround train --help'", argv[i]);
+                return 2;
+            }
+            if (n_key_options == MAX_KEY_OPTIONS) {
+                cli_error("more than %d options set config keys; put the settings in a "
+                          "--config file",
+                          MAX_KEY_OPTIONS);
+                return 2;
+            }
+            key_options[n_key_options++] = i++;
         } else {
             cli_error("unknown option '%s'; run 'multiround train --help'", argv[i]);
             return 2;
         }
     }
-    if (config_path == NULL) {
-        cli_error("train %s needs --config FILE.json", kind_name);
+    if (config_path == NULL && n_key_options == 0) {
+        cli_error("train %s needs --config FILE.json or --KEY VALUE options; run "
+                  "'multiround train --help'",
+                  kind_name);
         return 2;
     }
 
-    cJSON *config = cli_config_read(config_path);
+    cJSON *config = config_path != NULL ? cli_config_read(config_path) : cJSON_CreateObject();
     if (config == NULL) {
         return 1;
+    }
+    for (int k = 0; k < n_key_options; k++) {
+        int at = key_options[k];
+        if (!set_key_option(config, argv[at], argv[at + 1])) {
+            cJSON_Delete(config);
+            return 1;
+        }
     }
     mr_error err;
     mr_train_options o;

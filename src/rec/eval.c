@@ -192,18 +192,25 @@ static mr_status eval_buffers_alloc(eval_buffers *b, int64_t batch, int rounds, 
 /* Users below which a length group is not split off (see length_groups.h). */
 #define EVAL_GROUP_ROWS 32
 
+/* The same when only round 0 is cut, so that the later rounds, which run
+ * whole inputs, keep products of many rows. */
+#define EVAL_ROUND0_GROUP_ROWS 64
+
 /*
  * Computes the user vectors of a batch seq [count, L] into user_vectors
  * (round major, as mr_rec_model_user_vectors writes them). A truncatable
  * model runs the users in length groups, each cut to its longest input,
- * which gives the same vectors up to float rounding. Uses ctx as scratch.
+ * which gives the same vectors up to float rounding. A model that may cut
+ * only round 0 runs the groups whole, with round 0 cut. Uses ctx as
+ * scratch.
  */
 static mr_status grouped_user_vectors(mr_rec_model *model, mr_ctx *ctx, const mr_tensor *seq,
                                       float *user_vectors, mr_error *err) {
     const mr_rec_config *config = mr_rec_model_config(model);
     int64_t count = seq->shape[0];
     int max_len = config->max_len;
-    if (!mr_rec_model_truncatable(model)) {
+    bool round0_only = mr_rec_model_round0_truncatable(model);
+    if (!mr_rec_model_truncatable(model) && !round0_only) {
         return mr_rec_model_user_vectors(model, ctx, (mr_tensor *)seq, user_vectors, err);
     }
 
@@ -214,7 +221,9 @@ static mr_status grouped_user_vectors(mr_rec_model *model, mr_ctx *ctx, const mr
     float *group_vectors = mr_ctx_alloc(ctx, (size_t)(rounds * count * dim) * sizeof(float));
     int64_t n_groups = order == NULL || groups == NULL || group_vectors == NULL
                            ? -1
-                           : mr_rec_length_groups(seq->idata, count, max_len, EVAL_GROUP_ROWS,
+                           : mr_rec_length_groups(seq->idata, count, max_len,
+                                                  round0_only ? EVAL_ROUND0_GROUP_ROWS
+                                                              : EVAL_GROUP_ROWS,
                                                   order, groups);
     if (n_groups < 0) {
         return mr_error_set(err, MR_ERR_NO_MEMORY,
@@ -223,13 +232,15 @@ static mr_status grouped_user_vectors(mr_rec_model *model, mr_ctx *ctx, const mr
 
     for (int64_t g = 0; g < n_groups; g++) {
         const mr_rec_length_group *group = &groups[g];
-        mr_tensor *group_seq = mr_tensor_new2d(ctx, MR_I32, group->count, group->length);
+        int length = round0_only ? max_len : group->length;
+        mr_tensor *group_seq = mr_tensor_new2d(ctx, MR_I32, group->count, length);
         if (group_seq == NULL) {
             return mr_ctx_take_error(ctx, err);
         }
         mr_rec_gather_rows(seq->idata, max_len, NULL, 0, order + group->first, group->count,
-                           group->length, group_seq->idata, NULL);
-        mr_status status = mr_rec_model_user_vectors(model, ctx, group_seq, group_vectors, err);
+                           length, group_seq->idata, NULL);
+        mr_status status = mr_rec_model_user_vectors_cut(
+            model, ctx, group_seq, round0_only ? group->length : 0, group_vectors, NULL, err);
         if (status != MR_OK) {
             return status;
         }

@@ -305,6 +305,11 @@ bool mr_rec_model_truncatable(const mr_rec_model *model) {
            (model->ops->truncatable_without_adapters && !model->config.ada);
 }
 
+bool mr_rec_model_round0_truncatable(const mr_rec_model *model) {
+    return model->config.ada && !model->ops->truncatable &&
+           model->ops->truncatable_without_adapters;
+}
+
 /* ------------------------------------------------------------------------
  * Retrieval between rounds
  * ------------------------------------------------------------------------ */
@@ -444,13 +449,58 @@ static bool check_user_vectors(mr_ctx *ctx, const mr_rec_model *model, const mr_
 }
 
 /*
- * Builds every round's user vector [B, D] into users (rounds of them).
- * picks receives the ids retrieved before each later round,
- * [B, rounds - 1, k] batch major, and must have room for them. Returns
- * false with the error stored in ctx.
+ * Returns the input of round 0: seq itself, or with round0_length in
+ * [1, Lb) a copy of its last round0_length columns. A cut must drop only
+ * padding and needs a backbone that is truncatable without adapters.
+ * Returns NULL with the error stored in ctx.
  */
-static bool build_rounds(mr_rec_model *model, mr_ctx *ctx, mr_tensor *seq, mr_rng *rng,
-                         mr_tensor **users, int32_t *picks) {
+static mr_tensor *round0_input(mr_ctx *ctx, const mr_rec_model *model, mr_tensor *seq,
+                               int round0_length) {
+    int64_t batch = seq->shape[0], length = seq->shape[1];
+    if (round0_length == 0 || round0_length == length) {
+        return seq;
+    }
+    if (!mr_rec_model_round0_truncatable(model) || round0_length < 0 ||
+        round0_length > length) {
+        mr_ctx_fail(ctx, MR_ERR_INVALID_ARGUMENT,
+                    "rec: round 0 cannot run on %d of %lld positions with the %s backbone%s",
+                    round0_length, (long long)length,
+                    mr_rec_backbone_name(model->config.backbone),
+                    model->config.ada ? "" : " without Ada-Retrieval");
+        return NULL;
+    }
+
+    int64_t dropped = length - round0_length;
+    mr_tensor *cut = mr_tensor_new2d(ctx, MR_I32, batch, round0_length);
+    if (cut == NULL) {
+        return NULL;
+    }
+    for (int64_t b = 0; b < batch; b++) {
+        const int32_t *row = seq->idata + b * length;
+        for (int64_t t = 0; t < dropped; t++) {
+            if (row[t] != 0) {
+                mr_ctx_fail(ctx, MR_ERR_INVALID_ARGUMENT,
+                            "rec: cutting row %lld to its last %d positions for round 0 "
+                            "drops item %d",
+                            (long long)b, round0_length, row[t]);
+                return NULL;
+            }
+        }
+        memcpy(cut->idata + b * round0_length, row + dropped,
+               (size_t)round0_length * sizeof(int32_t));
+    }
+    return cut;
+}
+
+/*
+ * Builds every round's user vector [B, D] into users (rounds of them).
+ * Round 0, which has no adapter, runs on the last round0_length
+ * positions (0 for all of them). picks receives the ids retrieved before
+ * each later round, [B, rounds - 1, k] batch major, and must have room
+ * for them. Returns false with the error stored in ctx.
+ */
+static bool build_rounds(mr_rec_model *model, mr_ctx *ctx, mr_tensor *seq, int round0_length,
+                         mr_rng *rng, mr_tensor **users, int32_t *picks) {
     const mr_rec_config *config = &model->config;
     if (seq == NULL || !check_seq(ctx, model, seq)) {
         return false;
@@ -459,12 +509,22 @@ static bool build_rounds(mr_rec_model *model, mr_ctx *ctx, mr_tensor *seq, mr_rn
     int rounds = mr_rec_model_rounds(model);
     int k = config->per_round;
 
+    mr_tensor *seq0 = round0_input(ctx, model, seq, round0_length);
+    if (seq0 == NULL) {
+        return false;
+    }
+
     mr_tensor *emb = mr_tensor_embedding(ctx, model->item_embedding, seq, 0);
     mr_tensor *g = NULL;
     for (int t = 0; t < rounds; t++) {
         /* The adapters see the picks of rounds 0..t-1, copied into a
          * [B, t, k] tensor. */
         mr_tensor *item_emb = emb;
+        mr_tensor *round_seq = seq;
+        if (t == 0 && seq0 != seq) {
+            item_emb = mr_tensor_embedding(ctx, model->item_embedding, seq0, 0);
+            round_seq = seq0;
+        }
         if (t > 0) {
             mr_tensor *earlier = mr_tensor_new3d(ctx, MR_I32, batch, t, k);
             if (earlier == NULL) {
@@ -478,7 +538,7 @@ static bool build_rounds(mr_rec_model *model, mr_ctx *ctx, mr_tensor *seq, mr_rn
                                       rng);
         }
 
-        mr_tensor *h = model->ops->forward(model->backbone, ctx, item_emb, seq, rng);
+        mr_tensor *h = model->ops->forward(model->backbone, ctx, item_emb, round_seq, rng);
         if (h == NULL && mr_ctx_status(ctx) == MR_OK) {
             mr_ctx_fail(ctx, MR_ERR_STATE, "rec: the %s backbone returned no output",
                         mr_rec_backbone_name(config->backbone));
@@ -517,6 +577,11 @@ static int32_t *alloc_picks(mr_ctx *ctx, const mr_rec_model *model, int64_t batc
 
 mr_tensor *mr_rec_model_loss(mr_rec_model *model, mr_ctx *ctx, mr_tensor *seq,
                              mr_tensor *candidates, mr_rng *rng) {
+    return mr_rec_model_loss_cut(model, ctx, seq, 0, candidates, rng);
+}
+
+mr_tensor *mr_rec_model_loss_cut(mr_rec_model *model, mr_ctx *ctx, mr_tensor *seq,
+                                 int round0_length, mr_tensor *candidates, mr_rng *rng) {
     if (seq == NULL || candidates == NULL) {
         return NULL;
     }
@@ -534,7 +599,7 @@ mr_tensor *mr_rec_model_loss(mr_rec_model *model, mr_ctx *ctx, mr_tensor *seq,
     int rounds = mr_rec_model_rounds(model);
     mr_tensor *users[MAX_ROUNDS];
     int32_t *picks = alloc_picks(ctx, model, batch);
-    if (picks == NULL || !build_rounds(model, ctx, seq, rng, users, picks)) {
+    if (picks == NULL || !build_rounds(model, ctx, seq, round0_length, rng, users, picks)) {
         return NULL;
     }
 
@@ -575,6 +640,12 @@ mr_tensor *mr_rec_model_loss(mr_rec_model *model, mr_ctx *ctx, mr_tensor *seq,
 
 mr_status mr_rec_model_user_vectors_picks(mr_rec_model *model, mr_ctx *ctx, mr_tensor *seq,
                                           float *out, int32_t *picks, mr_error *err) {
+    return mr_rec_model_user_vectors_cut(model, ctx, seq, 0, out, picks, err);
+}
+
+mr_status mr_rec_model_user_vectors_cut(mr_rec_model *model, mr_ctx *ctx, mr_tensor *seq,
+                                        int round0_length, float *out, int32_t *picks,
+                                        mr_error *err) {
     if (seq == NULL) {
         return mr_error_set(err, MR_ERR_INVALID_ARGUMENT, "rec: seq is NULL");
     }
@@ -585,7 +656,8 @@ mr_status mr_rec_model_user_vectors_picks(mr_rec_model *model, mr_ctx *ctx, mr_t
     mr_tensor *users[MAX_ROUNDS];
     int64_t batch = seq->ndim >= 1 ? seq->shape[0] : 0;
     int32_t *batch_picks = alloc_picks(ctx, model, batch);
-    bool built = batch_picks != NULL && build_rounds(model, ctx, seq, NULL, users, batch_picks);
+    bool built = batch_picks != NULL &&
+                 build_rounds(model, ctx, seq, round0_length, NULL, users, batch_picks);
     mr_ctx_set_grad_enabled(ctx, grad_enabled);
     mr_ctx_set_training(ctx, training);
     if (!built) {

@@ -37,6 +37,24 @@ const mr_rec_backbone_ops *mr_rec_model_backbone_ops(const mr_rec_model *model);
 bool mr_rec_model_truncatable(const mr_rec_model *model);
 
 /*
+ * True when the model runs whole inputs in every round but the first,
+ * whose input may be cut like a base model's (GRU4Rec and NextItNet under
+ * Ada-Retrieval): round 0 has no item adapter, so its padding rows are
+ * zero.
+ */
+bool mr_rec_model_round0_truncatable(const mr_rec_model *model);
+
+/*
+ * mr_rec_model_loss with round 0 run on the last round0_length positions
+ * of seq [B, max_len], which must hold every item of each row (as a
+ * length group's longest input does), or 1 <= round0_length <= max_len
+ * fails. 0 runs round 0 on all of them. The result equals the full run's
+ * up to float rounding. Needs mr_rec_model_round0_truncatable() for a cut.
+ */
+mr_tensor *mr_rec_model_loss_cut(mr_rec_model *model, mr_ctx *ctx, mr_tensor *seq,
+                                 int round0_length, mr_tensor *candidates, mr_rng *rng);
+
+/*
  * mr_rec_model_user_vectors, and when picks is not NULL it also receives
  * the ids the model retrieved in every round but the last:
  * (rounds - 1) * B * k ids, round major (picks[(t * B + b) * k + j]), each
@@ -44,5 +62,11 @@ bool mr_rec_model_truncatable(const mr_rec_model *model);
  */
 mr_status mr_rec_model_user_vectors_picks(mr_rec_model *model, mr_ctx *ctx, mr_tensor *seq,
                                           float *out, int32_t *picks, mr_error *err);
+
+/* mr_rec_model_user_vectors_picks with round 0 cut as in
+ * mr_rec_model_loss_cut. */
+mr_status mr_rec_model_user_vectors_cut(mr_rec_model *model, mr_ctx *ctx, mr_tensor *seq,
+                                        int round0_length, float *out, int32_t *picks,
+                                        mr_error *err);
 
 #endif /* MR_REC_MODEL_INTERNAL_H */

@@ -182,13 +182,14 @@ static mr_status check_loss(double loss, int epoch, int64_t batch, mr_error *err
 
 /*
  * Builds the loss of rows [count, length] with weight scale and adds its
- * gradient to the weights' gradients. Adds the scaled loss to *loss_value.
- * ctx is reset first.
+ * gradient to the weights' gradients. Round 0 runs on the last
+ * round0_length positions (0 for all). Adds the scaled loss to
+ * *loss_value. ctx is reset first.
  */
 static mr_status accumulate_loss(rec_trainer *tr, int epoch, int64_t batch, const int32_t *seq_values,
                                  const int32_t *candidate_values, int64_t count, int length,
-                                 float scale, mr_rng *dropout_rng, double *loss_value,
-                                 mr_error *err) {
+                                 int round0_length, float scale, mr_rng *dropout_rng,
+                                 double *loss_value, mr_error *err) {
     mr_ctx *ctx = tr->step;
     int width = 1 + tr->config->negatives;
 
@@ -198,7 +199,8 @@ static mr_status accumulate_loss(rec_trainer *tr, int epoch, int64_t batch, cons
     mr_tensor *seq = mr_tensor_from_i32(ctx, 2, (int64_t[]){count, length}, seq_values);
     mr_tensor *candidates =
         mr_tensor_from_i32(ctx, 2, (int64_t[]){count, width}, candidate_values);
-    mr_tensor *loss = mr_rec_model_loss(tr->model, ctx, seq, candidates, dropout_rng);
+    mr_tensor *loss =
+        mr_rec_model_loss_cut(tr->model, ctx, seq, round0_length, candidates, dropout_rng);
     if (scale != 1.0f) {
         loss = mr_tensor_scale(ctx, loss, scale);
     }
@@ -218,32 +220,74 @@ static mr_status accumulate_loss(rec_trainer *tr, int epoch, int64_t batch, cons
 }
 
 /*
- * Adds the gradient of a batch's mean loss for a model that needs
- * full-length inputs, in slices of at most tr->slice_rows rows weighted
- * by their share of the batch. The sum is the loss and gradient of the
- * whole batch up to float rounding. The activations kept for the backward
- * pass shrink to those of one slice, where a whole Ada-Retrieval NextItNet
- * batch of 1024 reached 19.3 GB. Dropout draws its masks
- * slice by slice.
+ * Adds the gradient of rows [count, max_len] in slices of at most
+ * tr->slice_rows rows, each weighted by its share of a batch of `total`
+ * rows, with round 0 run on the last round0_length positions (0 for all).
  */
-static mr_status full_length_gradient(rec_trainer *tr, int epoch, int64_t batch,
-                                      const int32_t *seq_values, const int32_t *candidate_values,
-                                      int64_t count, mr_rng *dropout_rng, double *loss_value,
-                                      mr_error *err) {
+static mr_status sliced_gradient(rec_trainer *tr, int epoch, int64_t batch,
+                                 const int32_t *seq_values, const int32_t *candidate_values,
+                                 int64_t count, int64_t total, int round0_length,
+                                 mr_rng *dropout_rng, double *loss_value, mr_error *err) {
     int max_len = tr->config->max_len;
     int width = 1 + tr->config->negatives;
     int64_t slice = tr->slice_rows > 0 ? tr->slice_rows : FULL_LENGTH_ROWS;
     for (int64_t first = 0; first < count; first += slice) {
         int64_t rows = count - first < slice ? count - first : slice;
-        float scale = (float)rows / (float)count;
+        float scale = (float)rows / (float)total;
         mr_status status = accumulate_loss(tr, epoch, batch, seq_values + first * max_len,
                                            candidate_values + first * width, rows, max_len,
-                                           scale, dropout_rng, loss_value, err);
+                                           round0_length, scale, dropout_rng, loss_value, err);
         if (status != MR_OK) {
             return status;
         }
     }
-    return check_loss(*loss_value, epoch, batch, err);
+    return MR_OK;
+}
+
+/*
+ * Adds the gradient of a batch's mean loss for a model that needs
+ * full-length inputs, in slices of at most tr->slice_rows rows weighted
+ * by their share of the batch. The sum is the loss and gradient of the
+ * whole batch up to float rounding. The activations kept for the backward
+ * pass shrink to those of one slice, where a whole Ada-Retrieval NextItNet
+ * batch of 1024 reached 19.3 GB. Dropout draws its masks slice by slice.
+ *
+ * When only round 0 may run cut inputs (GRU4Rec and NextItNet under
+ * Ada-Retrieval), the slices are taken from length groups of at least
+ * half a slice, and round 0 of each runs cut to its group's longest input.
+ */
+static mr_status full_length_gradient(rec_trainer *tr, int epoch, int64_t batch,
+                                      const int32_t *seq_values, const int32_t *candidate_values,
+                                      int64_t count, rec_batch *buffers, mr_rng *dropout_rng,
+                                      double *loss_value, mr_error *err) {
+    mr_status status = MR_OK;
+    if (!mr_rec_model_round0_truncatable(tr->model)) {
+        status = sliced_gradient(tr, epoch, batch, seq_values, candidate_values, count, count,
+                                 0, dropout_rng, loss_value, err);
+        return status != MR_OK ? status : check_loss(*loss_value, epoch, batch, err);
+    }
+
+    int max_len = tr->config->max_len;
+    int width = 1 + tr->config->negatives;
+    int64_t slice = tr->slice_rows > 0 ? tr->slice_rows : FULL_LENGTH_ROWS;
+    int64_t min_rows = slice / 2 > 0 ? slice / 2 : 1;
+    int64_t n_groups = mr_rec_length_groups(seq_values, count, max_len, min_rows,
+                                            buffers->order, buffers->groups);
+    if (n_groups < 0) {
+        return mr_error_set(err, MR_ERR_NO_MEMORY,
+                            "rec: out of memory grouping a batch of %lld examples",
+                            (long long)count);
+    }
+    for (int64_t g = 0; g < n_groups && status == MR_OK; g++) {
+        const mr_rec_length_group *group = &buffers->groups[g];
+        mr_rec_gather_rows(seq_values, max_len, candidate_values, width,
+                           buffers->order + group->first, group->count, max_len,
+                           buffers->group_seq, buffers->group_candidates);
+        status = sliced_gradient(tr, epoch, batch, buffers->group_seq,
+                                 buffers->group_candidates, group->count, count, group->length,
+                                 dropout_rng, loss_value, err);
+    }
+    return status != MR_OK ? status : check_loss(*loss_value, epoch, batch, err);
 }
 
 /*
@@ -263,7 +307,7 @@ static mr_status batch_gradient(rec_trainer *tr, int epoch, int64_t batch, const
     *loss_value = 0.0;
     if (!mr_rec_model_truncatable(tr->model)) {
         return full_length_gradient(tr, epoch, batch, seq_values, candidate_values, count,
-                                    dropout_rng, loss_value, err);
+                                    buffers, dropout_rng, loss_value, err);
     }
 
     int64_t n_groups = mr_rec_length_groups(seq_values, count, max_len, TRAIN_GROUP_ROWS,
@@ -281,7 +325,7 @@ static mr_status batch_gradient(rec_trainer *tr, int epoch, int64_t batch, const
         float scale = (float)group->count / (float)count;
         mr_status status =
             accumulate_loss(tr, epoch, batch, buffers->group_seq, buffers->group_candidates, group->count,
-                            group->length, scale, dropout_rng, loss_value, err);
+                            group->length, 0, scale, dropout_rng, loss_value, err);
         if (status != MR_OK) {
             return status;
         }

@@ -4,7 +4,8 @@
  * dropout 0, a batch run as
  * length groups (each cut to its longest input and weighted by its share
  * of the batch) gives the loss, weight gradients, user vectors and
- * evaluation metrics of the same batch at full length. The training batch
+ * evaluation metrics of the same batch at full length. GRU4Rec and
+ * NextItNet under Ada-Retrieval cut only round 0, with the same result. The training batch
  * includes all-padding inputs, which must run at full length. Models whose
  * output depends on the padding rows reject cut inputs.
  *
@@ -103,11 +104,12 @@ static void fill_batch(const mr_rec_data *data, int32_t *seq, int32_t *candidate
     }
 }
 
-/* Builds the loss of rows [count, length] scaled by scale, adds its
- * gradient to the weights and returns the scaled loss. */
+/* Builds the loss of rows [count, length] scaled by scale, with round 0
+ * on the last round0_length positions (0 for all), adds its gradient to
+ * the weights and returns the scaled loss. */
 static double scaled_loss_backward(mr_rec_model *model, const int32_t *seq_values,
                                    const int32_t *candidate_values, int64_t count, int length,
-                                   float scale) {
+                                   int round0_length, float scale) {
     mr_ctx *ctx = mr_ctx_create(0);
     mr_ctx_set_training(ctx, true);
     mr_ctx_set_grad_enabled(ctx, true);
@@ -116,7 +118,7 @@ static double scaled_loss_backward(mr_rec_model *model, const int32_t *seq_value
     mr_tensor *seq = mr_tensor_from_i32(ctx, 2, (int64_t[]){count, length}, seq_values);
     mr_tensor *candidates =
         mr_tensor_from_i32(ctx, 2, (int64_t[]){count, 1 + NEGATIVES}, candidate_values);
-    mr_tensor *loss = mr_rec_model_loss(model, ctx, seq, candidates, &rng);
+    mr_tensor *loss = mr_rec_model_loss_cut(model, ctx, seq, round0_length, candidates, &rng);
     loss = mr_tensor_scale(ctx, loss, scale);
     CHECK_CTX_OK(ctx);
     double value = 0.0;
@@ -151,7 +153,7 @@ static int64_t compare_grouped_loss(mr_rec_backbone_type backbone, bool ada) {
     fill_batch(data, seq, candidates);
 
     mr_paramset_zero_grad(ps);
-    double full_loss = scaled_loss_backward(model, seq, candidates, BATCH, MAX_LEN, 1.0f);
+    double full_loss = scaled_loss_backward(model, seq, candidates, BATCH, MAX_LEN, 0, 1.0f);
     float *full_grad = malloc((size_t)n * sizeof(float));
     memcpy(full_grad, flat->grad, (size_t)n * sizeof(float));
 
@@ -174,13 +176,19 @@ static int64_t compare_grouped_loss(mr_rec_backbone_type backbone, bool ada) {
     CHECK_INT_EQ(empty_rows, BATCH / 12);
     CHECK_INT_EQ(empty_rows_cut, 0);
 
+    /* A model that may cut only round 0 gets whole rows, and round 0 runs
+     * them cut to the group's length. */
+    bool round0_only = mr_rec_model_round0_truncatable(model);
+    CHECK(round0_only == (ada && (backbone == MR_REC_GRU4REC || backbone == MR_REC_NEXTITNET)));
     mr_paramset_zero_grad(ps);
     double grouped_loss = 0.0;
     for (int64_t g = 0; g < n_groups; g++) {
+        int length = round0_only ? MAX_LEN : groups[g].length;
         mr_rec_gather_rows(seq, MAX_LEN, candidates, 1 + NEGATIVES, order + groups[g].first,
-                           groups[g].count, groups[g].length, group_seq, group_candidates);
+                           groups[g].count, length, group_seq, group_candidates);
         grouped_loss += scaled_loss_backward(model, group_seq, group_candidates,
-                                             groups[g].count, groups[g].length,
+                                             groups[g].count, length,
+                                             round0_only ? groups[g].length : 0,
                                              (float)groups[g].count / BATCH);
     }
 
@@ -229,6 +237,42 @@ static void grouped_gru4rec_loss_matches_full(void) {
  * gradients. */
 static void grouped_nextitnet_loss_matches_full(void) {
     CHECK(compare_grouped_loss(MR_REC_NEXTITNET, false) >= 2);
+}
+
+/* Under Ada-Retrieval, GRU4Rec and NextItNet cut only round 0, which has
+ * no item adapter, and must still give the full-length loss and
+ * gradients. */
+static void grouped_round0_loss_matches_full(void) {
+    CHECK(compare_grouped_loss(MR_REC_GRU4REC, true) >= 2);
+    CHECK(compare_grouped_loss(MR_REC_NEXTITNET, true) >= 2);
+}
+
+/* A round-0 cut that would drop an item, or one for a backbone that
+ * cannot cut (FMLP-Rec), fails and names the reason. */
+static void round0_cut_rejects_items_and_fmlprec(void) {
+    const mr_rec_backbone_type types[2] = {MR_REC_GRU4REC, MR_REC_FMLPREC};
+    const char *expected[2] = {"drops item 7", "cannot run on 2 of"};
+    for (int i = 0; i < 2; i++) {
+        mr_rec_config config = small_config(types[i], true);
+        mr_error err;
+        mr_rec_model *model = mr_rec_model_create(&config, ITEMS + 1, 2, &err);
+        CHECK(model != NULL);
+        if (model == NULL) {
+            continue;
+        }
+        mr_ctx *ctx = mr_ctx_create(0);
+        mr_tensor *seq = mr_tensor_zeros(ctx, MR_I32, 2, (int64_t[]){2, MAX_LEN});
+        seq->idata[MAX_LEN + MAX_LEN - 3] = 7;
+        mr_tensor *candidates = mr_tensor_zeros(ctx, MR_I32, 2, (int64_t[]){2, 3});
+        CHECK(mr_rec_model_loss_cut(model, ctx, seq, 2, candidates, NULL) == NULL);
+        CHECK_STATUS(mr_ctx_status(ctx), MR_ERR_INVALID_ARGUMENT);
+        const char *message = mr_ctx_error_message(ctx);
+        if (strstr(message, expected[i]) == NULL) {
+            mr_test_fail(__FILE__, __LINE__, "unexpected message: %s", message);
+        }
+        mr_ctx_free(ctx);
+        mr_rec_model_free(model);
+    }
 }
 
 /* SR-GNN's padding node has no edges and its padding positions are masked
@@ -340,8 +384,9 @@ static void grouped_evaluation_matches_full(mr_rec_backbone_type backbone, bool 
         mr_rec_data_free(data);
         return;
     }
-    CHECK(mr_rec_model_truncatable(grouped));
+    CHECK(mr_rec_model_truncatable(grouped) || mr_rec_model_round0_truncatable(grouped));
     CHECK(!mr_rec_model_truncatable(full));
+    CHECK(!mr_rec_model_round0_truncatable(full));
 
     /* Random weights of a larger scale than the initial ones, so the
      * scores spread out and the ranks mean something. */
@@ -379,6 +424,13 @@ static void grouped_gru4rec_evaluation_matches_full(void) {
 
 static void grouped_nextitnet_evaluation_matches_full(void) {
     grouped_evaluation_matches_full(MR_REC_NEXTITNET, false);
+}
+
+/* With round 0 cut, the evaluation of GRU4Rec and NextItNet under
+ * Ada-Retrieval ranks as at full length. */
+static void grouped_round0_evaluation_matches_full(void) {
+    grouped_evaluation_matches_full(MR_REC_GRU4REC, true);
+    grouped_evaluation_matches_full(MR_REC_NEXTITNET, true);
 }
 
 static void grouped_srgnn_evaluation_matches_full(void) {
@@ -542,6 +594,9 @@ int main(void) {
     MR_RUN(grouped_nextitnet_loss_matches_full);
     MR_RUN(grouped_nextitnet_evaluation_matches_full);
     MR_RUN(grouped_srgnn_loss_matches_full);
+    MR_RUN(grouped_round0_loss_matches_full);
+    MR_RUN(grouped_round0_evaluation_matches_full);
+    MR_RUN(round0_cut_rejects_items_and_fmlprec);
     MR_RUN(grouped_srgnn_evaluation_matches_full);
     MR_RUN(other_backbones_reject_cut_inputs);
     MR_RUN(sasrec_rejects_long_inputs);

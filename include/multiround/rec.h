@@ -313,7 +313,8 @@ typedef struct mr_rec_train_options {
     const char *out_dir;   /* run folder: created, or resumed if present */
     const char *init_dir;  /* base run whose best model initialises the
                               shared weights (Ada-Retrieval stage 2), or NULL */
-    int epochs;            /* maximum epochs (200) */
+    int epochs;            /* maximum epochs; 0: the limit of the run in
+                              out_dir when it exists, else 200 (0) */
     int batch_size;        /* examples per step (1024) */
     float lr;              /* Adam learning rate (1e-3) */
     float clip_norm;       /* gradient-norm clip (10) */

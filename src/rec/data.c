@@ -560,6 +560,13 @@ mr_status mr_rec_data_load(const char *path, mr_rec_data **out, mr_error *err) {
                data->n_users_dropped, REC_MIN_ITEMS);
     }
     int64_t interactions = data->offsets[data->n_sequences];
+    if (data->n_items > 2 * interactions + 1000) {
+        mr_log(MR_LOG_WARN, "rec",
+               "%s: item ids go up to %d, far more than the %" PRId64 " interactions; the "
+               "model keeps a row for every id up to the largest, so renumbering the items "
+               "1..N saves memory",
+               path, data->n_items - 1, interactions);
+    }
     mr_log(MR_LOG_INFO, "rec",
            "loaded %s: %" PRId64 " users, %d item ids (largest %d), %" PRId64
            " interactions (%" PRId64 " repeats removed), %" PRId64 " training examples",

@@ -199,6 +199,13 @@ mr_rec_model *mr_rec_model_create_with_ops(const mr_rec_config *config,
                      (int)n_items);
         return NULL;
     }
+    if ((int64_t)n_items * config->dim > INT32_MAX) {
+        mr_error_set(err, MR_ERR_INVALID_ARGUMENT,
+                     "rec: item ids up to %d with dim %d need an embedding table of %lld "
+                     "values, more than 2^31 - 1; renumber the items 1..N",
+                     (int)n_items - 1, config->dim, (long long)n_items * config->dim);
+        return NULL;
+    }
     if (config->ada && (int64_t)config->per_round * (config->rounds - 1) > n_items - 1) {
         mr_error_set(err, MR_ERR_INVALID_ARGUMENT,
                      "rec: %d rounds of %d items need %lld distinct items before the last "

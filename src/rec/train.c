@@ -12,6 +12,7 @@
  * state down to the next batch. A resumed run therefore repeats exactly what an
  * uninterrupted run with the same thread count would have done.
  */
+#include <dirent.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -28,7 +29,7 @@
 
 void mr_rec_train_options_default(mr_rec_train_options *options) {
     memset(options, 0, sizeof *options);
-    options->epochs = 200;
+    options->epochs = 0;
     options->batch_size = 1024;
     options->lr = 1e-3f;
     options->clip_norm = 10.0f;
@@ -49,9 +50,10 @@ static mr_status check_options(const mr_rec_train_options *options, mr_error *er
         return mr_error_set(err, MR_ERR_INVALID_ARGUMENT,
                             "rec: training needs a run folder (out_dir)");
     }
-    if (options->epochs < 1) {
+    if (options->epochs < 0) {
         return mr_error_set(err, MR_ERR_INVALID_ARGUMENT,
-                            "rec: epochs = %d must be at least 1", options->epochs);
+                            "rec: epochs = %d must be at least 1, or 0 for the run's own limit",
+                            options->epochs);
     }
     if (options->batch_size < 1) {
         return mr_error_set(err, MR_ERR_INVALID_ARGUMENT,
@@ -141,7 +143,57 @@ static mr_status write_done(const rec_trainer *tr, bool early_stop, mr_error *er
     return status;
 }
 
-/* Logs the test figures of a finished run from its metrics.json. */
+/* Returns true when folder contains config.json and nothing else. */
+static bool only_config_written(const char *folder) {
+    DIR *dir = opendir(folder);
+    if (dir == NULL) {
+        return false;
+    }
+    bool config = false, other = false;
+    struct dirent *entry;
+    while ((entry = readdir(dir)) != NULL) {
+        if (strcmp(entry->d_name, ".") == 0 || strcmp(entry->d_name, "..") == 0) {
+            continue;
+        }
+        if (strcmp(entry->d_name, "config.json") == 0) {
+            config = true;
+        } else {
+            other = true;
+        }
+    }
+    closedir(dir);
+    return config && !other;
+}
+
+/* Epochs of a run without a limit of its own. */
+#define DEFAULT_EPOCHS 200
+
+/*
+ * Returns the epoch limit of the run in out_dir: that of its done marker,
+ * else that of its config.json, else DEFAULT_EPOCHS for a new run.
+ */
+static int stored_epoch_limit(const char *out_dir) {
+    const char *names[2] = {"done", "config.json"};
+    for (int i = 0; i < 2; i++) {
+        char path[4096];
+        cJSON *json = NULL;
+        if (mr_path_join(path, sizeof path, out_dir, names[i], NULL) != MR_OK ||
+            !mr_path_exists(path) || rec_json_read(path, &json, NULL) != MR_OK) {
+            continue;
+        }
+        const cJSON *holder = i == 0 ? json : cJSON_GetObjectItemCaseSensitive(json, "train");
+        const cJSON *limit = cJSON_GetObjectItemCaseSensitive(holder, "epochs");
+        int epochs = cJSON_IsNumber(limit) ? (int)limit->valuedouble : 0;
+        cJSON_Delete(json);
+        if (epochs >= 1) {
+            return epochs;
+        }
+    }
+    return DEFAULT_EPOCHS;
+}
+
+/* Logs the test figures of a finished run from its metrics.json, and how
+ * to train on: with a larger --epochs when the limit stopped it. */
 static mr_status report_finished(const rec_trainer *tr, mr_error *err) {
     cJSON *json = NULL;
     mr_status status = rec_json_read(tr->metrics_path, &json, err);
@@ -152,8 +204,18 @@ static mr_status report_finished(const rec_trainer *tr, mr_error *err) {
     const cJSON *test_json = cJSON_GetObjectItemCaseSensitive(json, "test");
     status = rec_metrics_from_json(test_json, tr->metrics_path, &test, err);
     if (status == MR_OK) {
-        mr_log(MR_LOG_INFO, "rec", "the run in %s has finished; delete its 'done' file to "
-               "train again", tr->options->out_dir);
+        bool early_stop = false;
+        int epochs = 0;
+        read_done(tr, &early_stop, &epochs);
+        if (early_stop) {
+            mr_log(MR_LOG_INFO, "rec", "the run in %s has finished: early stopping ended it; "
+                   "give another --out to train a new run", tr->options->out_dir);
+        } else {
+            mr_log(MR_LOG_INFO, "rec",
+                   "the run in %s has reached its limit of %d epochs; rerun with a larger "
+                   "--epochs to train on, or give another --out for a new run",
+                   tr->options->out_dir, epochs);
+        }
         log_metrics("test (best weights)", &test, "");
     }
     cJSON_Delete(json);
@@ -638,14 +700,22 @@ static mr_status run_epochs(rec_trainer *tr, mr_error *err) {
 }
 
 mr_status mr_rec_train(const mr_rec_data *data, const mr_rec_config *config,
-                       const mr_rec_train_options *options, mr_error *err) {
-    mr_status status = check_options(options, err);
+                       const mr_rec_train_options *given, mr_error *err) {
+    mr_status status = check_options(given, err);
     if (status == MR_OK) {
         status = mr_rec_config_check(config, err);
     }
     if (status != MR_OK) {
         return status;
     }
+
+    /* Without a limit of its own, a rerun keeps the run's limit, so that
+     * it finishes or resumes the run it names instead of extending it. */
+    mr_rec_train_options resolved = *given;
+    if (resolved.epochs == 0) {
+        resolved.epochs = stored_epoch_limit(resolved.out_dir);
+    }
+    const mr_rec_train_options *options = &resolved;
 
     /* The init folder is stored resolved, so a rerun from another working
      * folder compares equal. */
@@ -668,6 +738,7 @@ mr_status mr_rec_train(const mr_rec_data *data, const mr_rec_config *config,
     rec_trainer_seed(&tr);
 
     bool finished = false;
+    bool folder_existed = mr_path_exists(options->out_dir);
     status = set_paths(&tr, err);
     if (status == MR_OK) {
         status = prepare_folder(&tr, init, &finished, err);
@@ -703,6 +774,13 @@ mr_status mr_rec_train(const mr_rec_data *data, const mr_rec_config *config,
                (long long)mr_paramset_numel(mr_rec_model_params(tr.model)), options->batch_size,
                (double)options->lr, mr_threads_get(), mr_threads_get() == 1 ? "" : "s");
         status = run_epochs(&tr, err);
+    }
+
+    /* A run that failed before it wrote anything but config.json leaves
+     * no folder it created behind. */
+    if (status != MR_OK && !folder_existed && only_config_written(options->out_dir)) {
+        unlink(tr.config_path);
+        rmdir(options->out_dir);
     }
     rec_trainer_free(&tr);
     return status;

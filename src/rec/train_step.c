@@ -60,11 +60,17 @@ mr_status rec_trainer_load_init(rec_trainer *tr, const char *init_dir, mr_error 
         return status;
     }
     const mr_rec_config *c = tr->config;
+    if (base.backbone != c->backbone) {
+        return mr_error_set(err, MR_ERR_INVALID_ARGUMENT,
+                            "rec: the --init run in %s has the %s backbone but this run has "
+                            "%s; initialise from a base run of the same backbone",
+                            init_dir, mr_rec_backbone_name(base.backbone),
+                            mr_rec_backbone_name(c->backbone));
+    }
     struct {
         const char *name;
         long long base_value, value;
-    } shared[] = {{"backbone", base.backbone, c->backbone},
-                  {"dim", base.dim, c->dim},
+    } shared[] = {{"dim", base.dim, c->dim},
                   {"max_len", base.max_len, c->max_len},
                   {"layers", base.layers, c->layers},
                   {"heads", base.heads, c->heads},

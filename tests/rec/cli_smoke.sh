@@ -43,6 +43,28 @@ grep -q '"max_len":[[:space:]]*5' "$work/run/config.json" || fail "config.json l
     > "$work/rerun.out" 2> /dev/null || fail "rerunning a finished run failed"
 cmp -s "$work/train.out" "$work/rerun.out" || fail "a finished run printed other metrics"
 
+# Without --epochs a rerun keeps the run's limit of 1 instead of extending
+# it to the default 200, and its note gives the way to train on.
+"$binary" rec train --data "$work/data.txt" --backbone "$backbone" --out "$work/run" \
+    --dim 16 --max-len 5 --negatives 5 --batch-size 64 \
+    > "$work/rerun.out" 2> "$work/rerun.err" || fail "a rerun without --epochs failed"
+cmp -s "$work/train.out" "$work/rerun.out" || fail "a rerun without --epochs trained on"
+grep -q "has reached its limit of 1 epochs; rerun with a larger --epochs" "$work/rerun.err" ||
+    fail "the finished-run note is unclear: $(cat "$work/rerun.err")"
+
+# --init from a run of another backbone names both, and the failed run
+# leaves no folder behind.
+other=sasrec
+[ "$backbone" = sasrec ] && other=gru4rec
+if "$binary" rec train --data "$work/data.txt" --backbone "$other" --init "$work/run" \
+    --out "$work/other" --epochs 1 --dim 16 --max-len 5 --negatives 5 > /dev/null \
+    2> "$work/other.err"; then
+    fail "rec train initialised $other from a $backbone run"
+fi
+grep -q "has the $backbone backbone but this run has $other" "$work/other.err" ||
+    fail "the backbone mismatch is unclear: $(cat "$work/other.err")"
+[ ! -e "$work/other" ] || fail "the failed run left its folder behind"
+
 # A changed setting is rejected.
 if "$binary" rec train --data "$work/data.txt" --backbone "$backbone" --out "$work/run" \
     --epochs 1 --dim 8 --max-len 5 --negatives 5 --batch-size 64 > /dev/null 2>&1; then

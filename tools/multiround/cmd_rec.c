@@ -187,8 +187,9 @@ static void print_train_help(void) {
            "  --out DIR         run folder, created if missing (required)\n"
            "  --ada             add Ada-Retrieval's adapters: %d rounds of %d items\n"
            "  --init DIR        base run folder whose best model initialises the\n"
-           "                    backbone and item embedding (default: none)\n"
-           "  --epochs N        maximum epochs of training, each validated (default: %d)\n"
+           "                    backbone, item embedding and item bias (default: none)\n"
+           "  --epochs N        maximum epochs of training, each validated (default: the\n"
+           "                    limit of the run in DIR when it exists, else 200)\n"
            "  --patience N      stop after N+1 validations without a better hit@50\n"
            "                    (default: %d)\n"
            "  --batch-size N    training examples per step (default: %d)\n"
@@ -202,7 +203,7 @@ static void print_train_help(void) {
            "  --checkpoint-minutes M\n"
            "                    also save the checkpoint within an epoch every M\n"
            "                    minutes; 0 saves after each epoch only (default: %g)\n",
-           config.rounds, config.per_round, options.epochs, options.patience,
+           config.rounds, config.per_round, options.patience,
            options.batch_size, (double)options.lr, (unsigned long long)options.seed,
            config.dim, config.max_len, (double)config.dropout, config.negatives,
            options.checkpoint_minutes);

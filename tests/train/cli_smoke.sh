@@ -183,6 +183,9 @@ train "$work/tover.json" --lr 0.002 --out "$work/tover2" ||
     fail "a run with options over a file failed: $(cat "$work/train.err")"
 grep -q '"lr": 0.002,' "$work/tover2/config.json" || fail "--lr did not override the file"
 [ ! -e "$work/tover" ] || fail "--out did not override the file's out"
+(cd "$work" && "$binary" train sft --config tover.json --out 2024 > /dev/null 2>&1) ||
+    fail "--out 2024 was not taken as a folder name"
+[ -s "$work/2024/config.json" ] || fail "--out 2024 wrote no run folder"
 if train "$work/tover.json" --max-steps; then
     fail "an option without its value was accepted"
 fi

@@ -34,7 +34,7 @@ static void print_help(void) {
         "  --config FILE  JSON object of the settings below\n"
         "  --KEY VALUE    sets a config key, overriding the file, with - in place of _;\n"
         "                 VALUE is on or off for true or false, JSON when it parses (a\n"
-        "                 number, an array), else text\n"
+        "                 number, an array), else text; paths and names stay text\n"
         "  --resume       continue from OUT/checkpoint.json when it exists; the settings\n"
         "                 must match OUT/config.json, except that max_steps may grow and\n"
         "                 log_every, eval_every, checkpoint_every and stop_after may\n"
@@ -341,8 +341,9 @@ static bool apply_key(const cJSON *item, mr_train_options *o) {
 
 /*
  * Sets config key KEY from the option --KEY (with - in place of _) to
- * value, replacing the file's entry. "on" and "off" are true and false.
- * Another value is read as JSON when it parses as JSON (a number, an
+ * value, replacing the file's entry. A key that takes a path or a name
+ * gets the value as text. Otherwise "on" and "off" are true and false,
+ * and another value is read as JSON when it parses as JSON (a number, an
  * array), else it is taken as text.
  * Returns false (error printed) when memory runs out.
  */
@@ -355,8 +356,19 @@ static bool set_key_option(cJSON *config, const char *option, const char *value)
         }
     }
 
+    /* Keys that only take text keep a value such as "2024" as text. */
+    static const char *const text_keys[] = {"model",    "tokenizer",     "data",
+                                            "eval_data", "out",          "schedule",
+                                            "chat_template", "completion_field", "reference"};
+    bool text = false;
+    for (size_t i = 0; i < sizeof text_keys / sizeof text_keys[0]; i++) {
+        text = text || strcmp(key, text_keys[i]) == 0;
+    }
+
     cJSON *item = NULL;
-    if (strcmp(value, "on") == 0 || strcmp(value, "off") == 0) {
+    if (text) {
+        item = cJSON_CreateString(value);
+    } else if (strcmp(value, "on") == 0 || strcmp(value, "off") == 0) {
         item = cJSON_CreateBool(value[1] == 'n');
     } else {
         item = cJSON_ParseWithOpts(value, NULL, true);

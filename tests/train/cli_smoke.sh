@@ -183,6 +183,15 @@ train "$work/tover.json" --lr 0.002 --out "$work/tover2" ||
     fail "a run with options over a file failed: $(cat "$work/train.err")"
 grep -q '"lr": 0.002,' "$work/tover2/config.json" || fail "--lr did not override the file"
 [ ! -e "$work/tover" ] || fail "--out did not override the file's out"
+# A run folder's config.json trains the same settings again.
+train "$work/tover2/config.json" --out "$work/tcopy" ||
+    fail "a run from a run folder's config.json failed: $(cat "$work/train.err")"
+[ "$(grep -v '"out"' "$work/tcopy/config.json")" = "$(grep -v '"out"' "$work/tover2/config.json")" ] ||
+    fail "a run from a run folder's config.json has other settings"
+"$binary" train dpo --config "$work/tover2/config.json" --out "$work/tdpo" > /dev/null \
+    2> "$work/train.err" && fail "train dpo took an SFT run's config.json"
+grep -q "config key 'kind' is 'sft', but this is 'train dpo'" "$work/train.err" ||
+    fail "the kind mismatch is unclear: $(cat "$work/train.err")"
 (cd "$work" && "$binary" train sft --config tover.json --out 2024 > /dev/null 2>&1) ||
     fail "--out 2024 was not taken as a folder name"
 [ -s "$work/2024/config.json" ] || fail "--out 2024 wrote no run folder"

@@ -209,7 +209,8 @@ static int apply_plain_key(const cJSON *item, mr_train_options *o) {
                 cli_config_wrong_type(key, "a string", item);
                 return -1;
             }
-            *string_fields[i] = item->valuestring;
+            /* An empty string, as config.json stores an unset path, is unset. */
+            *string_fields[i] = item->valuestring[0] != '\0' ? item->valuestring : NULL;
             return 1;
         }
     }
@@ -265,8 +266,20 @@ static int apply_plain_key(const cJSON *item, mr_train_options *o) {
     return 0;
 }
 
-/* Reads the lora_targets array. */
+/* Reads the lora_targets array, or the bit mask such as "0x05" that a run
+ * folder's config.json stores. */
 static bool read_targets(const cJSON *item, unsigned *targets) {
+    if (cJSON_IsString(item) && strncmp(item->valuestring, "0x", 2) == 0) {
+        char *end = NULL;
+        unsigned long mask = strtoul(item->valuestring + 2, &end, 16);
+        if (end != item->valuestring + 2 && *end == '\0' && mask != 0 && mask <= MR_LORA_ALL) {
+            *targets = (unsigned)mask;
+            return true;
+        }
+        cli_error("config key 'lora_targets' is '%s'; give an array of target names",
+                  item->valuestring);
+        return false;
+    }
     if (!cJSON_IsArray(item)) {
         return cli_config_wrong_type("lora_targets", "an array of target names", item);
     }
@@ -328,6 +341,16 @@ static bool apply_key(const cJSON *item, mr_train_options *o) {
         return read_init(item, &o->init_config);
     } else if (strcmp(key, "lora_targets") == 0) {
         return read_targets(item, &o->lora_config.targets);
+    } else if (strcmp(key, "kind") == 0) {
+        /* A run folder's config.json names its trainer, which must be this one. */
+        if (!cJSON_IsString(item) || strcmp(item->valuestring, mr_train_kind_name(o->kind)) != 0) {
+            cli_error("config key 'kind' is %s%s%s, but this is 'train %s'; drop the key or run "
+                      "that trainer",
+                      cJSON_IsString(item) ? "'" : "", cJSON_IsString(item) ? item->valuestring
+                                                                        : cli_json_type_name(item),
+                      cJSON_IsString(item) ? "'" : "", mr_train_kind_name(o->kind));
+            return false;
+        }
     } else {
         cli_error("config key '%s' is unknown; run 'multiround train --help' for the keys",
                   key);

@@ -341,7 +341,7 @@ grep -q '"steps": 1,' "$work/ppo/config.json" || fail "--steps did not override 
 # Config errors name every bad key with its expected type or range.
 write_rl_config "$work/bad_rl.json" "$work/bad" ', "whiten": "on", "clip": 2, "epoch": 1'
 if train_rl ppo --config "$work/bad_rl.json"; then fail "a bad PPO config was accepted"; fi
-grep -q "config key 'whiten' must be true or false, got a string" "$work/train.err" ||
+grep -q "config key 'whiten' must be true or false (on or off as an option), got a string" "$work/train.err" ||
     fail "the switch error is unclear: $(cat "$work/train.err")"
 grep -q "config key 'clip' must be a number in \[0, 0.99\], got 2" "$work/train.err" ||
     fail "the range error is unclear: $(cat "$work/train.err")"

@@ -54,7 +54,7 @@ bool cli_config_integer(const char *key, const cJSON *item, double low, double h
 
 bool cli_config_flag(const cJSON *item, bool *out) {
     if (!cJSON_IsBool(item)) {
-        return cli_config_wrong_type(item->string, "true or false", item);
+        return cli_config_wrong_type(item->string, "true or false (on or off as an option)", item);
     }
     *out = cJSON_IsTrue(item);
     return true;

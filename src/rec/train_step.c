@@ -60,6 +60,12 @@ mr_status rec_trainer_load_init(rec_trainer *tr, const char *init_dir, mr_error 
         return status;
     }
     const mr_rec_config *c = tr->config;
+    if (base.ada) {
+        mr_log(MR_LOG_WARN, "rec",
+               "the --init run in %s is an Ada-Retrieval run: only its shared weights are "
+               "used, and the reference starts from a base run",
+               init_dir);
+    }
     if (base.backbone != c->backbone) {
         return mr_error_set(err, MR_ERR_INVALID_ARGUMENT,
                             "rec: the --init run in %s has the %s backbone but this run has "

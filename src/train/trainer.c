@@ -539,6 +539,19 @@ static double now_seconds(void) {
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
+/* Logs the held-out figures of step; SFT has no accuracy, so its line
+ * leaves it out. */
+static void log_eval(int64_t step, const train_metrics *eval) {
+    double loss = metric_value(eval, "eval/loss");
+    double accuracy = metric_value(eval, "eval/accuracy");
+    if (isnan(accuracy)) {
+        mr_log(MR_LOG_INFO, "train", "step %" PRId64 ": eval loss %.4f", step, loss);
+    } else {
+        mr_log(MR_LOG_INFO, "train", "step %" PRId64 ": eval loss %.4f, accuracy %.4f", step,
+               loss, accuracy);
+    }
+}
+
 /* The loop from t->step to max_steps (or stop_after). */
 static mr_status train_loop(trainer *t, mr_train_result *result, mr_error *err) {
     const mr_train_options *o = &t->o;
@@ -551,6 +564,9 @@ static mr_status train_loop(trainer *t, mr_train_result *result, mr_error *err) 
             result->eval_loss_start = metric_value(&eval, "eval/loss");
             result->eval_accuracy_start = metric_value(&eval, "eval/accuracy");
             status = log_step(t, 0, NULL, &eval, err);
+        }
+        if (status == MR_OK && t->n_eval > 0) {
+            log_eval(0, &eval);
         }
     }
 
@@ -582,14 +598,8 @@ static mr_status train_loop(trainer *t, mr_train_result *result, mr_error *err) 
                    "%.0f tokens/s",
                    t->step, o->max_steps, result->last_loss, metric_value(&m, MR_METRIC_LR),
                    metric_value(&m, "grad_norm"), tokens / (seconds > 0 ? seconds : 1));
-            /* SFT has no accuracy, so its line leaves it out. */
-            double accuracy = metric_value(&eval, "eval/accuracy");
-            if (eval_now && isnan(accuracy)) {
-                mr_log(MR_LOG_INFO, "train", "step %" PRId64 ": eval loss %.4f", t->step,
-                       metric_value(&eval, "eval/loss"));
-            } else if (eval_now) {
-                mr_log(MR_LOG_INFO, "train", "step %" PRId64 ": eval loss %.4f, accuracy %.4f",
-                       t->step, metric_value(&eval, "eval/loss"), accuracy);
+            if (eval_now) {
+                log_eval(t->step, &eval);
             }
         }
         if (eval_now) {

@@ -232,6 +232,22 @@ static mr_status accumulate_loss(rec_trainer *tr, int epoch, int64_t batch, cons
 }
 
 /*
+ * Groups the rows of a batch by length into buffers->order and
+ * buffers->groups (see length_groups.h). Returns the number of groups, or
+ * -1 with the error in err when memory runs out.
+ */
+static int64_t group_batch(const int32_t *seq_values, int64_t count, int max_len,
+                           int64_t min_rows, rec_batch *buffers, mr_error *err) {
+    int64_t n_groups = mr_rec_length_groups(seq_values, count, max_len, min_rows,
+                                            buffers->order, buffers->groups);
+    if (n_groups < 0) {
+        mr_error_set(err, MR_ERR_NO_MEMORY, "rec: out of memory grouping a batch of %lld "
+                     "examples", (long long)count);
+    }
+    return n_groups;
+}
+
+/*
  * Adds the gradient of rows [count, max_len] in slices of at most
  * tr->slice_rows rows, each weighted by its share of a batch of `total`
  * rows, with round 0 run on the last round0_length positions (0 for all).
@@ -283,12 +299,9 @@ static mr_status full_length_gradient(rec_trainer *tr, int epoch, int64_t batch,
     int width = 1 + tr->config->negatives;
     int64_t slice = tr->slice_rows > 0 ? tr->slice_rows : FULL_LENGTH_ROWS;
     int64_t min_rows = slice / 2 > 0 ? slice / 2 : 1;
-    int64_t n_groups = mr_rec_length_groups(seq_values, count, max_len, min_rows,
-                                            buffers->order, buffers->groups);
+    int64_t n_groups = group_batch(seq_values, count, max_len, min_rows, buffers, err);
     if (n_groups < 0) {
-        return mr_error_set(err, MR_ERR_NO_MEMORY,
-                            "rec: out of memory grouping a batch of %lld examples",
-                            (long long)count);
+        return err != NULL ? err->status : MR_ERR_NO_MEMORY;
     }
     for (int64_t g = 0; g < n_groups && status == MR_OK; g++) {
         const mr_rec_length_group *group = &buffers->groups[g];
@@ -322,12 +335,9 @@ static mr_status batch_gradient(rec_trainer *tr, int epoch, int64_t batch, const
                                     buffers, dropout_rng, loss_value, err);
     }
 
-    int64_t n_groups = mr_rec_length_groups(seq_values, count, max_len, TRAIN_GROUP_ROWS,
-                                            buffers->order, buffers->groups);
+    int64_t n_groups = group_batch(seq_values, count, max_len, TRAIN_GROUP_ROWS, buffers, err);
     if (n_groups < 0) {
-        return mr_error_set(err, MR_ERR_NO_MEMORY,
-                            "rec: out of memory grouping a batch of %lld examples",
-                            (long long)count);
+        return err != NULL ? err->status : MR_ERR_NO_MEMORY;
     }
     for (int64_t g = 0; g < n_groups; g++) {
         const mr_rec_length_group *group = &buffers->groups[g];

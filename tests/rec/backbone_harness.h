@@ -102,10 +102,10 @@ typedef mr_tensor *(*test_encode_fn)(void *state, mr_ctx *ctx, mr_tensor *item_e
                                      mr_tensor *seq, mr_rng *rng);
 
 /*
- * One user for the tests of which positions reach a backbone's output:
- * weights in [-0.5, 0.5), item embeddings [1, L, D] in [-1, 1) and `items`
- * ids at the end of the row, with the full encoding and the user vector.
- * Gradients are off in ctx.
+ * One user for the tests of which positions reach a backbone's output.
+ * Weights are in [-0.5, 0.5), item embeddings [1, L, D] in [-1, 1), and
+ * the row ends with `items` ids. The case keeps the full encoding and the
+ * user vector, and gradients are off in ctx.
  */
 typedef struct test_positions_case {
     test_backbone tb;

@@ -169,27 +169,25 @@ static bool only_config_written(const char *folder) {
 #define DEFAULT_EPOCHS 200
 
 /*
- * Returns the epoch limit of the run in out_dir: that of its done marker,
- * else that of its config.json, else DEFAULT_EPOCHS for a new run.
+ * Returns the epoch limit of the run in the trainer's folder: that of its
+ * done marker, else that of its config.json, else DEFAULT_EPOCHS for a
+ * new run.
  */
-static int stored_epoch_limit(const char *out_dir) {
-    const char *names[2] = {"done", "config.json"};
-    for (int i = 0; i < 2; i++) {
-        char path[4096];
-        cJSON *json = NULL;
-        if (mr_path_join(path, sizeof path, out_dir, names[i], NULL) != MR_OK ||
-            !mr_path_exists(path) || rec_json_read(path, &json, NULL) != MR_OK) {
-            continue;
-        }
-        const cJSON *holder = i == 0 ? json : cJSON_GetObjectItemCaseSensitive(json, "train");
-        const cJSON *limit = cJSON_GetObjectItemCaseSensitive(holder, "epochs");
-        int epochs = cJSON_IsNumber(limit) ? (int)limit->valuedouble : 0;
-        cJSON_Delete(json);
-        if (epochs >= 1) {
-            return epochs;
-        }
+static int stored_epoch_limit(const rec_trainer *tr) {
+    bool early_stop = false;
+    int epochs = 0;
+    if (read_done(tr, &early_stop, &epochs) && epochs >= 1) {
+        return epochs;
     }
-    return DEFAULT_EPOCHS;
+
+    cJSON *json = NULL;
+    if (mr_path_exists(tr->config_path) && rec_json_read(tr->config_path, &json, NULL) == MR_OK) {
+        const cJSON *train = cJSON_GetObjectItemCaseSensitive(json, "train");
+        const cJSON *limit = cJSON_GetObjectItemCaseSensitive(train, "epochs");
+        epochs = cJSON_IsNumber(limit) ? (int)limit->valuedouble : 0;
+        cJSON_Delete(json);
+    }
+    return epochs >= 1 ? epochs : DEFAULT_EPOCHS;
 }
 
 /* Logs the test figures of a finished run from its metrics.json, and how
@@ -709,12 +707,7 @@ mr_status mr_rec_train(const mr_rec_data *data, const mr_rec_config *config,
         return status;
     }
 
-    /* Without a limit of its own, a rerun keeps the run's limit, so that
-     * it finishes or resumes the run it names instead of extending it. */
     mr_rec_train_options resolved = *given;
-    if (resolved.epochs == 0) {
-        resolved.epochs = stored_epoch_limit(resolved.out_dir);
-    }
     const mr_rec_train_options *options = &resolved;
 
     /* The init folder is stored resolved, so a rerun from another working
@@ -740,6 +733,12 @@ mr_status mr_rec_train(const mr_rec_data *data, const mr_rec_config *config,
     bool finished = false;
     bool folder_existed = mr_path_exists(options->out_dir);
     status = set_paths(&tr, err);
+
+    /* Without a limit of its own, a rerun keeps the run's limit, so that
+     * it finishes or resumes the run it names instead of extending it. */
+    if (status == MR_OK && resolved.epochs == 0) {
+        resolved.epochs = stored_epoch_limit(&tr);
+    }
     if (status == MR_OK) {
         status = prepare_folder(&tr, init, &finished, err);
     }
@@ -780,7 +779,10 @@ mr_status mr_rec_train(const mr_rec_data *data, const mr_rec_config *config,
      * no folder it created behind. */
     if (status != MR_OK && !folder_existed && only_config_written(options->out_dir)) {
         unlink(tr.config_path);
-        rmdir(options->out_dir);
+        if (rmdir(options->out_dir) == 0) {
+            mr_log(MR_LOG_INFO, "rec", "removed %s, which the failed run created",
+                   options->out_dir);
+        }
     }
     rec_trainer_free(&tr);
     return status;

@@ -192,14 +192,17 @@ static bool read_init(const cJSON *init, mr_llama_config *c) {
     return true;
 }
 
+/* Config keys that take a path or a name, in the order of the fields that
+ * apply_plain_key sets. */
+static const char *const string_keys[] = {"model",     "tokenizer",     "data",
+                                          "eval_data", "out",           "chat_template",
+                                          "completion_field"};
+
 /* Applies the config keys whose values are strings, integers or floats.
  * Returns 1 when key is one of them and applied, 0 when it is another
  * key, and -1 (error printed) for a value of the wrong type. */
 static int apply_plain_key(const cJSON *item, mr_train_options *o) {
     const char *key = item->string;
-    static const char *const string_keys[] = {"model",     "tokenizer",     "data",
-                                              "eval_data", "out",           "chat_template",
-                                              "completion_field"};
     const char **string_fields[] = {&o->model_path, &o->tokenizer_path, &o->data_path,
                                     &o->eval_path,  &o->out_dir,        &o->chat_template,
                                     &o->completion_field};
@@ -343,12 +346,14 @@ static bool apply_key(const cJSON *item, mr_train_options *o) {
         return read_targets(item, &o->lora_config.targets);
     } else if (strcmp(key, "kind") == 0) {
         /* A run folder's config.json names its trainer, which must be this one. */
-        if (!cJSON_IsString(item) || strcmp(item->valuestring, mr_train_kind_name(o->kind)) != 0) {
-            cli_error("config key 'kind' is %s%s%s, but this is 'train %s'; drop the key or run "
+        const char *kind = mr_train_kind_name(o->kind);
+        if (!cJSON_IsString(item)) {
+            return cli_config_wrong_type(key, "a string", item);
+        }
+        if (strcmp(item->valuestring, kind) != 0) {
+            cli_error("config key 'kind' is '%s', but this is 'train %s'; drop the key or run "
                       "that trainer",
-                      cJSON_IsString(item) ? "'" : "", cJSON_IsString(item) ? item->valuestring
-                                                                        : cli_json_type_name(item),
-                      cJSON_IsString(item) ? "'" : "", mr_train_kind_name(o->kind));
+                      item->valuestring, kind);
             return false;
         }
     } else {
@@ -379,13 +384,11 @@ static bool set_key_option(cJSON *config, const char *option, const char *value)
         }
     }
 
-    /* Keys that only take text keep a value such as "2024" as text. */
-    static const char *const text_keys[] = {"model",    "tokenizer",     "data",
-                                            "eval_data", "out",          "schedule",
-                                            "chat_template", "completion_field", "reference"};
-    bool text = false;
-    for (size_t i = 0; i < sizeof text_keys / sizeof text_keys[0]; i++) {
-        text = text || strcmp(key, text_keys[i]) == 0;
+    /* Keys that only take text keep a value such as "2024" as text: the
+     * string keys and the two that take a name from a choice. */
+    bool text = strcmp(key, "schedule") == 0 || strcmp(key, "reference") == 0;
+    for (size_t i = 0; i < sizeof string_keys / sizeof string_keys[0]; i++) {
+        text = text || strcmp(key, string_keys[i]) == 0;
     }
 
     cJSON *item = NULL;
@@ -486,7 +489,12 @@ int cli_train(int argc, char **argv) {
         return 2;
     }
 
-    cJSON *config = config_path != NULL ? cli_config_read(config_path) : cJSON_CreateObject();
+    cJSON *config = NULL;
+    if (config_path != NULL) {
+        config = cli_config_read(config_path);
+    } else if ((config = cJSON_CreateObject()) == NULL) {
+        cli_error("out of memory");
+    }
     if (config == NULL) {
         return 1;
     }

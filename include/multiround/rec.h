@@ -190,6 +190,8 @@ typedef struct mr_rec_config {
     int per_round;    /* k: items retrieved per round */
     float round_decay;/* round t's loss weight is round_decay^(t-1) */
     int negatives;    /* uniform negatives per training example */
+    bool ada_zero_padding; /* keep padding positions at zero after the item
+                              adapter (the reference fills them; off) */
 } mr_rec_config;
 
 /*

@@ -58,8 +58,8 @@ typedef struct mr_rec_backbone_ops {
      * True when forward keeps the promise of truncatable as long as the
      * padding rows of item_emb are zero, that is for the base model and
      * for round 0 of Ada-Retrieval, but not for the later rounds, whose
-     * item adapter gives padding positions non-zero embeddings (GRU4Rec,
-     * NextItNet).
+     * item adapter gives padding positions non-zero embeddings unless
+     * ada_zero_padding is set (GRU4Rec, NextItNet).
      */
     bool truncatable_without_adapters;
 } mr_rec_backbone_ops;

@@ -309,11 +309,12 @@ const mr_rec_backbone_ops *mr_rec_model_backbone_ops(const mr_rec_model *model) 
 
 bool mr_rec_model_truncatable(const mr_rec_model *model) {
     return model->ops->truncatable ||
-           (model->ops->truncatable_without_adapters && !model->config.ada);
+           (model->ops->truncatable_without_adapters &&
+            (!model->config.ada || model->config.ada_zero_padding));
 }
 
 bool mr_rec_model_round0_truncatable(const mr_rec_model *model) {
-    return model->config.ada && !model->ops->truncatable &&
+    return model->config.ada && !model->config.ada_zero_padding && !model->ops->truncatable &&
            model->ops->truncatable_without_adapters;
 }
 
@@ -500,6 +501,22 @@ static mr_tensor *round0_input(mr_ctx *ctx, const mr_rec_model *model, mr_tensor
 }
 
 /*
+ * Returns F32 [B, Lb, 1] holding 1 where seq [B, Lb] has an item and 0 at
+ * padding, or NULL with the error stored in ctx.
+ */
+static mr_tensor *item_mask(mr_ctx *ctx, const mr_tensor *seq) {
+    int64_t batch = seq->shape[0], length = seq->shape[1];
+    mr_tensor *keep = mr_tensor_new3d(ctx, MR_F32, batch, length, 1);
+    if (keep == NULL) {
+        return NULL;
+    }
+    for (int64_t i = 0; i < batch * length; i++) {
+        keep->data[i] = seq->idata[i] != 0 ? 1.0f : 0.0f;
+    }
+    return keep;
+}
+
+/*
  * Builds every round's user vector [B, D] into users (rounds of them).
  * Round 0, which has no adapter, runs on the last round0_length
  * positions (0 for all of them). picks receives the ids retrieved before
@@ -522,6 +539,10 @@ static bool build_rounds(mr_rec_model *model, mr_ctx *ctx, mr_tensor *seq, int r
     }
 
     mr_tensor *emb = mr_tensor_embedding(ctx, model->item_embedding, seq, 0);
+    mr_tensor *keep = config->ada_zero_padding && rounds > 1 ? item_mask(ctx, seq) : NULL;
+    if (config->ada_zero_padding && rounds > 1 && keep == NULL) {
+        return false;
+    }
     mr_tensor *g = NULL;
     for (int t = 0; t < rounds; t++) {
         /* The adapters see the picks of rounds 0..t-1, copied into a
@@ -543,6 +564,13 @@ static bool build_rounds(mr_rec_model *model, mr_ctx *ctx, mr_tensor *seq, int r
             }
             item_emb = mr_rec_ada_ira(ctx, &model->ada, model->item_embedding, emb, earlier,
                                       rng);
+
+            /* With ada_zero_padding the adapter may rewrite items only:
+             * padding rows go back to zero, as the backbone saw them in
+             * round 0, which keeps the input truncatable. */
+            if (keep != NULL) {
+                item_emb = mr_tensor_mul(ctx, item_emb, keep);
+            }
         }
 
         mr_tensor *h = model->ops->forward(model->backbone, ctx, item_emb, round_seq, rng);

@@ -31,16 +31,17 @@ const mr_rec_backbone_ops *mr_rec_model_backbone_ops(const mr_rec_model *model);
 /*
  * True when the model accepts seq [B, Lb] with 1 <= Lb <= max_len in
  * mr_rec_model_loss and mr_rec_model_user_vectors, giving the same result
- * as for the full left-padded input when only padding was cut (SASRec, and
- * GRU4Rec without Ada-Retrieval).
+ * as for the full left-padded input when only padding was cut. SASRec and
+ * SR-GNN always do. GRU4Rec and NextItNet do without Ada-Retrieval, or
+ * with ada_zero_padding, which keeps every round's padding rows at zero.
  */
 bool mr_rec_model_truncatable(const mr_rec_model *model);
 
 /*
  * True when the model runs whole inputs in every round but the first,
  * whose input may be cut like a base model's (GRU4Rec and NextItNet under
- * Ada-Retrieval): round 0 has no item adapter, so its padding rows are
- * zero.
+ * Ada-Retrieval without ada_zero_padding): round 0 has no item adapter,
+ * so its padding rows are zero.
  */
 bool mr_rec_model_round0_truncatable(const mr_rec_model *model);
 

@@ -96,6 +96,7 @@ cJSON *rec_config_to_json(const mr_rec_config *config,
     cJSON_AddNumberToObject(model, "per_round", config->per_round);
     cJSON_AddItemToObject(model, "round_decay", float_number(config->round_decay));
     cJSON_AddNumberToObject(model, "negatives", config->negatives);
+    cJSON_AddBoolToObject(model, "ada_zero_padding", config->ada_zero_padding);
 
     /* NOTE: JSON numbers are doubles here, so seeds above 2^53 are stored
      * rounded and two such seeds close together compare equal. */
@@ -200,6 +201,15 @@ mr_status rec_config_from_json(const cJSON *json, const char *path,
                             path);
     }
     config->ada = cJSON_IsTrue(ada);
+
+    /* Run folders written before ada_zero_padding existed lack the key.
+     * They ran with the reference behaviour, which is false. */
+    const cJSON *zero_padding = cJSON_GetObjectItemCaseSensitive(model, "ada_zero_padding");
+    if (zero_padding != NULL && !cJSON_IsBool(zero_padding)) {
+        return mr_error_set(err, MR_ERR_FORMAT,
+                            "rec: %s: 'ada_zero_padding' is not true/false", path);
+    }
+    config->ada_zero_padding = cJSON_IsTrue(zero_padding);
     return mr_rec_config_check(config, err);
 }
 
@@ -236,7 +246,7 @@ mr_status rec_config_compare(const cJSON *old_json, const cJSON *new_json,
         {"train", "lr"},         {"train", "beta1"},      {"train", "beta2"},
         {"train", "eps"},        {"train", "weight_decay"}, {"train", "clip_norm"},
         {"train", "init"},       {"data", "n_users"},     {"data", "n_items"},
-        {"data", "n_sequences"}, {"data", "n_train"}};
+        {"data", "n_sequences"}, {"data", "n_train"},    {"model", "ada_zero_padding"}};
 
     for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++) {
         const cJSON *old_item = cJSON_GetObjectItemCaseSensitive(
@@ -244,6 +254,12 @@ mr_status rec_config_compare(const cJSON *old_json, const cJSON *new_json,
         const cJSON *new_item = cJSON_GetObjectItemCaseSensitive(
             cJSON_GetObjectItemCaseSensitive(new_json, keys[i][0]), keys[i][1]);
         if (old_item != NULL && new_item != NULL && cJSON_Compare(old_item, new_item, true)) {
+            continue;
+        }
+
+        /* A key that older run folders lack matches its default, false. */
+        if (old_item == NULL && strcmp(keys[i][1], "ada_zero_padding") == 0 &&
+            cJSON_IsFalse(new_item)) {
             continue;
         }
         char old_text[320], new_text[320];

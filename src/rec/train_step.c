@@ -248,22 +248,21 @@ static int64_t group_batch(const int32_t *seq_values, int64_t count, int max_len
 }
 
 /*
- * Adds the gradient of rows [count, max_len] in slices of at most
+ * Adds the gradient of rows [count, length] in slices of at most
  * tr->slice_rows rows, each weighted by its share of a batch of `total`
  * rows, with round 0 run on the last round0_length positions (0 for all).
  */
 static mr_status sliced_gradient(rec_trainer *tr, int epoch, int64_t batch,
                                  const int32_t *seq_values, const int32_t *candidate_values,
-                                 int64_t count, int64_t total, int round0_length,
+                                 int64_t count, int length, int64_t total, int round0_length,
                                  mr_rng *dropout_rng, double *loss_value, mr_error *err) {
-    int max_len = tr->config->max_len;
     int width = 1 + tr->config->negatives;
     int64_t slice = tr->slice_rows > 0 ? tr->slice_rows : FULL_LENGTH_ROWS;
     for (int64_t first = 0; first < count; first += slice) {
         int64_t rows = count - first < slice ? count - first : slice;
         float scale = (float)rows / (float)total;
-        mr_status status = accumulate_loss(tr, epoch, batch, seq_values + first * max_len,
-                                           candidate_values + first * width, rows, max_len,
+        mr_status status = accumulate_loss(tr, epoch, batch, seq_values + first * length,
+                                           candidate_values + first * width, rows, length,
                                            round0_length, scale, dropout_rng, loss_value, err);
         if (status != MR_OK) {
             return status;
@@ -290,8 +289,8 @@ static mr_status full_length_gradient(rec_trainer *tr, int epoch, int64_t batch,
                                       double *loss_value, mr_error *err) {
     mr_status status = MR_OK;
     if (!mr_rec_model_round0_truncatable(tr->model)) {
-        status = sliced_gradient(tr, epoch, batch, seq_values, candidate_values, count, count,
-                                 0, dropout_rng, loss_value, err);
+        status = sliced_gradient(tr, epoch, batch, seq_values, candidate_values, count,
+                                 tr->config->max_len, count, 0, dropout_rng, loss_value, err);
         return status != MR_OK ? status : check_loss(*loss_value, epoch, batch, err);
     }
 
@@ -309,8 +308,8 @@ static mr_status full_length_gradient(rec_trainer *tr, int epoch, int64_t batch,
                            buffers->order + group->first, group->count, max_len,
                            buffers->group_seq, buffers->group_candidates);
         status = sliced_gradient(tr, epoch, batch, buffers->group_seq,
-                                 buffers->group_candidates, group->count, count, group->length,
-                                 dropout_rng, loss_value, err);
+                                 buffers->group_candidates, group->count, max_len, count,
+                                 group->length, dropout_rng, loss_value, err);
     }
     return status != MR_OK ? status : check_loss(*loss_value, epoch, batch, err);
 }
@@ -344,10 +343,20 @@ static mr_status batch_gradient(rec_trainer *tr, int epoch, int64_t batch, const
         mr_rec_gather_rows(seq_values, max_len, candidate_values, width,
                            buffers->order + group->first, group->count, group->length,
                            buffers->group_seq, buffers->group_candidates);
-        float scale = (float)group->count / (float)count;
-        mr_status status =
-            accumulate_loss(tr, epoch, batch, buffers->group_seq, buffers->group_candidates, group->count,
-                            group->length, 0, scale, dropout_rng, loss_value, err);
+        /* Ada-Retrieval with ada_zero_padding runs every round on cut
+         * inputs; slices bound the activations of its five rounds, as for
+         * full-length inputs. */
+        mr_status status;
+        if (tr->config->ada && tr->config->ada_zero_padding) {
+            status = sliced_gradient(tr, epoch, batch, buffers->group_seq,
+                                     buffers->group_candidates, group->count, group->length,
+                                     count, 0, dropout_rng, loss_value, err);
+        } else {
+            float scale = (float)group->count / (float)count;
+            status = accumulate_loss(tr, epoch, batch, buffers->group_seq,
+                                     buffers->group_candidates, group->count, group->length, 0,
+                                     scale, dropout_rng, loss_value, err);
+        }
         if (status != MR_OK) {
             return status;
         }

@@ -357,10 +357,31 @@ static void train_resume_rejects_changed_settings(void) {
     CHECK_STATUS(mr_rec_train(data, &narrow, &options, &err), MR_ERR_INVALID_ARGUMENT);
     CHECK(strstr(err.message, "model.dim = 16") != NULL);
 
+    /* A changed item adapter setting is rejected too. */
+    mr_rec_config zero_padding = config;
+    zero_padding.ada_zero_padding = true;
+    CHECK_STATUS(mr_rec_train(data, &zero_padding, &options, &err), MR_ERR_INVALID_ARGUMENT);
+    CHECK(strstr(err.message, "model.ada_zero_padding = false") != NULL);
+
+    /* A config.json written before ada_zero_padding existed lacks the key
+     * and matches the default, false. */
+    cJSON *json = read_json(dir, "config.json");
+    cJSON_DeleteItemFromObject(cJSON_GetObjectItem(json, "model"), "ada_zero_padding");
+    char *text = cJSON_Print(json);
+    char path[256];
+    snprintf(path, sizeof path, "%s/config.json", dir);
+    write_text(path, text);
+    cJSON_free(text);
+    cJSON_Delete(json);
+
     /* More epochs and another patience are allowed. */
     options.epochs = 2;
     options.patience = 3;
     CHECK_STATUS(mr_rec_train(data, &config, &options, &err), MR_OK);
+    json = read_json(dir, "config.json");
+    CHECK(cJSON_IsFalse(
+        cJSON_GetObjectItem(cJSON_GetObjectItem(json, "model"), "ada_zero_padding")));
+    cJSON_Delete(json);
     mr_rec_data_free(data);
 }
 

@@ -5,7 +5,8 @@
  * length groups (each cut to its longest input and weighted by its share
  * of the batch) gives the loss, weight gradients, user vectors and
  * evaluation metrics of the same batch at full length. GRU4Rec and
- * NextItNet under Ada-Retrieval cut only round 0, with the same result. The training batch
+ * NextItNet under Ada-Retrieval cut only round 0, with the same result,
+ * and every round with ada_zero_padding. The training batch
  * includes all-padding inputs, which must run at full length. Models whose
  * output depends on the padding rows reject cut inputs.
  *
@@ -56,7 +57,7 @@ static mr_rec_data *varied_data(void) {
     return data;
 }
 
-static mr_rec_config small_config(mr_rec_backbone_type backbone, bool ada) {
+static mr_rec_config small_config(mr_rec_backbone_type backbone, bool ada, bool zero_padding) {
     mr_rec_config config;
     mr_rec_config_default(&config, backbone);
     config.dim = 16;
@@ -66,6 +67,7 @@ static mr_rec_config small_config(mr_rec_backbone_type backbone, bool ada) {
     config.dropout = 0.0f;
     config.negatives = NEGATIVES;
     config.ada = ada;
+    config.ada_zero_padding = zero_padding;
     config.rounds = 3;
     config.per_round = 4;
     return config;
@@ -134,9 +136,9 @@ static double scaled_loss_backward(mr_rec_model *model, const int32_t *seq_value
  * Computes one batch's loss and gradients at full length and in length
  * groups, and compares them. Returns the number of groups used.
  */
-static int64_t compare_grouped_loss(mr_rec_backbone_type backbone, bool ada) {
+static int64_t compare_grouped_loss(mr_rec_backbone_type backbone, bool ada, bool zero_padding) {
     mr_rec_data *data = varied_data();
-    mr_rec_config config = small_config(backbone, ada);
+    mr_rec_config config = small_config(backbone, ada, zero_padding);
     mr_error err;
     mr_rec_model *model = mr_rec_model_create(&config, data->n_items, 17, &err);
     CHECK(model != NULL);
@@ -179,7 +181,8 @@ static int64_t compare_grouped_loss(mr_rec_backbone_type backbone, bool ada) {
     /* A model that may cut only round 0 gets whole rows, and round 0 runs
      * them cut to the group's length. */
     bool round0_only = mr_rec_model_round0_truncatable(model);
-    CHECK(round0_only == (ada && (backbone == MR_REC_GRU4REC || backbone == MR_REC_NEXTITNET)));
+    bool padded_backbone = backbone == MR_REC_GRU4REC || backbone == MR_REC_NEXTITNET;
+    CHECK(round0_only == (ada && !zero_padding && padded_backbone));
     mr_paramset_zero_grad(ps);
     double grouped_loss = 0.0;
     for (int64_t g = 0; g < n_groups; g++) {
@@ -216,19 +219,19 @@ static int64_t compare_grouped_loss(mr_rec_backbone_type backbone, bool ada) {
 }
 
 static void grouped_loss_matches_full(void) {
-    int64_t n_groups = compare_grouped_loss(MR_REC_SASREC, false);
+    int64_t n_groups = compare_grouped_loss(MR_REC_SASREC, false, false);
     CHECK(n_groups >= 2);
 }
 
 static void grouped_ada_loss_matches_full(void) {
-    int64_t n_groups = compare_grouped_loss(MR_REC_SASREC, true);
+    int64_t n_groups = compare_grouped_loss(MR_REC_SASREC, true, false);
     CHECK(n_groups >= 2);
 }
 
 /* GRU4Rec starts a cut input from the state that the dropped padding
  * steps leave, which must give the full-length loss and gradients. */
 static void grouped_gru4rec_loss_matches_full(void) {
-    int64_t n_groups = compare_grouped_loss(MR_REC_GRU4REC, false);
+    int64_t n_groups = compare_grouped_loss(MR_REC_GRU4REC, false, false);
     CHECK(n_groups >= 2);
 }
 
@@ -236,15 +239,24 @@ static void grouped_gru4rec_loss_matches_full(void) {
  * pass before a cut input, which must give the full-length loss and
  * gradients. */
 static void grouped_nextitnet_loss_matches_full(void) {
-    CHECK(compare_grouped_loss(MR_REC_NEXTITNET, false) >= 2);
+    CHECK(compare_grouped_loss(MR_REC_NEXTITNET, false, false) >= 2);
 }
 
 /* Under Ada-Retrieval, GRU4Rec and NextItNet cut only round 0, which has
  * no item adapter, and must still give the full-length loss and
  * gradients. */
 static void grouped_round0_loss_matches_full(void) {
-    CHECK(compare_grouped_loss(MR_REC_GRU4REC, true) >= 2);
-    CHECK(compare_grouped_loss(MR_REC_NEXTITNET, true) >= 2);
+    CHECK(compare_grouped_loss(MR_REC_GRU4REC, true, false) >= 2);
+    CHECK(compare_grouped_loss(MR_REC_NEXTITNET, true, false) >= 2);
+}
+
+/* With ada_zero_padding the item adapter leaves padding rows at zero, so
+ * GRU4Rec and NextItNet cut every round, with the full-length loss and
+ * gradients. A mask that let adapted padding through would break this. */
+static void grouped_zero_padding_loss_matches_full(void) {
+    CHECK(compare_grouped_loss(MR_REC_GRU4REC, true, true) >= 2);
+    CHECK(compare_grouped_loss(MR_REC_NEXTITNET, true, true) >= 2);
+    CHECK(compare_grouped_loss(MR_REC_SASREC, true, true) >= 2);
 }
 
 /* A round-0 cut that would drop an item, or one for a backbone that
@@ -253,7 +265,7 @@ static void round0_cut_rejects_items_and_fmlprec(void) {
     const mr_rec_backbone_type types[2] = {MR_REC_GRU4REC, MR_REC_FMLPREC};
     const char *expected[2] = {"drops item 7", "cannot run on 2 of"};
     for (int i = 0; i < 2; i++) {
-        mr_rec_config config = small_config(types[i], true);
+        mr_rec_config config = small_config(types[i], true, false);
         mr_error err;
         mr_rec_model *model = mr_rec_model_create(&config, ITEMS + 1, 2, &err);
         CHECK(model != NULL);
@@ -279,8 +291,8 @@ static void round0_cut_rejects_items_and_fmlprec(void) {
  * out of the readout, so cutting padding changes nothing, with or without
  * the adapters. */
 static void grouped_srgnn_loss_matches_full(void) {
-    CHECK(compare_grouped_loss(MR_REC_SRGNN, false) >= 2);
-    CHECK(compare_grouped_loss(MR_REC_SRGNN, true) >= 2);
+    CHECK(compare_grouped_loss(MR_REC_SRGNN, false, false) >= 2);
+    CHECK(compare_grouped_loss(MR_REC_SRGNN, true, false) >= 2);
 }
 
 /* The groups of a hand-made batch of inputs padded to 50: 40 empty
@@ -328,7 +340,7 @@ static void length_groups_by_hand(void) {
  * round with Ada-Retrieval. */
 static void truncated_user_vectors_match(void) {
     mr_rec_data *data = varied_data();
-    mr_rec_config config = small_config(MR_REC_SASREC, true);
+    mr_rec_config config = small_config(MR_REC_SASREC, true, false);
     mr_error err;
     mr_rec_model *model = mr_rec_model_create(&config, data->n_items, 4, &err);
     CHECK(model != NULL);
@@ -370,9 +382,10 @@ static void truncated_user_vectors_match(void) {
 
 /* Evaluation of a truncatable model (grouped inputs) gives the metrics of
  * the same weights evaluated at full length. */
-static void grouped_evaluation_matches_full(mr_rec_backbone_type backbone, bool ada) {
+static void grouped_evaluation_matches_full(mr_rec_backbone_type backbone, bool ada,
+                                            bool zero_padding) {
     mr_rec_data *data = varied_data();
-    mr_rec_config config = small_config(backbone, ada);
+    mr_rec_config config = small_config(backbone, ada, zero_padding);
     mr_rec_backbone_ops ops = full_length_ops(backbone);
     mr_error err;
     mr_rec_model *grouped = mr_rec_model_create(&config, data->n_items, 8, &err);
@@ -411,31 +424,38 @@ static void grouped_evaluation_matches_full(mr_rec_backbone_type backbone, bool 
 }
 
 static void grouped_evaluation_matches_full_base(void) {
-    grouped_evaluation_matches_full(MR_REC_SASREC, false);
+    grouped_evaluation_matches_full(MR_REC_SASREC, false, false);
 }
 
 static void grouped_evaluation_matches_full_ada(void) {
-    grouped_evaluation_matches_full(MR_REC_SASREC, true);
+    grouped_evaluation_matches_full(MR_REC_SASREC, true, false);
 }
 
 static void grouped_gru4rec_evaluation_matches_full(void) {
-    grouped_evaluation_matches_full(MR_REC_GRU4REC, false);
+    grouped_evaluation_matches_full(MR_REC_GRU4REC, false, false);
 }
 
 static void grouped_nextitnet_evaluation_matches_full(void) {
-    grouped_evaluation_matches_full(MR_REC_NEXTITNET, false);
+    grouped_evaluation_matches_full(MR_REC_NEXTITNET, false, false);
 }
 
 /* With round 0 cut, the evaluation of GRU4Rec and NextItNet under
  * Ada-Retrieval ranks as at full length. */
 static void grouped_round0_evaluation_matches_full(void) {
-    grouped_evaluation_matches_full(MR_REC_GRU4REC, true);
-    grouped_evaluation_matches_full(MR_REC_NEXTITNET, true);
+    grouped_evaluation_matches_full(MR_REC_GRU4REC, true, false);
+    grouped_evaluation_matches_full(MR_REC_NEXTITNET, true, false);
+}
+
+/* With ada_zero_padding, grouped evaluation of GRU4Rec and NextItNet
+ * under Ada-Retrieval cuts every round and ranks as at full length. */
+static void grouped_zero_padding_evaluation_matches_full(void) {
+    grouped_evaluation_matches_full(MR_REC_GRU4REC, true, true);
+    grouped_evaluation_matches_full(MR_REC_NEXTITNET, true, true);
 }
 
 static void grouped_srgnn_evaluation_matches_full(void) {
-    grouped_evaluation_matches_full(MR_REC_SRGNN, false);
-    grouped_evaluation_matches_full(MR_REC_SRGNN, true);
+    grouped_evaluation_matches_full(MR_REC_SRGNN, false, false);
+    grouped_evaluation_matches_full(MR_REC_SRGNN, true, false);
 }
 
 /* FMLP-Rec, and GRU4Rec and NextItNet under Ada-Retrieval (whose item
@@ -444,7 +464,7 @@ static void grouped_srgnn_evaluation_matches_full(void) {
 static void other_backbones_reject_cut_inputs(void) {
     const mr_rec_backbone_type types[3] = {MR_REC_GRU4REC, MR_REC_NEXTITNET, MR_REC_FMLPREC};
     for (int i = 0; i < 3; i++) {
-        mr_rec_config config = small_config(types[i], types[i] != MR_REC_FMLPREC);
+        mr_rec_config config = small_config(types[i], types[i] != MR_REC_FMLPREC, false);
         mr_error err;
         mr_rec_model *model = mr_rec_model_create(&config, ITEMS + 1, 2, &err);
         CHECK(model != NULL);
@@ -467,7 +487,7 @@ static void other_backbones_reject_cut_inputs(void) {
 
 /* SASRec rejects inputs longer than max_len. */
 static void sasrec_rejects_long_inputs(void) {
-    mr_rec_config config = small_config(MR_REC_SASREC, false);
+    mr_rec_config config = small_config(MR_REC_SASREC, false, false);
     mr_error err;
     mr_rec_model *model = mr_rec_model_create(&config, ITEMS + 1, 2, &err);
     CHECK(model != NULL);
@@ -596,6 +616,8 @@ int main(void) {
     MR_RUN(grouped_srgnn_loss_matches_full);
     MR_RUN(grouped_round0_loss_matches_full);
     MR_RUN(grouped_round0_evaluation_matches_full);
+    MR_RUN(grouped_zero_padding_loss_matches_full);
+    MR_RUN(grouped_zero_padding_evaluation_matches_full);
     MR_RUN(round0_cut_rejects_items_and_fmlprec);
     MR_RUN(grouped_srgnn_evaluation_matches_full);
     MR_RUN(other_backbones_reject_cut_inputs);

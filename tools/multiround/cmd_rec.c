@@ -186,6 +186,10 @@ static void print_train_help(void) {
            "  --backbone NAME   gru4rec, sasrec, nextitnet, srgnn or fmlprec (required)\n"
            "  --out DIR         run folder, created if missing (required)\n"
            "  --ada             add Ada-Retrieval's adapters: %d rounds of %d items\n"
+           "  --ada-zero-padding\n"
+           "                    keep padding positions at zero after the item adapter,\n"
+           "                    which the reference fills; GRU4Rec and NextItNet then\n"
+           "                    skip padding in every round (default: off)\n"
            "  --init DIR        base run folder whose best model initialises the\n"
            "                    backbone, item embedding and item bias (default: none)\n"
            "  --epochs N        maximum epochs of training, each validated (default: the\n"
@@ -221,7 +225,7 @@ typedef struct train_overrides {
 
 static int rec_train(int argc, char **argv) {
     const char *data_path = NULL, *backbone = NULL;
-    bool ada = false;
+    bool ada = false, zero_padding = false;
     mr_rec_train_options options;
     mr_rec_train_options_default(&options);
     train_overrides overrides = {-1, -1, -1, -1.0};
@@ -241,6 +245,10 @@ static int rec_train(int argc, char **argv) {
         }
         if (strcmp(option, "--ada") == 0) {
             ada = true;
+            continue;
+        }
+        if (strcmp(option, "--ada-zero-padding") == 0) {
+            zero_padding = true;
             continue;
         }
 
@@ -310,6 +318,11 @@ static int rec_train(int argc, char **argv) {
     mr_rec_config config;
     mr_rec_config_default(&config, type);
     config.ada = ada;
+    config.ada_zero_padding = zero_padding;
+    if (zero_padding && !ada) {
+        cli_error("--ada-zero-padding changes Ada-Retrieval's item adapter; add --ada");
+        return 2;
+    }
     config.dim = overrides.dim > 0 ? overrides.dim : config.dim;
     config.max_len = overrides.max_len > 0 ? overrides.max_len : config.max_len;
     config.negatives = overrides.negatives > 0 ? overrides.negatives : config.negatives;

@@ -25,6 +25,7 @@ static void print_bench_help(void) {
            "  --backbone NAME     gru4rec, sasrec, nextitnet, srgnn or fmlprec\n"
            "                      (default: sasrec)\n"
            "  --ada               add Ada-Retrieval's adapters\n"
+           "  --ada-zero-padding  keep padding positions at zero after the item adapter\n"
            "  --init DIR          base run folder whose best model initialises the\n"
            "                      shared weights (default: none, fresh weights)\n"
            "  --steps N           timed training steps (default: 30)\n"
@@ -61,6 +62,7 @@ static void print_result(const mr_rec_data *data, const mr_rec_config *config,
     cJSON *c = cJSON_AddObjectToObject(json, "config");
     cJSON_AddStringToObject(c, "backbone", mr_rec_backbone_name(config->backbone));
     cJSON_AddBoolToObject(c, "ada", config->ada);
+    cJSON_AddBoolToObject(c, "ada_zero_padding", config->ada_zero_padding);
     cJSON_AddStringToObject(c, "init", options->init_dir != NULL ? options->init_dir : "");
     cJSON_AddNumberToObject(c, "dim", config->dim);
     cJSON_AddNumberToObject(c, "max_len", config->max_len);
@@ -91,7 +93,7 @@ static void print_result(const mr_rec_data *data, const mr_rec_config *config,
 
 int cli_rec_bench(int argc, char **argv) {
     const char *data_path = NULL, *backbone = "sasrec";
-    bool ada = false;
+    bool ada = false, zero_padding = false;
     int64_t steps = 30, warmup = 3, batch_size = 1024, seed = 366849;
     mr_rec_train_options options;
     mr_rec_train_options_default(&options);
@@ -111,6 +113,10 @@ int cli_rec_bench(int argc, char **argv) {
         }
         if (strcmp(option, "--ada") == 0) {
             ada = true;
+            continue;
+        }
+        if (strcmp(option, "--ada-zero-padding") == 0) {
+            zero_padding = true;
             continue;
         }
 
@@ -160,6 +166,11 @@ int cli_rec_bench(int argc, char **argv) {
     mr_rec_config config;
     mr_rec_config_default(&config, type);
     config.ada = ada;
+    config.ada_zero_padding = zero_padding;
+    if (zero_padding && !ada) {
+        cli_error("--ada-zero-padding changes Ada-Retrieval's item adapter; add --ada");
+        return 2;
+    }
     options.batch_size = (int)batch_size;
     options.seed = (uint64_t)seed;
 

@@ -235,8 +235,8 @@ static void describe_value(const cJSON *item, char *out, size_t size) {
     cJSON_free(text);
 }
 
-mr_status rec_config_compare(const cJSON *old_json, const cJSON *new_json,
-                             const char *path, mr_error *err) {
+bool rec_config_difference(const cJSON *old_json, const cJSON *new_json, char *out,
+                           size_t size) {
     static const char *const keys[][2] = {
         {"model", "backbone"},   {"model", "dim"},        {"model", "max_len"},
         {"model", "layers"},     {"model", "heads"},      {"model", "inner_size"},
@@ -265,13 +265,23 @@ mr_status rec_config_compare(const cJSON *old_json, const cJSON *new_json,
         char old_text[320], new_text[320];
         describe_value(old_item, old_text, sizeof old_text);
         describe_value(new_item, new_text, sizeof new_text);
-        return mr_error_set(err, MR_ERR_INVALID_ARGUMENT,
-                            "rec: the run in %s was started with %s.%s = %s, but this run "
-                            "has %s; rerun with the same settings to resume, or choose "
-                            "another output folder",
-                            path, keys[i][0], keys[i][1], old_text, new_text);
+        snprintf(out, size, "%s.%s = %s, but this run has %s", keys[i][0], keys[i][1],
+                 old_text, new_text);
+        return true;
     }
-    return MR_OK;
+    return false;
+}
+
+mr_status rec_config_compare(const cJSON *old_json, const cJSON *new_json,
+                             const char *path, mr_error *err) {
+    char difference[800];
+    if (!rec_config_difference(old_json, new_json, difference, sizeof difference)) {
+        return MR_OK;
+    }
+    return mr_error_set(err, MR_ERR_INVALID_ARGUMENT,
+                        "rec: the run in %s was started with %s; rerun with the same "
+                        "settings to resume, or choose another output folder",
+                        path, difference);
 }
 
 cJSON *rec_metrics_to_json(const mr_rec_metrics *metrics) {

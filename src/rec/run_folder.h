@@ -57,6 +57,14 @@ mr_status rec_config_n_items(const cJSON *json, const char *path, int32_t *n_ite
  * Fails with
  * MR_ERR_INVALID_ARGUMENT naming the first setting that differs.
  */
+/*
+ * Writes the first of those settings that differs to out, as
+ * "model.dim = 16, but this run has 8", and returns true. Returns false
+ * when they all match.
+ */
+bool rec_config_difference(const cJSON *old_json, const cJSON *new_json, char *out,
+                           size_t size);
+
 mr_status rec_config_compare(const cJSON *old_json, const cJSON *new_json,
                              const char *path, mr_error *err);
 

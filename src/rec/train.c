@@ -597,6 +597,19 @@ static mr_status prepare_folder(rec_trainer *tr, const char *init_dir, bool *fin
                    tr->options->out_dir, (int)old_threads->valuedouble, mr_threads_get());
         }
         cJSON_Delete(old_json);
+    } else if (mr_path_exists(tr->config_path)) {
+        /* Say so when the replaced settings differ, since the folder may
+         * hold the best model of its first validation. */
+        cJSON *old_json = NULL;
+        char difference[800];
+        if (rec_json_read(tr->config_path, &old_json, NULL) == MR_OK &&
+            rec_config_difference(old_json, json, difference, sizeof difference)) {
+            mr_log(MR_LOG_WARN, "rec",
+                   "the run in %s has no checkpoint yet, so it starts over with new "
+                   "settings: it was started with %s",
+                   tr->options->out_dir, difference);
+        }
+        cJSON_Delete(old_json);
     }
 
     /* A run that stopped early, or reached the epochs asked for now, is
@@ -765,9 +778,10 @@ mr_status mr_rec_train(const mr_rec_data *data, const mr_rec_config *config,
     }
     if (status == MR_OK) {
         mr_log(MR_LOG_INFO, "rec",
-               "training %s%s on %s: %lld examples, %lld users, %d item ids, %lld weights, "
+               "training %s%s%s on %s: %lld examples, %lld users, %d item ids, %lld weights, "
                "batch %d, lr %g, %d thread%s",
                mr_rec_backbone_name(config->backbone), config->ada ? " + Ada-Retrieval" : "",
+               config->ada && config->ada_zero_padding ? " (zero padding)" : "",
                data->path, (long long)data->n_train, (long long)data->n_sequences,
                (int)data->n_items,
                (long long)mr_paramset_numel(mr_rec_model_params(tr.model)), options->batch_size,

@@ -62,8 +62,8 @@ mr_status rec_trainer_load_init(rec_trainer *tr, const char *init_dir, mr_error 
     const mr_rec_config *c = tr->config;
     if (base.ada) {
         mr_log(MR_LOG_WARN, "rec",
-               "the --init run in %s is an Ada-Retrieval run: only its shared weights are "
-               "used, and the reference starts from a base run",
+               "the --init run in %s is an Ada-Retrieval run: only its backbone, item "
+               "embedding and item bias are used, and the reference starts from a base run",
                init_dir);
     }
     if (base.backbone != c->backbone) {
@@ -93,7 +93,9 @@ mr_status rec_trainer_load_init(rec_trainer *tr, const char *init_dir, mr_error 
         }
     }
 
-    /* The weights a base model declares are the ones the file must hold. */
+    /* The weights a base model declares are the ones the file must hold,
+     * and the only ones taken from it. An Ada-Retrieval run's adapters
+     * stay behind, so this run's adapters always start fresh. */
     mr_rec_config base_config = *c;
     base_config.ada = false;
     mr_rec_model *base_model = mr_rec_model_create(&base_config, tr->data->n_items, 0, err);
@@ -112,23 +114,29 @@ mr_status rec_trainer_load_init(rec_trainer *tr, const char *init_dir, mr_error 
                                   model_path, name, mr_rec_backbone_name(c->backbone));
         }
     }
-    int base_count = mr_paramset_count(base_ps);
     mr_safetensors_close(file);
+    if (status == MR_OK) {
+        status = mr_paramset_load(base_ps, model_path, true, NULL, err);
+    }
+
+    /* Copy each base weight into the weight of the same name. */
+    mr_paramset *ps = mr_rec_model_params(tr->model);
+    int loaded = 0;
+    for (int i = 0; i < mr_paramset_count(base_ps) && status == MR_OK; i++) {
+        const mr_tensor *from = mr_paramset_get(base_ps, i);
+        mr_tensor *to = mr_paramset_find(ps, from->name);
+        if (to == NULL || mr_tensor_numel(to) != mr_tensor_numel(from)) {
+            status = mr_error_set(err, MR_ERR_STATE,
+                                  "rec: this run has no weight '%s' of the base model's shape",
+                                  from->name);
+            break;
+        }
+        memcpy(to->data, from->data, (size_t)mr_tensor_numel(to) * sizeof(float));
+        loaded++;
+    }
     mr_rec_model_free(base_model);
     if (status != MR_OK) {
         return status;
-    }
-
-    mr_paramset *ps = mr_rec_model_params(tr->model);
-    int loaded = 0;
-    status = mr_paramset_load(ps, model_path, false, &loaded, err);
-    if (status != MR_OK) {
-        return status;
-    }
-    if (loaded < base_count) {
-        return mr_error_set(err, MR_ERR_FORMAT,
-                            "rec: only %d of the %d base weights in %s loaded", loaded,
-                            base_count, model_path);
     }
     mr_log(MR_LOG_INFO, "rec",
            "initialised %d of %d weights from %s; the other %d (adapters) start fresh",
@@ -344,7 +352,7 @@ static mr_status batch_gradient(rec_trainer *tr, int epoch, int64_t batch, const
                            buffers->order + group->first, group->count, group->length,
                            buffers->group_seq, buffers->group_candidates);
         /* Ada-Retrieval with ada_zero_padding runs every round on cut
-         * inputs; slices bound the activations of its five rounds, as for
+         * inputs. Slices bound the activations of all its rounds, as for
          * full-length inputs. */
         mr_status status;
         if (tr->config->ada && tr->config->ada_zero_padding) {

@@ -70,10 +70,10 @@ mr_status rec_trainer_create(rec_trainer *tr, mr_error *err);
 void rec_trainer_free(rec_trainer *tr);
 
 /*
- * Loads the base run's best weights from init_dir into the model by
- * name. Every weight of the base model must be in the file with the same
- * shape; weights only the new model has, such as the adapters, keep their
- * fresh initialisation.
+ * Copies the base model's weights (backbone, item embedding and item
+ * bias) from the best model in init_dir into the model by name. Every one
+ * must be in the file with the same shape. The adapters keep their fresh
+ * initialisation, also when init_dir is an Ada-Retrieval run.
  */
 mr_status rec_trainer_load_init(rec_trainer *tr, const char *init_dir, mr_error *err);
 

@@ -20,6 +20,7 @@
 #include "multiround/rec.h"
 #include "multiround/safetensors.h"
 #include "test.h"
+#include "trainer.h"
 
 /* Synthetic data: 200 items, and each user views a run of 5 to 9
  * consecutive ids (wrapping from 200 to 1), so the next item is always the
@@ -385,6 +386,49 @@ static void train_resume_rejects_changed_settings(void) {
     mr_rec_data_free(data);
 }
 
+/* Keeps the last warning logged. */
+static char last_warning[1024];
+
+static void keep_warning(mr_log_level level, const char *subsystem, const char *message,
+                         void *user_data) {
+    (void)subsystem;
+    (void)user_data;
+    if (level == MR_LOG_WARN) {
+        snprintf(last_warning, sizeof last_warning, "%s", message);
+    }
+}
+
+/* A folder with a config.json but no checkpoint starts over with the new
+ * settings, and a warning names the first one that changed. */
+static void train_without_checkpoint_warns(void) {
+    mr_rec_data *data = synthetic_data(150);
+    mr_rec_config config = small_config();
+    char first[128], second[128], path[256];
+    temp_dir("warn_first", first, sizeof first);
+    temp_dir("warn_second", second, sizeof second);
+    mr_rec_train_options options = small_options(first, 1);
+    mr_error err;
+    CHECK_STATUS(mr_rec_train(data, &config, &options, &err), MR_OK);
+
+    cJSON *json = read_json(first, "config.json");
+    char *text = cJSON_Print(json);
+    CHECK_INT_EQ(mkdir(second, 0777), 0);
+    snprintf(path, sizeof path, "%s/config.json", second);
+    write_text(path, text);
+    cJSON_free(text);
+    cJSON_Delete(json);
+
+    options = small_options(second, 1);
+    options.batch_size = 128;
+    last_warning[0] = '\0';
+    mr_log_set_callback(keep_warning, NULL);
+    CHECK_STATUS(mr_rec_train(data, &config, &options, &err), MR_OK);
+    mr_log_set_callback(NULL, NULL);
+    CHECK(strstr(last_warning, "no checkpoint yet") != NULL);
+    CHECK(strstr(last_warning, "train.batch_size = 64, but this run has 128") != NULL);
+    mr_rec_data_free(data);
+}
+
 static void train_ada_from_base_run(void) {
     mr_rec_data *data = synthetic_data(600);
     mr_rec_config config = small_config();
@@ -421,6 +465,37 @@ static void train_ada_from_base_run(void) {
                cJSON_GetObjectItem(ada_valid, "hit@20")->valuedouble, 0);
     cJSON_Delete(base_metrics);
     cJSON_Delete(ada_metrics);
+
+    /* An Ada-Retrieval run as --init gives its backbone, item embedding
+     * and item bias, but not its adapters. Another seed makes this run's
+     * fresh adapters differ from that run's. */
+    mr_rec_train_options other_seed = options;
+    other_seed.seed = options.seed + 1;
+    rec_trainer tr = {.data = data, .config = &ada_config, .options = &other_seed};
+    CHECK_STATUS(rec_trainer_create(&tr, &err), MR_OK);
+    mr_rec_model *trained = NULL;
+    CHECK_STATUS(mr_rec_model_load(ada, data->n_items, &trained, &err), MR_OK);
+    mr_paramset *ps = mr_rec_model_params(tr.model);
+    mr_tensor *flat = mr_paramset_flat(ps);
+    float *fresh = malloc((size_t)mr_tensor_numel(flat) * sizeof(float));
+    memcpy(fresh, flat->data, (size_t)mr_tensor_numel(flat) * sizeof(float));
+    CHECK_STATUS(rec_trainer_load_init(&tr, ada, &err), MR_OK);
+    int adapters = 0, shared = 0;
+    for (int i = 0; trained != NULL && i < mr_paramset_count(ps); i++) {
+        const mr_tensor *weight = mr_paramset_get(ps, i);
+        const mr_tensor *source = mr_paramset_find(mr_rec_model_params(trained), weight->name);
+        int64_t n = mr_tensor_numel(weight);
+        bool adapter = strncmp(weight->name, "ada.", 4) == 0;
+        const float *want = adapter ? fresh + (weight->data - flat->data) : source->data;
+        adapters += adapter;
+        shared += !adapter;
+        CHECK_INT_EQ(CHECK_ARRAY_NEAR(weight->data, want, n, 0.0, 0.0), 0);
+    }
+    CHECK(adapters > 0);
+    CHECK(shared > 0);
+    free(fresh);
+    mr_rec_model_free(trained);
+    rec_trainer_free(&tr);
 
     /* A base run of another width, and a folder without a model. */
     mr_rec_config narrow = ada_config;
@@ -611,6 +686,7 @@ int main(int argc, char **argv) {
     MR_RUN(train_resume_within_epoch);
     MR_RUN(train_finished_run_left_alone);
     MR_RUN(train_resume_rejects_changed_settings);
+    MR_RUN(train_without_checkpoint_warns);
     MR_RUN(train_ada_from_base_run);
 
     remove_root();

@@ -539,9 +539,13 @@ static bool build_rounds(mr_rec_model *model, mr_ctx *ctx, mr_tensor *seq, int r
     }
 
     mr_tensor *emb = mr_tensor_embedding(ctx, model->item_embedding, seq, 0);
-    mr_tensor *keep = config->ada_zero_padding && rounds > 1 ? item_mask(ctx, seq) : NULL;
-    if (config->ada_zero_padding && rounds > 1 && keep == NULL) {
-        return false;
+    bool zero_padding = config->ada_zero_padding && rounds > 1;
+    mr_tensor *keep = NULL;
+    if (zero_padding) {
+        keep = item_mask(ctx, seq);
+        if (keep == NULL) {
+            return false;
+        }
     }
     mr_tensor *g = NULL;
     for (int t = 0; t < rounds; t++) {

@@ -19,8 +19,10 @@
 /* From blis.h, declared here so that this file need not parse its 40,000
  * lines; dim_t is int64_t in Debian's 64-bit build. */
 void bli_thread_set_num_threads(int64_t n_threads);
+int64_t bli_thread_get_num_threads(void);
 #elif defined(MR_BLAS_OPENBLAS)
 void openblas_set_num_threads(int num_threads);
+int openblas_get_num_threads(void);
 #endif
 
 const char *mr_blas_name(void) {
@@ -41,6 +43,45 @@ void mr_blas_set_threads(int n) {
 #else
     (void)n;
 #endif
+}
+
+/*
+ * Spreading wins when there are at least two products per thread, or when
+ * each product is small (here under 2^21 multiply-adds, about 0.1 ms on
+ * one core), where BLAS's own threads cost more to start than they save.
+ */
+bool mr_sgemm_spread(int64_t count, int64_t m, int64_t n, int64_t k) {
+    int threads = mr_threads_get();
+    if (threads < 2 || count < 2) {
+        return false;
+    }
+    return count >= 2 * (int64_t)threads || m * n * k < ((int64_t)1 << 21);
+}
+
+/* The BLAS library's thread count now (its environment variable or the
+ * last mr_blas_set_threads()), or 1 when it runs on the caller's thread. */
+static int blas_get_threads(void) {
+#if defined(MR_BLAS_BLIS)
+    return (int)bli_thread_get_num_threads();
+#elif defined(MR_BLAS_OPENBLAS)
+    return openblas_get_num_threads();
+#else
+    return 1;
+#endif
+}
+
+int mr_blas_serial_begin(void) {
+    int saved = blas_get_threads();
+    if (saved > 1) {
+        mr_blas_set_threads(1);
+    }
+    return saved;
+}
+
+void mr_blas_serial_end(int saved) {
+    if (saved > 1) {
+        mr_blas_set_threads(saved);
+    }
 }
 
 #if !defined(MR_BLAS_BLIS) && !defined(MR_BLAS_OPENBLAS)

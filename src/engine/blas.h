@@ -21,4 +21,22 @@ void mr_sgemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k,
 /* Applies the thread count to the BLAS library, if it has threads. */
 void mr_blas_set_threads(int n);
 
+/*
+ * True when `count` independent products of op(A) [M, K] by op(B) [K, N]
+ * run faster spread over the OpenMP threads, each product on one thread,
+ * than one after another with BLAS's own threads. Small products gain the
+ * most: each threaded BLAS call starts and joins its threads, which can
+ * cost more than the product itself.
+ */
+bool mr_sgemm_spread(int64_t count, int64_t m, int64_t n, int64_t k);
+
+/*
+ * Makes BLAS calls single-threaded until mr_blas_serial_end(): call it
+ * before a loop that runs products on OpenMP threads of its own, and pass
+ * its result to mr_blas_serial_end() after the loop. The thread count is
+ * the BLAS library's global setting, so two such loops must not overlap.
+ */
+int mr_blas_serial_begin(void);
+void mr_blas_serial_end(int saved);
+
 #endif /* MR_ENGINE_BLAS_H */

@@ -88,10 +88,16 @@ static void axis_linear_backward(mr_ctx *ctx, mr_tensor *out) {
                  s->cols, 1.0f, dx, s->cols);
         return;
     }
+    bool spread = mr_sgemm_spread(s->outer, s->cols, s->inner, s->rows);
+    int saved = spread ? mr_blas_serial_begin() : 0;
+#pragma omp parallel for schedule(static) if (spread)
     for (int64_t o = 0; o < s->outer; o++) {
         mr_sgemm(true, false, s->cols, s->inner, s->rows, 1.0f, s->matrix, s->cols,
                  out->grad + o * s->rows * s->inner, s->inner, 1.0f,
                  dx + o * s->cols * s->inner, s->inner);
+    }
+    if (spread) {
+        mr_blas_serial_end(saved);
     }
 }
 
@@ -121,10 +127,16 @@ static mr_tensor *axis_linear(mr_ctx *ctx, const char *op, mr_tensor *x, int axi
         mr_sgemm(false, true, s->outer, rows, cols, 1.0f, x->data, cols, matrix, cols, 0.0f,
                  out->data, rows);
     } else {
+        bool spread = mr_sgemm_spread(s->outer, rows, s->inner, cols);
+        int saved = spread ? mr_blas_serial_begin() : 0;
+#pragma omp parallel for schedule(static) if (spread)
         for (int64_t o = 0; o < s->outer; o++) {
             mr_sgemm(false, false, rows, s->inner, cols, 1.0f, matrix, cols,
                      x->data + o * cols * s->inner, s->inner, 0.0f,
                      out->data + o * rows * s->inner, s->inner);
+        }
+        if (spread) {
+            mr_blas_serial_end(saved);
         }
     }
 

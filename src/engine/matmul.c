@@ -53,6 +53,28 @@ static int64_t batch_offset(const mr_tensor *t, int64_t index) {
     return offset;
 }
 
+/*
+ * True when t's batch entries (every dimension but the last two) lie in
+ * disjoint memory, so that threads may add to them at once. The test is
+ * sufficient, not necessary: from the innermost batch dimension out, each
+ * step must pass everything inside it.
+ */
+static bool batch_entries_disjoint(const mr_tensor *t) {
+    int rows = t->ndim - 2, cols = t->ndim - 1;
+    int64_t span = (t->shape[rows] - 1) * t->stride[rows] +
+                   (t->shape[cols] - 1) * t->stride[cols] + 1;
+    for (int d = t->ndim - 3; d >= 0; d--) {
+        if (t->shape[d] == 1) {
+            continue;
+        }
+        if (t->stride[d] < span) {
+            return false;
+        }
+        span += (t->shape[d] - 1) * t->stride[d];
+    }
+    return true;
+}
+
 typedef struct matmul_saved {
     matrix_layout a, b;
     int64_t m, n, k, batch;
@@ -76,13 +98,18 @@ static void matmul_backward(mr_ctx *ctx, mr_tensor *out) {
     if (s->folded) {
         m *= s->batch;
     }
-    for (int64_t i = 0; i < batches; i++) {
-        int64_t oa = s->a_batched ? batch_offset(a, i) : 0;
-        int64_t ob = s->b_batched ? batch_offset(b, i) : 0;
-        const float *dc = out->grad + i * m * n;
 
-        /* X = op(A) [M, K], Y = op(B) [K, N], dX = dC Y^T, dY = X^T dC. */
-        if (da != NULL) {
+    /* X = op(A) [M, K], Y = op(B) [K, N], dX = dC Y^T, dY = X^T dC. Each
+     * loop spreads its products over the threads only when their targets
+     * are disjoint; a shared b sums every entry into one dB, in order. */
+    if (da != NULL) {
+        bool spread = mr_sgemm_spread(batches, m, n, k) && batch_entries_disjoint(a);
+        int saved = spread ? mr_blas_serial_begin() : 0;
+#pragma omp parallel for schedule(static) if (spread)
+        for (int64_t i = 0; i < batches; i++) {
+            int64_t oa = s->a_batched ? batch_offset(a, i) : 0;
+            int64_t ob = s->b_batched ? batch_offset(b, i) : 0;
+            const float *dc = out->grad + i * m * n;
             if (!ta) {
                 mr_sgemm(false, !tb, m, k, n, 1.0f, dc, n, b->data + ob, s->b.ld, 1.0f,
                          da + oa, s->a.ld);
@@ -91,7 +118,19 @@ static void matmul_backward(mr_ctx *ctx, mr_tensor *out) {
                          da + oa, s->a.ld);
             }
         }
-        if (db != NULL) {
+        if (spread) {
+            mr_blas_serial_end(saved);
+        }
+    }
+    if (db != NULL) {
+        bool spread = s->b_batched && mr_sgemm_spread(batches, m, n, k) &&
+                      batch_entries_disjoint(b);
+        int saved = spread ? mr_blas_serial_begin() : 0;
+#pragma omp parallel for schedule(static) if (spread)
+        for (int64_t i = 0; i < batches; i++) {
+            int64_t oa = s->a_batched ? batch_offset(a, i) : 0;
+            int64_t ob = s->b_batched ? batch_offset(b, i) : 0;
+            const float *dc = out->grad + i * m * n;
             if (!tb) {
                 mr_sgemm(!ta, false, k, n, m, 1.0f, a->data + oa, s->a.ld, dc, n, 1.0f,
                          db + ob, s->b.ld);
@@ -99,6 +138,9 @@ static void matmul_backward(mr_ctx *ctx, mr_tensor *out) {
                 mr_sgemm(true, ta, n, k, m, 1.0f, dc, n, a->data + oa, s->a.ld, 1.0f,
                          db + ob, s->b.ld);
             }
+        }
+        if (spread) {
+            mr_blas_serial_end(saved);
         }
     }
 }
@@ -187,10 +229,16 @@ mr_tensor *mr_tensor_matmul(mr_ctx *ctx, mr_tensor *a, mr_tensor *b,
         mr_sgemm(false, tb, batch * m, n, k, 1.0f, a->data, la.ld, b->data, lb.ld, 0.0f,
                  out->data, n);
     } else {
+        bool spread = mr_sgemm_spread(batch, m, n, k);
+        int saved = spread ? mr_blas_serial_begin() : 0;
+#pragma omp parallel for schedule(static) if (spread)
         for (int64_t i = 0; i < batch; i++) {
             int64_t ob = b_shared ? 0 : batch_offset(b, i);
             mr_sgemm(ta, tb, m, n, k, 1.0f, a->data + batch_offset(a, i), la.ld,
                      b->data + ob, lb.ld, 0.0f, out->data + i * m * n, n);
+        }
+        if (spread) {
+            mr_blas_serial_end(saved);
         }
     }
 

@@ -9,9 +9,18 @@
  * Backward walks the steps in reverse, collecting the gradients of the
  * input and hidden pre-activations of every step, and then turns them
  * into weight, bias and input gradients with a few large products.
+ *
+ * The batch rows of the recurrence are independent, so each thread runs
+ * every step for its own block of rows, with single-threaded products.
+ * The threads meet once per call instead of twice per step, which
+ * matters for the short, narrow inputs of recommendation models, where
+ * one step's work is a few microseconds.
  */
 #include <math.h>
 #include <string.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 
 #include "blas.h"
 #include "ctx.h"
@@ -38,6 +47,85 @@ static const float *previous_hidden(const gru_saved *s, const float *out, int64_
     return s->h0 != NULL ? s->h0->data + b * hidden : NULL;
 }
 
+/*
+ * Runs body(first, count, arg) over blocks of the rows [0, rows): one
+ * block per OpenMP thread when there are two rows or more and two threads
+ * or more, with BLAS held to one thread meanwhile, else one block of all
+ * rows on the calling thread with BLAS threaded as usual.
+ */
+static void for_row_blocks(int64_t rows, void (*body)(int64_t, int64_t, void *), void *arg) {
+    bool spread = rows >= 2 && mr_threads_get() >= 2;
+    if (!spread) {
+        body(0, rows, arg);
+        return;
+    }
+    int saved = mr_blas_serial_begin();
+#pragma omp parallel
+    {
+        int64_t threads = 1, id = 0;
+#ifdef _OPENMP
+        threads = omp_get_num_threads();
+        id = omp_get_thread_num();
+#endif
+        int64_t first = rows * id / threads, last = rows * (id + 1) / threads;
+        if (last > first) {
+            body(first, last - first, arg);
+        }
+    }
+    mr_blas_serial_end(saved);
+}
+
+/* Inputs and outputs of the backward recurrence for one block of rows. */
+typedef struct gru_backward_work {
+    const gru_saved *s;
+    const float *out, *grad, *zeros;
+    float *d_gi, *d_gh, *dh, *dh_carry;
+} gru_backward_work;
+
+/* Backward through every step, last to first, for batch rows
+ * [first, first + count). */
+static void gru_backward_rows(int64_t first, int64_t count, void *arg) {
+    const gru_backward_work *w = arg;
+    const gru_saved *s = w->s;
+    int64_t steps = s->steps, hidden = s->hidden, gates = 3 * hidden;
+
+    for (int64_t t = steps - 1; t >= 0; t--) {
+        for (int64_t b = first; b < first + count; b++) {
+            const float *h_prev = previous_hidden(s, w->out, b, t);
+            h_prev = h_prev != NULL ? h_prev : w->zeros;
+            int64_t row = b * steps + t;
+            const float *r = s->reset + row * hidden, *z = s->update + row * hidden;
+            const float *n = s->candidate + row * hidden, *hn = s->hidden_new + row * hidden;
+            const float *g_out = w->grad + row * hidden;
+            float *gi = w->d_gi + row * gates, *gh = w->d_gh + row * gates;
+            float *dh_b = w->dh + b * hidden, *carry = w->dh_carry + b * hidden;
+#pragma omp simd
+            for (int64_t j = 0; j < hidden; j++) {
+                float g = g_out[j] + carry[j];
+                float dn_pre = g * (1.0f - z[j]) * (1.0f - n[j] * n[j]);
+                float dz_pre = g * (h_prev[j] - n[j]) * z[j] * (1.0f - z[j]);
+                float dr_pre = dn_pre * hn[j] * r[j] * (1.0f - r[j]);
+                gi[j] = dr_pre;
+                gi[hidden + j] = dz_pre;
+                gi[2 * hidden + j] = dn_pre;
+                gh[j] = dr_pre;
+                gh[hidden + j] = dz_pre;
+                gh[2 * hidden + j] = dn_pre * r[j];
+                dh_b[j] = g * z[j];
+            }
+        }
+
+        /* dh_{t-1} = g * z + d_gh_t @ W_hh. */
+        float *carry = w->dh_carry + first * hidden;
+        mr_sgemm(false, false, count, hidden, gates, 1.0f, w->d_gh + (first * steps + t) * gates,
+                 steps * gates, s->w_hh->data, hidden, 0.0f, carry, hidden);
+        const float *dh = w->dh + first * hidden;
+        for (int64_t i = 0; i < count * hidden; i++) {
+            carry[i] += dh[i];
+        }
+    }
+}
+
 static void gru_backward(mr_ctx *ctx, mr_tensor *out) {
     const gru_saved *s = out->saved;
     int64_t batch = s->batch, steps = s->steps, hidden = s->hidden, inputs = s->inputs;
@@ -58,41 +146,9 @@ static void gru_backward(mr_ctx *ctx, mr_tensor *out) {
     memset(dh_carry, 0, (size_t)(batch * hidden) * sizeof(float));
     memset(zeros, 0, (size_t)hidden * sizeof(float));
 
-    for (int64_t t = steps - 1; t >= 0; t--) {
-#pragma omp parallel for schedule(static)
-        for (int64_t b = 0; b < batch; b++) {
-            const float *h_prev = previous_hidden(s, out->data, b, t);
-            h_prev = h_prev != NULL ? h_prev : zeros;
-            int64_t row = b * steps + t;
-            const float *r = s->reset + row * hidden, *z = s->update + row * hidden;
-            const float *n = s->candidate + row * hidden, *hn = s->hidden_new + row * hidden;
-            const float *g_out = out->grad + row * hidden;
-            float *gi = d_gi + row * gates, *gh = d_gh + row * gates;
-            float *dh_b = dh + b * hidden, *carry = dh_carry + b * hidden;
-#pragma omp simd
-            for (int64_t j = 0; j < hidden; j++) {
-                float g = g_out[j] + carry[j];
-                float dn_pre = g * (1.0f - z[j]) * (1.0f - n[j] * n[j]);
-                float dz_pre = g * (h_prev[j] - n[j]) * z[j] * (1.0f - z[j]);
-                float dr_pre = dn_pre * hn[j] * r[j] * (1.0f - r[j]);
-                gi[j] = dr_pre;
-                gi[hidden + j] = dz_pre;
-                gi[2 * hidden + j] = dn_pre;
-                gh[j] = dr_pre;
-                gh[hidden + j] = dz_pre;
-                gh[2 * hidden + j] = dn_pre * r[j];
-                dh_b[j] = g * z[j];
-            }
-        }
-
-        /* dh_{t-1} = g * z + d_gh_t @ W_hh. */
-        mr_sgemm(false, false, batch, hidden, gates, 1.0f, d_gh + t * gates, steps * gates,
-                 s->w_hh->data, hidden, 0.0f, dh_carry, hidden);
-        int64_t count = batch * hidden;
-        for (int64_t i = 0; i < count; i++) {
-            dh_carry[i] += dh[i];
-        }
-    }
+    /* The recurrence, last step first, per block of batch rows. */
+    gru_backward_work work = {s, out->data, out->grad, zeros, d_gi, d_gh, dh, dh_carry};
+    for_row_blocks(batch, gru_backward_rows, &work);
 
     if (s->h0 != NULL && mr_tensor_requires_grad(s->h0)) {
         float *dh0 = mr_tensor_grad_buffer(ctx, s->h0);
@@ -152,6 +208,68 @@ static void gru_backward(mr_ctx *ctx, mr_tensor *out) {
             return;
         }
         mr_add_column_sums(sources[which], rows, gates, db);
+    }
+}
+
+/* Inputs and outputs of the forward recurrence for one block of rows. */
+typedef struct gru_forward_work {
+    const gru_saved *s;
+    const float *bias_i, *bias_h, *zeros, *gi;
+    float *gh, *scratch, *out;
+    bool recording;
+} gru_forward_work;
+
+/*
+ * Runs every step for batch rows [first, first + count): the hidden
+ * projection gh = h_{t-1} W_hh^T of those rows, then their gates. Rows b
+ * of the previous step's outputs are T*H apart. Without recording, each
+ * row's gates go to a scratch row instead, so the gate loop always stores
+ * and has no branch.
+ */
+static void gru_forward_rows(int64_t first, int64_t count, void *arg) {
+    const gru_forward_work *w = arg;
+    const gru_saved *s = w->s;
+    int64_t steps = s->steps, hidden = s->hidden, gates = 3 * hidden;
+    const float *bias_i = w->bias_i, *bias_h = w->bias_h;
+    float *gh = w->gh + first * gates;
+
+    for (int64_t t = 0; t < steps; t++) {
+        if (t > 0) {
+            mr_sgemm(false, true, count, gates, hidden, 1.0f,
+                     w->out + (first * steps + t - 1) * hidden, steps * hidden,
+                     s->w_hh->data, hidden, 0.0f, gh, gates);
+        } else if (s->h0 != NULL) {
+            mr_sgemm(false, true, count, gates, hidden, 1.0f, s->h0->data + first * hidden,
+                     hidden, s->w_hh->data, hidden, 0.0f, gh, gates);
+        } else {
+            memset(gh, 0, (size_t)(count * gates) * sizeof(float));
+        }
+
+        for (int64_t b = first; b < first + count; b++) {
+            const float *h_prev = previous_hidden(s, w->out, b, t);
+            h_prev = h_prev != NULL ? h_prev : w->zeros;
+            int64_t row = b * steps + t;
+            const float *gi_row = w->gi + row * gates, *gh_row = w->gh + b * gates;
+            float *h = w->out + row * hidden;
+            float *reset = w->recording ? s->reset + row * hidden : w->scratch + b * 4 * hidden;
+            float *update = w->recording ? s->update + row * hidden : reset + hidden;
+            float *candidate = w->recording ? s->candidate + row * hidden : reset + 2 * hidden;
+            float *hidden_new = w->recording ? s->hidden_new + row * hidden : reset + 3 * hidden;
+
+#pragma omp simd
+            for (int64_t j = 0; j < hidden; j++) {
+                float r = mr_sigmoidf(gi_row[j] + bias_i[j] + gh_row[j] + bias_h[j]);
+                float z = mr_sigmoidf(gi_row[hidden + j] + bias_i[hidden + j] +
+                                      gh_row[hidden + j] + bias_h[hidden + j]);
+                float hn = gh_row[2 * hidden + j] + bias_h[2 * hidden + j];
+                float n = mr_tanhf(gi_row[2 * hidden + j] + bias_i[2 * hidden + j] + r * hn);
+                h[j] = (1.0f - z) * n + z * h_prev[j];
+                reset[j] = r;
+                update[j] = z;
+                candidate[j] = n;
+                hidden_new[j] = hn;
+            }
+        }
     }
 }
 
@@ -260,9 +378,9 @@ mr_tensor *mr_tensor_gru(mr_ctx *ctx, mr_tensor *x, mr_tensor *h0,
         }
     }
 
-    /* Without recording, each row's gates go to a scratch row instead, so
-     * the gate loop below always stores and has no branch. Zeros stand in
-     * for a missing bias and for the zero initial state. */
+    /* Scratch gates for the rows when not recording (see
+     * gru_forward_rows). Zeros stand in for a missing bias and for the
+     * zero initial state. */
     float *scratch = NULL;
     if (!recording) {
         scratch = mr_ctx_alloc(ctx, (size_t)(batch * 4 * hidden) * sizeof(float));
@@ -277,46 +395,9 @@ mr_tensor *mr_tensor_gru(mr_ctx *ctx, mr_tensor *x, mr_tensor *h0,
     mr_sgemm(false, true, rows, gates, inputs, 1.0f, x->data, inputs, w_ih->data, inputs, 0.0f,
              gi, gates);
 
-    for (int64_t t = 0; t < steps; t++) {
-        /* gh = h_{t-1} W_hh^T. Rows b of the previous step's outputs are T*H
-         * apart. */
-        if (t > 0) {
-            mr_sgemm(false, true, batch, gates, hidden, 1.0f, out->data + (t - 1) * hidden,
-                     steps * hidden, w_hh->data, hidden, 0.0f, gh, gates);
-        } else if (h0 != NULL) {
-            mr_sgemm(false, true, batch, gates, hidden, 1.0f, h0->data, hidden, w_hh->data,
-                     hidden, 0.0f, gh, gates);
-        } else {
-            memset(gh, 0, (size_t)(batch * gates) * sizeof(float));
-        }
-
-#pragma omp parallel for schedule(static)
-        for (int64_t b = 0; b < batch; b++) {
-            const float *h_prev = previous_hidden(s, out->data, b, t);
-            h_prev = h_prev != NULL ? h_prev : zeros;
-            int64_t row = b * steps + t;
-            const float *gi_row = gi + row * gates, *gh_row = gh + b * gates;
-            float *h = out->data + row * hidden;
-            float *reset = recording ? s->reset + row * hidden : scratch + b * 4 * hidden;
-            float *update = recording ? s->update + row * hidden : reset + hidden;
-            float *candidate = recording ? s->candidate + row * hidden : reset + 2 * hidden;
-            float *hidden_new = recording ? s->hidden_new + row * hidden : reset + 3 * hidden;
-
-#pragma omp simd
-            for (int64_t j = 0; j < hidden; j++) {
-                float r = mr_sigmoidf(gi_row[j] + bias_i[j] + gh_row[j] + bias_h[j]);
-                float z = mr_sigmoidf(gi_row[hidden + j] + bias_i[hidden + j] +
-                                      gh_row[hidden + j] + bias_h[hidden + j]);
-                float hn = gh_row[2 * hidden + j] + bias_h[2 * hidden + j];
-                float n = mr_tanhf(gi_row[2 * hidden + j] + bias_i[2 * hidden + j] + r * hn);
-                h[j] = (1.0f - z) * n + z * h_prev[j];
-                reset[j] = r;
-                update[j] = z;
-                candidate[j] = n;
-                hidden_new[j] = hn;
-            }
-        }
-    }
+    /* The recurrence, step by step, per block of batch rows. */
+    gru_forward_work work = {s, bias_i, bias_h, zeros, gi, gh, scratch, out->data, recording};
+    for_row_blocks(batch, gru_forward_rows, &work);
 
     if (recording) {
         out->saved = s;

@@ -70,15 +70,29 @@ static int blas_get_threads(void) {
 #endif
 }
 
-int mr_blas_serial_begin(void) {
+/*
+ * The serial branch must not enter a parallel region. Inside a one-thread
+ * region (an OpenMP if clause that is false, say), each threaded BLAS
+ * call opens a nested team, and libgomp started and ended a thread for
+ * every such call: thousands a second in a training step.
+ */
+void mr_sgemm_each(int64_t count, bool spread, void (*product)(int64_t i, void *arg),
+                   void *arg) {
+    if (!spread) {
+        for (int64_t i = 0; i < count; i++) {
+            product(i, arg);
+        }
+        return;
+    }
+
     int saved = blas_get_threads();
     if (saved > 1) {
         mr_blas_set_threads(1);
     }
-    return saved;
-}
-
-void mr_blas_serial_end(int saved) {
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < count; i++) {
+        product(i, arg);
+    }
     if (saved > 1) {
         mr_blas_set_threads(saved);
     }

@@ -31,12 +31,14 @@ void mr_blas_set_threads(int n);
 bool mr_sgemm_spread(int64_t count, int64_t m, int64_t n, int64_t k);
 
 /*
- * Makes BLAS calls single-threaded until mr_blas_serial_end(): call it
- * before a loop that runs products on OpenMP threads of its own, and pass
- * its result to mr_blas_serial_end() after the loop. The thread count is
- * the BLAS library's global setting, so two such loops must not overlap.
+ * Calls product(i, arg) for every i in [0, count). With spread, the calls
+ * are shared out over the OpenMP threads (static schedule) and BLAS runs
+ * single-threaded meanwhile, so each product must write only its own
+ * memory. Without, they run in order on the calling thread, with BLAS
+ * threaded as usual. BLAS's thread count is a global setting, so two
+ * spread loops must not run at once.
  */
-int mr_blas_serial_begin(void);
-void mr_blas_serial_end(int saved);
+void mr_sgemm_each(int64_t count, bool spread, void (*product)(int64_t i, void *arg),
+                   void *arg);
 
 #endif /* MR_ENGINE_BLAS_H */

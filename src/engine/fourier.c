@@ -76,6 +76,32 @@ static float *irdft_matrix(mr_ctx *ctx, int64_t n) {
     return m;
 }
 
+/* One application's operands for the per-block products along an inner
+ * axis: `from` is read and `to` written, block o at a time. */
+typedef struct axis_linear_block {
+    const axis_linear_saved *s;
+    const float *from;
+    float *to;
+} axis_linear_block;
+
+/* out[o] = matrix @ x[o] for block o, both [*, inner]. */
+static void axis_linear_forward_block(int64_t o, void *arg) {
+    const axis_linear_block *b = arg;
+    const axis_linear_saved *s = b->s;
+    mr_sgemm(false, false, s->rows, s->inner, s->cols, 1.0f, s->matrix, s->cols,
+             b->from + o * s->cols * s->inner, s->inner, 0.0f, b->to + o * s->rows * s->inner,
+             s->inner);
+}
+
+/* dx[o] += matrix^T @ dy[o] for block o. */
+static void axis_linear_backward_block(int64_t o, void *arg) {
+    const axis_linear_block *b = arg;
+    const axis_linear_saved *s = b->s;
+    mr_sgemm(true, false, s->cols, s->inner, s->rows, 1.0f, s->matrix, s->cols,
+             b->from + o * s->rows * s->inner, s->inner, 1.0f, b->to + o * s->cols * s->inner,
+             s->inner);
+}
+
 /* dx[o, j, p] += sum_i matrix[i, j] dy[o, i, p]. */
 static void axis_linear_backward(mr_ctx *ctx, mr_tensor *out) {
     const axis_linear_saved *s = out->saved;
@@ -88,17 +114,9 @@ static void axis_linear_backward(mr_ctx *ctx, mr_tensor *out) {
                  s->cols, 1.0f, dx, s->cols);
         return;
     }
-    bool spread = mr_sgemm_spread(s->outer, s->cols, s->inner, s->rows);
-    int saved = spread ? mr_blas_serial_begin() : 0;
-#pragma omp parallel for schedule(static) if (spread)
-    for (int64_t o = 0; o < s->outer; o++) {
-        mr_sgemm(true, false, s->cols, s->inner, s->rows, 1.0f, s->matrix, s->cols,
-                 out->grad + o * s->rows * s->inner, s->inner, 1.0f,
-                 dx + o * s->cols * s->inner, s->inner);
-    }
-    if (spread) {
-        mr_blas_serial_end(saved);
-    }
+    axis_linear_block block = {s, out->grad, dx};
+    mr_sgemm_each(s->outer, mr_sgemm_spread(s->outer, s->cols, s->inner, s->rows),
+                  axis_linear_backward_block, &block);
 }
 
 /* Applies matrix [rows, cols] along axis of x, whose length must be cols;
@@ -127,17 +145,9 @@ static mr_tensor *axis_linear(mr_ctx *ctx, const char *op, mr_tensor *x, int axi
         mr_sgemm(false, true, s->outer, rows, cols, 1.0f, x->data, cols, matrix, cols, 0.0f,
                  out->data, rows);
     } else {
-        bool spread = mr_sgemm_spread(s->outer, rows, s->inner, cols);
-        int saved = spread ? mr_blas_serial_begin() : 0;
-#pragma omp parallel for schedule(static) if (spread)
-        for (int64_t o = 0; o < s->outer; o++) {
-            mr_sgemm(false, false, rows, s->inner, cols, 1.0f, matrix, cols,
-                     x->data + o * cols * s->inner, s->inner, 0.0f,
-                     out->data + o * rows * s->inner, s->inner);
-        }
-        if (spread) {
-            mr_blas_serial_end(saved);
-        }
+        axis_linear_block block = {s, x->data, out->data};
+        mr_sgemm_each(s->outer, mr_sgemm_spread(s->outer, rows, s->inner, cols),
+                      axis_linear_forward_block, &block);
     }
 
     if (mr_op_recording(out)) {

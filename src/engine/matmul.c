@@ -82,10 +82,60 @@ typedef struct matmul_saved {
     bool folded; /* a's batch folded into M against a shared 2-D b */
 } matmul_saved;
 
+/* Operands of one batched matmul's products, entry by entry: c for the
+ * forward product, and dc, da and db for backward (da or db NULL when not
+ * needed). X = op(A) [M, K], Y = op(B) [K, N]. */
+typedef struct matmul_entries {
+    const mr_tensor *a, *b;
+    matrix_layout la, lb;
+    int64_t m, n, k;
+    bool a_batched, b_batched;
+    const float *dc;
+    float *c, *da, *db;
+} matmul_entries;
+
+/* C_i = X_i Y_i, written to block i of c. */
+static void matmul_entry_forward(int64_t i, void *arg) {
+    const matmul_entries *e = arg;
+    int64_t oa = e->a_batched ? batch_offset(e->a, i) : 0;
+    int64_t ob = e->b_batched ? batch_offset(e->b, i) : 0;
+    mr_sgemm(e->la.trans, e->lb.trans, e->m, e->n, e->k, 1.0f, e->a->data + oa, e->la.ld,
+             e->b->data + ob, e->lb.ld, 0.0f, e->c + i * e->m * e->n, e->n);
+}
+
+/* dX_i += dC_i Y_i^T. */
+static void matmul_entry_grad_a(int64_t i, void *arg) {
+    const matmul_entries *e = arg;
+    int64_t oa = e->a_batched ? batch_offset(e->a, i) : 0;
+    int64_t ob = e->b_batched ? batch_offset(e->b, i) : 0;
+    const float *dc = e->dc + i * e->m * e->n;
+    if (!e->la.trans) {
+        mr_sgemm(false, !e->lb.trans, e->m, e->k, e->n, 1.0f, dc, e->n, e->b->data + ob,
+                 e->lb.ld, 1.0f, e->da + oa, e->la.ld);
+    } else {
+        mr_sgemm(e->lb.trans, true, e->k, e->m, e->n, 1.0f, e->b->data + ob, e->lb.ld, dc, e->n,
+                 1.0f, e->da + oa, e->la.ld);
+    }
+}
+
+/* dY_i += X_i^T dC_i. */
+static void matmul_entry_grad_b(int64_t i, void *arg) {
+    const matmul_entries *e = arg;
+    int64_t oa = e->a_batched ? batch_offset(e->a, i) : 0;
+    int64_t ob = e->b_batched ? batch_offset(e->b, i) : 0;
+    const float *dc = e->dc + i * e->m * e->n;
+    if (!e->lb.trans) {
+        mr_sgemm(!e->la.trans, false, e->k, e->n, e->m, 1.0f, e->a->data + oa, e->la.ld, dc,
+                 e->n, 1.0f, e->db + ob, e->lb.ld);
+    } else {
+        mr_sgemm(true, e->la.trans, e->n, e->k, e->m, 1.0f, dc, e->n, e->a->data + oa, e->la.ld,
+                 1.0f, e->db + ob, e->lb.ld);
+    }
+}
+
 static void matmul_backward(mr_ctx *ctx, mr_tensor *out) {
     mr_tensor *a = out->src[0], *b = out->src[1];
     const matmul_saved *s = out->saved;
-    bool ta = s->a.trans, tb = s->b.trans;
     int64_t m = s->m, n = s->n, k = s->k;
 
     float *da = mr_tensor_requires_grad(a) ? mr_tensor_grad_buffer(ctx, a) : NULL;
@@ -99,49 +149,20 @@ static void matmul_backward(mr_ctx *ctx, mr_tensor *out) {
         m *= s->batch;
     }
 
-    /* X = op(A) [M, K], Y = op(B) [K, N], dX = dC Y^T, dY = X^T dC. Each
-     * loop spreads its products over the threads only when their targets
-     * are disjoint; a shared b sums every entry into one dB, in order. */
+    /* Each gradient's products spread over the threads only when their
+     * targets are disjoint. A shared b sums every entry into one dB, in
+     * order. */
+    matmul_entries e = {.a = a, .b = b, .la = s->a, .lb = s->b, .m = m, .n = n, .k = k,
+                        .a_batched = s->a_batched, .b_batched = s->b_batched,
+                        .dc = out->grad, .da = da, .db = db};
     if (da != NULL) {
         bool spread = mr_sgemm_spread(batches, m, n, k) && batch_entries_disjoint(a);
-        int saved = spread ? mr_blas_serial_begin() : 0;
-#pragma omp parallel for schedule(static) if (spread)
-        for (int64_t i = 0; i < batches; i++) {
-            int64_t oa = s->a_batched ? batch_offset(a, i) : 0;
-            int64_t ob = s->b_batched ? batch_offset(b, i) : 0;
-            const float *dc = out->grad + i * m * n;
-            if (!ta) {
-                mr_sgemm(false, !tb, m, k, n, 1.0f, dc, n, b->data + ob, s->b.ld, 1.0f,
-                         da + oa, s->a.ld);
-            } else {
-                mr_sgemm(tb, true, k, m, n, 1.0f, b->data + ob, s->b.ld, dc, n, 1.0f,
-                         da + oa, s->a.ld);
-            }
-        }
-        if (spread) {
-            mr_blas_serial_end(saved);
-        }
+        mr_sgemm_each(batches, spread, matmul_entry_grad_a, &e);
     }
     if (db != NULL) {
         bool spread = s->b_batched && mr_sgemm_spread(batches, m, n, k) &&
                       batch_entries_disjoint(b);
-        int saved = spread ? mr_blas_serial_begin() : 0;
-#pragma omp parallel for schedule(static) if (spread)
-        for (int64_t i = 0; i < batches; i++) {
-            int64_t oa = s->a_batched ? batch_offset(a, i) : 0;
-            int64_t ob = s->b_batched ? batch_offset(b, i) : 0;
-            const float *dc = out->grad + i * m * n;
-            if (!tb) {
-                mr_sgemm(!ta, false, k, n, m, 1.0f, a->data + oa, s->a.ld, dc, n, 1.0f,
-                         db + ob, s->b.ld);
-            } else {
-                mr_sgemm(true, ta, n, k, m, 1.0f, dc, n, a->data + oa, s->a.ld, 1.0f,
-                         db + ob, s->b.ld);
-            }
-        }
-        if (spread) {
-            mr_blas_serial_end(saved);
-        }
+        mr_sgemm_each(batches, spread, matmul_entry_grad_b, &e);
     }
 }
 
@@ -229,17 +250,10 @@ mr_tensor *mr_tensor_matmul(mr_ctx *ctx, mr_tensor *a, mr_tensor *b,
         mr_sgemm(false, tb, batch * m, n, k, 1.0f, a->data, la.ld, b->data, lb.ld, 0.0f,
                  out->data, n);
     } else {
-        bool spread = mr_sgemm_spread(batch, m, n, k);
-        int saved = spread ? mr_blas_serial_begin() : 0;
-#pragma omp parallel for schedule(static) if (spread)
-        for (int64_t i = 0; i < batch; i++) {
-            int64_t ob = b_shared ? 0 : batch_offset(b, i);
-            mr_sgemm(ta, tb, m, n, k, 1.0f, a->data + batch_offset(a, i), la.ld,
-                     b->data + ob, lb.ld, 0.0f, out->data + i * m * n, n);
-        }
-        if (spread) {
-            mr_blas_serial_end(saved);
-        }
+        matmul_entries e = {.a = a, .b = b, .la = {ta, la.ld}, .lb = {tb, lb.ld},
+                            .m = m, .n = n, .k = k, .a_batched = true,
+                            .b_batched = !b_shared, .c = out->data};
+        mr_sgemm_each(batch, mr_sgemm_spread(batch, m, n, k), matmul_entry_forward, &e);
     }
 
     if (mr_op_recording(out)) {

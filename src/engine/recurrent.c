@@ -18,9 +18,6 @@
  */
 #include <math.h>
 #include <string.h>
-#ifdef _OPENMP
-#include <omp.h>
-#endif
 
 #include "blas.h"
 #include "ctx.h"
@@ -47,32 +44,28 @@ static const float *previous_hidden(const gru_saved *s, const float *out, int64_
     return s->h0 != NULL ? s->h0->data + b * hidden : NULL;
 }
 
+/* A loop body over blocks of batch rows, cut into `blocks` even parts. */
+typedef struct row_blocks {
+    int64_t rows, blocks;
+    void (*body)(int64_t first, int64_t count, void *arg);
+    void *arg;
+} row_blocks;
+
+static void run_row_block(int64_t i, void *arg) {
+    const row_blocks *r = arg;
+    int64_t first = r->rows * i / r->blocks, last = r->rows * (i + 1) / r->blocks;
+    r->body(first, last - first, r->arg);
+}
+
 /*
- * Runs body(first, count, arg) over blocks of the rows [0, rows): one
- * block per OpenMP thread when there are two rows or more and two threads
- * or more, with BLAS held to one thread meanwhile, else one block of all
- * rows on the calling thread with BLAS threaded as usual.
+ * Runs body(first, count, arg) over the rows [0, rows) in one block per
+ * thread, each on its own thread with single-threaded BLAS. With one
+ * thread or one row, a single block runs on the calling thread.
  */
 static void for_row_blocks(int64_t rows, void (*body)(int64_t, int64_t, void *), void *arg) {
-    bool spread = rows >= 2 && mr_threads_get() >= 2;
-    if (!spread) {
-        body(0, rows, arg);
-        return;
-    }
-    int saved = mr_blas_serial_begin();
-#pragma omp parallel
-    {
-        int64_t threads = 1, id = 0;
-#ifdef _OPENMP
-        threads = omp_get_num_threads();
-        id = omp_get_thread_num();
-#endif
-        int64_t first = rows * id / threads, last = rows * (id + 1) / threads;
-        if (last > first) {
-            body(first, last - first, arg);
-        }
-    }
-    mr_blas_serial_end(saved);
+    int64_t threads = mr_threads_get();
+    row_blocks r = {rows, rows < threads ? rows : threads, body, arg};
+    mr_sgemm_each(r.blocks, r.blocks >= 2, run_row_block, &r);
 }
 
 /* Inputs and outputs of the backward recurrence for one block of rows. */

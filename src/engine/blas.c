@@ -85,6 +85,9 @@ void mr_sgemm_each(int64_t count, bool spread, void (*product)(int64_t i, void *
         return;
     }
 
+    /* NOTE: BLAS's thread count is one setting for the whole process, so
+     * a caller that runs engine work on two of its own threads at once may
+     * see the other's BLAS calls run single-threaded meanwhile. */
     int saved = blas_get_threads();
     if (saved > 1) {
         mr_blas_set_threads(1);

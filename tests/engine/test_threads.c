@@ -4,7 +4,7 @@
  * values and gradients of one thread. Each case runs once on one thread
  * and once on three, with the same inputs and output gradient, and the
  * two runs are compared. On the machines this was written on they agree
- * bit for bit; the tolerance leaves room for a BLAS whose kernels sum in
+ * bit for bit. The tolerance leaves room for a BLAS whose kernels sum in
  * another order for other matrix sizes.
  */
 #include <stdlib.h>
@@ -109,16 +109,17 @@ static spread_result run_case(const spread_case *c, int threads) {
 
 static void spread_products_match_one_thread(void) {
     for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
-        spread_result one = run_case(&cases[c], 1);
-        spread_result three = run_case(&cases[c], 3);
-        CHECK(one.values != NULL && three.values != NULL);
-        CHECK_INT_EQ(three.count, one.count);
-        if (one.values != NULL && three.values != NULL && one.count == three.count) {
-            mr_test_compare(__FILE__, __LINE__, cases[c].name, three.values, one.values,
-                            one.count, 1e-6, 1e-6);
+        spread_result serial = run_case(&cases[c], 1);
+        spread_result spread = run_case(&cases[c], 3);
+        CHECK(serial.values != NULL);
+        CHECK(spread.values != NULL);
+        CHECK_INT_EQ(spread.count, serial.count);
+        if (serial.values != NULL && spread.values != NULL && serial.count == spread.count) {
+            mr_test_compare(__FILE__, __LINE__, cases[c].name, spread.values, serial.values,
+                            serial.count, 1e-6, 1e-6);
         }
-        free(one.values);
-        free(three.values);
+        free(serial.values);
+        free(spread.values);
     }
     mr_threads_set(2);
 }

@@ -75,8 +75,8 @@ typedef struct gru_backward_work {
     float *d_gi, *d_gh, *dh, *dh_carry;
 } gru_backward_work;
 
-/* Backward through every step, last to first, for batch rows
- * [first, first + count). */
+/* Runs the backward recurrence through every step, last to first, for
+ * batch rows [first, first + count). */
 static void gru_backward_rows(int64_t first, int64_t count, void *arg) {
     const gru_backward_work *w = arg;
     const gru_saved *s = w->s;

@@ -42,7 +42,7 @@ static mr_tensor *build_matmul_batched(mr_ctx *ctx, mr_tensor **in) {
 /* op(A) transposed against a shared 2-D b, which cannot fold into one
  * product: the gradient of a spreads, that of the shared b sums in order.
  * It is large enough that threads adding to the shared gradient at once
- * would lose updates. */
+ * are likely, not certain, to change its sums. */
 static mr_tensor *build_matmul_shared(mr_ctx *ctx, mr_tensor **in) {
     return mr_tensor_matmul(ctx, in[0], in[1], MR_MATMUL_TRANS_A);
 }

@@ -97,6 +97,39 @@ bool mr_path_exists(const char *path);
  */
 mr_status mr_make_dirs(const char *dir, mr_error *err);
 
+/* An exclusive lock on a folder, taken by mr_folder_lock_take. */
+typedef struct mr_folder_lock mr_folder_lock;
+
+/* The file in a locked folder that carries the flock(). */
+#define MR_FOLDER_LOCK_FILE ".lock"
+
+/*
+ * Locks folder for this process, so that two runs cannot write into one
+ * folder at the same time. Takes an exclusive flock() on folder/.lock
+ * (MR_FOLDER_LOCK_FILE), creating that file when it is missing, and
+ * writes this process's id into it. The lock ends with
+ * mr_folder_lock_release() or when the process ends, however it ends, so
+ * a killed run leaves no stale lock. The folder must exist. Fails with
+ * MR_ERR_STATE, naming the folder and the owner's process id, when
+ * another process has the lock, and with MR_ERR_IO when the lock file
+ * cannot be opened or locked. On failure *out is NULL.
+ */
+mr_status mr_folder_lock_take(const char *folder, mr_folder_lock **out, mr_error *err);
+
+/* Releases the lock and frees it. The .lock file stays, because removing
+ * it would let a process that opened it just before lock a file that no
+ * longer exists. lock may be NULL. */
+void mr_folder_lock_release(mr_folder_lock *lock);
+
+/*
+ * Removes the temporary files that atomic writes of an ended process left
+ * in folder: names of the form .<name>.tmp.<pid>.<counter> whose process
+ * no longer runs. Files of this process and of running processes stay.
+ * Returns how many files it removed, or -1 when folder cannot be read.
+ * Call it while holding the folder's lock, before writing into it.
+ */
+int mr_folder_remove_stale_temps(const char *folder);
+
 #ifdef __cplusplus
 }
 #endif

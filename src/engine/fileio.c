@@ -1,14 +1,18 @@
 /*
  * Atomic file writes (temporary file, fsync, rename, folder fsync),
- * whole-file reads with a size limit, and path joining and folder
- * creation. POSIX only.
+ * whole-file reads with a size limit, path joining and folder
+ * creation, folder locks and the removal of stale temporary files.
+ * POSIX only.
  */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -410,4 +414,152 @@ mr_status mr_make_dirs(const char *dir, mr_error *err) {
         return mr_error_set(err, MR_ERR_IO, "fileio: '%s' exists but is not a folder", dir);
     }
     return MR_OK;
+}
+
+/* ------------------------------------------------------------------------
+ * Folder locks and stale temporary files
+ * ------------------------------------------------------------------------ */
+
+struct mr_folder_lock {
+    int fd; /* the open lock file, which carries the flock() */
+};
+
+/* Reads the process id written into the lock file fd, or 0 when it has
+ * none (the owner may not have written it yet). */
+static long lock_owner(int fd) {
+    char text[32];
+    ssize_t length = pread(fd, text, sizeof text - 1, 0);
+    if (length <= 0) {
+        return 0;
+    }
+    text[length] = '\0';
+    char *end = NULL;
+    long pid = strtol(text, &end, 10);
+    return end != text && pid > 0 ? pid : 0;
+}
+
+mr_status mr_folder_lock_take(const char *folder, mr_folder_lock **out, mr_error *err) {
+    *out = NULL;
+    char path[4096];
+    mr_status status = mr_path_join(path, sizeof path, folder, MR_FOLDER_LOCK_FILE, err);
+    if (status != MR_OK) {
+        return status;
+    }
+
+    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0666);
+    if (fd < 0) {
+        return mr_error_set(err, MR_ERR_IO, "fileio: cannot open the lock file '%s': %s",
+                            path, strerror(errno));
+    }
+
+    /* A second flock() on another open file description fails at once
+     * with EWOULDBLOCK while the first one is in place, also within one
+     * process. */
+    if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+        int saved = errno;
+        long owner = saved == EWOULDBLOCK ? lock_owner(fd) : 0;
+        close(fd);
+        if (saved != EWOULDBLOCK) {
+            return mr_error_set(err, MR_ERR_IO, "fileio: cannot lock '%s': %s", path,
+                                strerror(saved));
+        }
+        if (owner > 0) {
+            return mr_error_set(err, MR_ERR_STATE,
+                                "fileio: '%s' is in use by process %ld; wait for that run "
+                                "to end or stop it, or choose another folder",
+                                folder, owner);
+        }
+        return mr_error_set(err, MR_ERR_STATE,
+                            "fileio: '%s' is in use by another process; wait for that run "
+                            "to end or stop it, or choose another folder",
+                            folder);
+    }
+
+    /* Record the owner for the message above. The lock works without it,
+     * but that message then names no process. */
+    char text[32];
+    int length = snprintf(text, sizeof text, "%ld\n", (long)getpid());
+    if (ftruncate(fd, 0) != 0 || pwrite(fd, text, (size_t)length, 0) != length) {
+        mr_log(MR_LOG_WARN, "fileio", "cannot write this process's id into '%s': %s", path,
+               strerror(errno));
+    }
+
+    mr_folder_lock *lock = malloc(sizeof *lock);
+    if (lock == NULL) {
+        close(fd);
+        return mr_error_set(err, MR_ERR_NO_MEMORY, "fileio: out of memory locking '%s'", folder);
+    }
+    lock->fd = fd;
+    *out = lock;
+    return MR_OK;
+}
+
+void mr_folder_lock_release(mr_folder_lock *lock) {
+    if (lock == NULL) {
+        return;
+    }
+    close(lock->fd); /* closing the only descriptor releases the flock() */
+    free(lock);
+}
+
+/* Returns the process id of a temporary file name made by
+ * create_temp_file (.<name>.tmp.<pid>.<counter>), or 0 for other names. */
+static long temp_file_owner(const char *name) {
+    if (name[0] != '.') {
+        return 0;
+    }
+
+    /* The last ".tmp." is followed by digits, a dot and digits. */
+    const char *marker = NULL;
+    for (const char *at = strstr(name + 1, ".tmp."); at != NULL; at = strstr(at + 1, ".tmp.")) {
+        marker = at;
+    }
+    if (marker == NULL || marker == name + 1) {
+        return 0;
+    }
+    const char *digits = marker + 5;
+    char *end = NULL;
+    errno = 0;
+    long pid = strtol(digits, &end, 10);
+    if (end == digits || *end != '.' || errno != 0 || pid <= 0 || digits[0] == '-' ||
+        digits[0] == '+') {
+        return 0;
+    }
+    const char *counter = end + 1;
+    if (*counter == '\0') {
+        return 0;
+    }
+    for (const char *c = counter; *c != '\0'; c++) {
+        if (*c < '0' || *c > '9') {
+            return 0;
+        }
+    }
+    return pid;
+}
+
+int mr_folder_remove_stale_temps(const char *folder) {
+    DIR *dir = opendir(folder);
+    if (dir == NULL) {
+        return -1;
+    }
+    int removed = 0;
+    for (struct dirent *entry = readdir(dir); entry != NULL; entry = readdir(dir)) {
+        long pid = temp_file_owner(entry->d_name);
+        if (pid == 0 || pid == (long)getpid()) {
+            continue;
+        }
+
+        /* kill() with signal 0 only checks: EPERM still means the process
+         * runs, under another user. */
+        if (kill((pid_t)pid, 0) == 0 || errno != ESRCH) {
+            continue;
+        }
+        char path[4096];
+        if (mr_path_join(path, sizeof path, folder, entry->d_name, NULL) == MR_OK &&
+            unlink(path) == 0) {
+            removed++;
+        }
+    }
+    closedir(dir);
+    return removed;
 }

@@ -7,6 +7,7 @@
  *   model.safetensors      the weights with the best validation hit@50
  *   checkpoint.safetensors the latest weights, Adam state and loop state
  *   done                   present once the run has finished
+ *   .lock                  locked by the training process (see fileio.h)
  *
  * Every file is replaced atomically, so a run killed at any point leaves
  * either the old or the new version of each.

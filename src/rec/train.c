@@ -143,7 +143,8 @@ static mr_status write_done(const rec_trainer *tr, bool early_stop, mr_error *er
     return status;
 }
 
-/* Returns true when folder contains config.json and nothing else. */
+/* Returns true when folder contains config.json and nothing else but
+ * its lock file. */
 static bool only_config_written(const char *folder) {
     DIR *dir = opendir(folder);
     if (dir == NULL) {
@@ -152,7 +153,8 @@ static bool only_config_written(const char *folder) {
     bool config = false, other = false;
     struct dirent *entry;
     while ((entry = readdir(dir)) != NULL) {
-        if (strcmp(entry->d_name, ".") == 0 || strcmp(entry->d_name, "..") == 0) {
+        if (strcmp(entry->d_name, ".") == 0 || strcmp(entry->d_name, "..") == 0 ||
+            strcmp(entry->d_name, MR_FOLDER_LOCK_FILE) == 0) {
             continue;
         }
         if (strcmp(entry->d_name, "config.json") == 0) {
@@ -562,16 +564,13 @@ static mr_status set_paths(rec_trainer *tr, mr_error *err) {
 
 /*
  * Checks an existing run's config.json against this run's settings, then
- * writes the new one. Sets *finished when the done marker says there is nothing
+ * writes the new one. The folder must exist. Sets *finished when the done marker says there is nothing
  * left to train.
  */
 static mr_status prepare_folder(rec_trainer *tr, const char *init_dir, bool *finished,
                                 mr_error *err) {
     *finished = false;
-    mr_status status = mr_make_dirs(tr->options->out_dir, err);
-    if (status != MR_OK) {
-        return status;
-    }
+    mr_status status = MR_OK;
     cJSON *json = rec_config_to_json(tr->config, tr->options, init_dir, tr->data);
     if (json == NULL) {
         return mr_error_set(err, MR_ERR_NO_MEMORY, "rec: out of memory building %s",
@@ -752,11 +751,32 @@ mr_status mr_rec_train(const mr_rec_data *data, const mr_rec_config *config,
     if (status == MR_OK && resolved.epochs == 0) {
         resolved.epochs = stored_epoch_limit(&tr);
     }
+
+    /* Lock the folder before reading or writing anything in it, then
+     * remove what the unfinished writes of a killed run left. */
+    mr_folder_lock *lock = NULL;
+    if (status == MR_OK) {
+        status = mr_make_dirs(options->out_dir, err);
+    }
+    if (status == MR_OK) {
+        status = mr_folder_lock_take(options->out_dir, &lock, err);
+    }
+    if (status == MR_OK) {
+        int removed = mr_folder_remove_stale_temps(options->out_dir);
+        if (removed > 0) {
+            mr_log(MR_LOG_INFO, "rec", "removed %d temporary file%s left in %s by a run that "
+                   "was stopped while writing", removed, removed == 1 ? "" : "s",
+                   options->out_dir);
+        }
+    }
+
     if (status == MR_OK) {
         status = prepare_folder(&tr, init, &finished, err);
     }
     if (status == MR_OK && finished) {
-        return report_finished(&tr, err);
+        status = report_finished(&tr, err);
+        mr_folder_lock_release(lock);
+        return status;
     }
     if (status == MR_OK) {
         status = rec_trainer_create(&tr, err);
@@ -791,8 +811,14 @@ mr_status mr_rec_train(const mr_rec_data *data, const mr_rec_config *config,
 
     /* A run that failed before it wrote anything but config.json leaves
      * no folder it created behind. */
+    mr_folder_lock_release(lock);
     if (status != MR_OK && !folder_existed && only_config_written(options->out_dir)) {
+        char lock_path[4096];
         unlink(tr.config_path);
+        if (mr_path_join(lock_path, sizeof lock_path, options->out_dir, MR_FOLDER_LOCK_FILE,
+                         NULL) == MR_OK) {
+            unlink(lock_path);
+        }
         if (rmdir(options->out_dir) == 0) {
             mr_log(MR_LOG_INFO, "rec", "removed %s, which the failed run created",
                    options->out_dir);

@@ -137,6 +137,7 @@ static char *format_config(const mr_rl_run_options *o) {
 static mr_status prepare_run_dir(const mr_rl_run_options *o, train_run_dir *dir,
                                  mr_error *err) {
     dir->created = NULL;
+    dir->lock = NULL;
     cJSON *stored = NULL;
     mr_status status = run_dir_read_stored_config(o->out_dir, o->resume, &stored, err);
     if (status != MR_OK) {

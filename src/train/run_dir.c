@@ -203,7 +203,26 @@ static char *first_missing_folder(const char *path) {
 mr_status run_dir_create(const char *out_dir, const cJSON *stored, const char *steps_key,
                          int64_t steps, train_run_dir *dir, mr_error *err) {
     dir->created = first_missing_folder(out_dir);
+    dir->lock = NULL;
     mr_status status = mr_make_dirs(out_dir, err);
+
+    /* Lock the folder before changing anything in it, then remove what
+     * the unfinished writes of a killed run left. */
+    if (status == MR_OK) {
+        status = mr_folder_lock_take(out_dir, &dir->lock, err);
+    }
+    if (status == MR_OK) {
+        int removed = mr_folder_remove_stale_temps(out_dir);
+        if (removed > 0) {
+            mr_log(MR_LOG_INFO, "train", "removed %d temporary file%s left in %s by a run "
+                   "that was stopped while writing", removed, removed == 1 ? "" : "s", out_dir);
+        }
+    }
+    if (status != MR_OK) {
+        free(dir->created);
+        dir->created = NULL;
+        return status;
+    }
 
     /* A finished run that resumes to more steps is no longer finished. */
     if (status == MR_OK && stored != NULL &&
@@ -220,6 +239,7 @@ mr_status train_run_dir_prepare(const mr_train_options *in, mr_train_options *ou
                                 train_run_dir *dir, mr_error *err) {
     *out = *in;
     dir->created = NULL;
+    dir->lock = NULL;
 
     /* A resumed run takes a warm-up left at its default from config.json,
      * so that raising max_steps keeps the schedule's start. */
@@ -265,6 +285,8 @@ static int remove_entry(const char *path, const struct stat *info, int flag, str
 }
 
 void train_run_dir_finish(train_run_dir *dir, const char *out_dir, bool failed) {
+    mr_folder_lock_release(dir->lock);
+    dir->lock = NULL;
     if (failed && dir->created != NULL && !run_dir_has(out_dir, "checkpoint.json")) {
         nftw(dir->created, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
         mr_log(MR_LOG_INFO, "train", "removed %s, which the failed run created", dir->created);

@@ -18,6 +18,7 @@
 #include <stdio.h>
 
 #include "multiround/common.h"
+#include "multiround/fileio.h"
 #include "multiround/optim.h"
 #include "multiround/params.h"
 
@@ -27,9 +28,10 @@ struct cJSON;
  * Run folder rules (run_dir.c)
  * ------------------------------------------------------------------------ */
 
-/* The part of out_dir that a run created. */
+/* The part of out_dir that a run created, and its lock on out_dir. */
 typedef struct train_run_dir {
-    char *created; /* topmost folder of out_dir that did not exist, or NULL */
+    char *created;         /* topmost folder of out_dir that did not exist, or NULL */
+    mr_folder_lock *lock;  /* held from run_dir_create to train_run_dir_finish */
 } train_run_dir;
 
 /* True when OUT/name exists. */
@@ -64,14 +66,17 @@ mr_status run_dir_write_config(const char *out_dir, const char *config_text, mr_
 
 /*
  * Creates out_dir and its parents, noting in *dir the topmost folder it
- * created. When a resumed run raises steps_key above its stored value,
- * it removes OUT/done, because the run is no longer finished.
+ * created, locks out_dir for this process (fails with MR_ERR_STATE while
+ * another process holds it) and removes the temporary files a killed
+ * run left there. When a resumed run raises steps_key above its stored
+ * value, it removes OUT/done, because the run is no longer finished. On
+ * failure *dir holds nothing to finish.
  */
 mr_status run_dir_create(const char *out_dir, const struct cJSON *stored, const char *steps_key,
                          int64_t steps, train_run_dir *dir, mr_error *err);
 
-/* Removes the folders run_dir_create made when the run failed and left no
- * checkpoint, then frees dir. */
+/* Releases the lock on out_dir, removes the folders run_dir_create made
+ * when the run failed and left no checkpoint, then frees dir. */
 void train_run_dir_finish(train_run_dir *dir, const char *out_dir, bool failed);
 
 /* ------------------------------------------------------------------------

@@ -11,6 +11,7 @@
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "multiround/fileio.h"
@@ -304,6 +305,115 @@ static void read_all_unsized_files(void) {
     CHECK(data == NULL);
 }
 
+/* Creates folder/name with a few bytes. */
+static void touch(const char *folder, const char *name) {
+    char path[512];
+    snprintf(path, sizeof path, "%s/%s", folder, name);
+    CHECK_STATUS(mr_file_write_atomic(path, "x", 1, NULL), MR_OK);
+}
+
+/* Returns the id of a child process that has ended and been waited for. */
+static long ended_process(void) {
+    pid_t child = fork();
+    if (child == 0) {
+        _exit(0);
+    }
+    CHECK(child > 0);
+    CHECK_INT_EQ(waitpid(child, NULL, 0), child);
+    return (long)child;
+}
+
+static void folder_lock_excludes_others(void) {
+    char folder[256], pid[32];
+    make_folder(folder, sizeof folder);
+    snprintf(pid, sizeof pid, "%ld", (long)getpid());
+    mr_error err;
+
+    mr_folder_lock *first = NULL, *second = NULL;
+    CHECK_STATUS(mr_folder_lock_take(folder, &first, &err), MR_OK);
+    CHECK(first != NULL);
+
+    /* A second lock fails, also from the same process, and names the
+     * folder and the owner. */
+    CHECK_STATUS(mr_folder_lock_take(folder, &second, &err), MR_ERR_STATE);
+    CHECK(second == NULL);
+    CHECK(strstr(err.message, folder) != NULL);
+    CHECK(strstr(err.message, pid) != NULL);
+
+    /* Released, the folder can be locked again. */
+    mr_folder_lock_release(first);
+    CHECK_STATUS(mr_folder_lock_take(folder, &second, &err), MR_OK);
+    mr_folder_lock_release(second);
+    mr_folder_lock_release(NULL);
+    remove_folder(folder);
+}
+
+static void folder_lock_ends_with_process(void) {
+    char folder[256];
+    make_folder(folder, sizeof folder);
+
+    /* A child locks the folder and exits without releasing it, as a
+     * killed run does. */
+    pid_t child = fork();
+    if (child == 0) {
+        mr_folder_lock *lock = NULL;
+        _exit(mr_folder_lock_take(folder, &lock, NULL) == MR_OK ? 0 : 1);
+    }
+    CHECK(child > 0);
+    int wait_status = 0;
+    CHECK_INT_EQ(waitpid(child, &wait_status, 0), child);
+    CHECK(WIFEXITED(wait_status) && WEXITSTATUS(wait_status) == 0);
+
+    mr_folder_lock *lock = NULL;
+    mr_error err;
+    CHECK_STATUS(mr_folder_lock_take(folder, &lock, &err), MR_OK);
+    mr_folder_lock_release(lock);
+    CHECK_ENTRIES(folder, 1); /* the .lock file */
+    remove_folder(folder);
+}
+
+static void folder_lock_missing_folder(void) {
+    mr_folder_lock *lock = NULL;
+    mr_error err;
+    CHECK_STATUS(mr_folder_lock_take("/nonexistent/multiround/run", &lock, &err), MR_ERR_IO);
+    CHECK(strstr(err.message, "/nonexistent/multiround/run/.lock") != NULL);
+    CHECK(lock == NULL);
+}
+
+static void stale_temps_removed(void) {
+    char folder[256], name[128];
+    make_folder(folder, sizeof folder);
+    long ended = ended_process();
+
+    /* Left by an ended process: removed. */
+    snprintf(name, sizeof name, ".model.safetensors.tmp.%ld.3", ended);
+    touch(folder, name);
+    snprintf(name, sizeof name, ".a.tmp.b.tmp.%ld.12", ended);
+    touch(folder, name);
+
+    /* This process's, a running process's, and names of another form: kept. */
+    snprintf(name, sizeof name, ".model.safetensors.tmp.%ld.4", (long)getpid());
+    touch(folder, name);
+    snprintf(name, sizeof name, ".config.json.tmp.%ld.5", (long)getppid());
+    touch(folder, name);
+    snprintf(name, sizeof name, "model.safetensors.tmp.%ld.6", ended);
+    touch(folder, name);
+    snprintf(name, sizeof name, ".model.tmp.%ld.", ended);
+    touch(folder, name);
+    snprintf(name, sizeof name, ".model.tmp.%ld.7x", ended);
+    touch(folder, name);
+    snprintf(name, sizeof name, ".tmp.%ld.8", ended);
+    touch(folder, name);
+    touch(folder, ".model.tmp.-5.9");
+    touch(folder, "model.safetensors");
+
+    CHECK_INT_EQ(mr_folder_remove_stale_temps(folder), 2);
+    CHECK_ENTRIES(folder, 8);
+    CHECK_INT_EQ(mr_folder_remove_stale_temps(folder), 0);
+    CHECK_INT_EQ(mr_folder_remove_stale_temps("/nonexistent/multiround/run"), -1);
+    remove_folder(folder);
+}
+
 int main(void) {
     MR_RUN(atomic_write_creates_and_replaces);
     MR_RUN(atomic_write_applies_umask);
@@ -317,5 +427,9 @@ int main(void) {
     MR_RUN(read_all_enforces_limit);
     MR_RUN(read_all_missing_file);
     MR_RUN(read_all_unsized_files);
+    MR_RUN(folder_lock_excludes_others);
+    MR_RUN(folder_lock_ends_with_process);
+    MR_RUN(folder_lock_missing_folder);
+    MR_RUN(stale_temps_removed);
     return mr_test_finish();
 }

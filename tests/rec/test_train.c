@@ -306,12 +306,20 @@ static void train_resume_within_epoch(void) {
     CHECK_STR_EQ(mr_safetensors_metadata_get(file, "next_batch"), "2");
     mr_safetensors_close(file);
 
+    /* A temporary file of the ended child, as a kill during a write
+     * leaves it, is removed on resume. */
+    char stale[64];
+    snprintf(stale, sizeof stale, ".model.safetensors.tmp.%ld.0", (long)child);
+    snprintf(path, sizeof path, "%s/%s", killed, stale);
+    write_text(path, "partial");
+
     /* The resumed run starts at that batch and ends where the whole run
      * ended. */
     options = small_options(killed, 4);
     options.checkpoint_minutes = 1e-9;
     CHECK_STATUS(mr_rec_train(data, &config, &options, &err), MR_OK);
     check_same_outputs(whole, killed, "resuming within an epoch");
+    CHECK(!file_exists(killed, stale));
     mr_rec_data_free(data);
 }
 
@@ -336,6 +344,33 @@ static void train_finished_run_left_alone(void) {
     CHECK_INT_EQ(cJSON_GetArraySize(cJSON_GetObjectItem(metrics, "epochs")), 0);
 
     cJSON_Delete(metrics);
+    mr_rec_data_free(data);
+}
+
+static void train_rejects_locked_folder(void) {
+    mr_rec_data *data = synthetic_data(150);
+    mr_rec_config config = small_config();
+    char dir[128];
+    temp_dir("locked", dir, sizeof dir);
+    mr_error err;
+    CHECK_STATUS(mr_make_dirs(dir, &err), MR_OK);
+
+    /* While another owner has the lock, training fails at once and
+     * writes nothing. */
+    mr_folder_lock *other = NULL;
+    CHECK_STATUS(mr_folder_lock_take(dir, &other, &err), MR_OK);
+    mr_rec_train_options options = small_options(dir, 1);
+    CHECK_STATUS(mr_rec_train(data, &config, &options, &err), MR_ERR_STATE);
+    CHECK(strstr(err.message, dir) != NULL);
+    CHECK(strstr(err.message, "in use") != NULL);
+    CHECK(!file_exists(dir, "config.json"));
+
+    /* Once the lock is released, training works and releases its own. */
+    mr_folder_lock_release(other);
+    CHECK_STATUS(mr_rec_train(data, &config, &options, &err), MR_OK);
+    CHECK(file_exists(dir, "done"));
+    CHECK_STATUS(mr_folder_lock_take(dir, &other, &err), MR_OK);
+    mr_folder_lock_release(other);
     mr_rec_data_free(data);
 }
 
@@ -685,6 +720,7 @@ int main(int argc, char **argv) {
     MR_RUN(train_resume_matches_uninterrupted);
     MR_RUN(train_resume_within_epoch);
     MR_RUN(train_finished_run_left_alone);
+    MR_RUN(train_rejects_locked_folder);
     MR_RUN(train_resume_rejects_changed_settings);
     MR_RUN(train_without_checkpoint_warns);
     MR_RUN(train_ada_from_base_run);

@@ -2,8 +2,8 @@
  * Tests of the run folder rules of mr_train_run: a new run does not
  * replace a finished or checkpointed one, a resume keeps the settings
  * that change the result, the default warm-up fits short runs, a failed
- * run removes the folders it created, and the log lines count the
- * held-out examples.
+ * run removes the folders it created, a folder locked by another process
+ * is rejected, and the log lines count the held-out examples.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -237,6 +237,41 @@ static void failed_run_removes_created_folders(void) {
     CHECK(mr_path_exists(out));
 }
 
+/* A run rejects a folder that another process has locked, and changes
+ * nothing in it. Once the lock is released, a resume removes what a
+ * killed writer left. */
+static void run_rejects_locked_folder(void) {
+    char out[256];
+    mr_train_options o = short_run("locked", out, sizeof out);
+    run_ok(&o, NULL);
+    char *before = read_text(out, "config.json");
+
+    mr_folder_lock *other = NULL;
+    mr_error err;
+    CHECK_STATUS(mr_folder_lock_take(out, &other, &err), MR_OK);
+    o.resume = true;
+    o.max_steps = 3;
+    CHECK_STATUS(mr_train_run(&o, NULL, &err), MR_ERR_STATE);
+    CHECK(strstr(err.message, out) != NULL);
+    CHECK(strstr(err.message, "in use") != NULL);
+    CHECK(exists(out, "done"));
+    char *after = read_text(out, "config.json");
+    CHECK(before != NULL && after != NULL && strcmp(before, after) == 0);
+    mr_folder_lock_release(other);
+
+    /* 999999999 is above Linux's largest process id, so no such process
+     * runs. */
+    char path[512];
+    snprintf(path, sizeof path, "%s/.config.json.tmp.999999999.0", out);
+    CHECK_STATUS(mr_file_write_atomic(path, "{", 1, &err), MR_OK);
+    mr_train_result result;
+    run_ok(&o, &result);
+    CHECK_INT_EQ(result.steps, 3);
+    CHECK(!exists(out, ".config.json.tmp.999999999.0"));
+    free(before);
+    free(after);
+}
+
 /* Log lines captured by capture_log. */
 static char captured[8192];
 
@@ -288,6 +323,7 @@ int main(void) {
     MR_RUN(resume_rejects_changed_settings);
     MR_RUN(resume_extends_finished_run);
     MR_RUN(failed_run_removes_created_folders);
+    MR_RUN(run_rejects_locked_folder);
     MR_RUN(log_counts_held_out_examples);
 
     char command[300];

@@ -40,7 +40,8 @@ typedef enum mr_status {
     MR_ERR_NOT_FOUND,        /* a named file, tensor or key does not exist */
     MR_ERR_UNSUPPORTED,      /* a valid input this build cannot handle */
     MR_ERR_NUMERIC,          /* NaN or infinity where a finite value is needed */
-    MR_ERR_STATE             /* the object is not in a state that allows the call */
+    MR_ERR_STATE,            /* the object is not in a state that allows the call */
+    MR_ERR_INTERRUPTED       /* the caller's stop request ended the call early */
 } mr_status;
 
 /* Maximum length of an error message, including the terminating NUL. */

@@ -311,6 +311,10 @@ typedef struct mr_rec_progress {
 typedef void (*mr_rec_progress_fn)(const mr_rec_progress *progress,
                                    void *user_data);
 
+/* Returns true when training should stop at the next batch boundary. It
+ * is called after every batch, so it must be cheap. */
+typedef bool (*mr_rec_stop_fn)(void *user_data);
+
 typedef struct mr_rec_train_options {
     const char *out_dir;   /* run folder: created, or resumed if present */
     const char *init_dir;  /* base run whose best model initialises the
@@ -328,6 +332,8 @@ typedef struct mr_rec_train_options {
                                   the last one; 0: only after each epoch (10) */
     mr_rec_progress_fn progress;
     void *progress_user_data;
+    mr_rec_stop_fn stop;   /* requests a stop with a checkpoint, or NULL */
+    void *stop_user_data;
 } mr_rec_train_options;
 
 void mr_rec_train_options_default(mr_rec_train_options *options);
@@ -341,6 +347,9 @@ void mr_rec_train_options_default(mr_rec_train_options *options);
  * within a long epoch every checkpoint_minutes. A rerun with the same
  * out_dir resumes from it at the batch it stopped at, and reaches the same
  * result as an uninterrupted run. A finished run is left as it is.
+ * When options->stop returns true, training writes the checkpoint after
+ * the current batch and returns MR_ERR_INTERRUPTED. A validation or the
+ * test evaluation that is under way finishes first.
  */
 mr_status mr_rec_train(const mr_rec_data *data, const mr_rec_config *config,
                        const mr_rec_train_options *options, mr_error *err);

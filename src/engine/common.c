@@ -23,6 +23,7 @@ const char *mr_status_name(mr_status status) {
     case MR_ERR_UNSUPPORTED: return "unsupported";
     case MR_ERR_NUMERIC: return "numeric error";
     case MR_ERR_STATE: return "invalid state";
+    case MR_ERR_INTERRUPTED: return "interrupted";
     }
     return "unknown status";
 }

@@ -390,6 +390,11 @@ static mr_status load_checkpoint(rec_trainer *tr, mr_error *err) {
  * Epochs
  * ------------------------------------------------------------------------ */
 
+/* Returns true when the caller's stop callback requests the end of training. */
+static bool stop_requested(const rec_trainer *tr) {
+    return tr->options->stop != NULL && tr->options->stop(tr->options->stop_user_data);
+}
+
 /*
  * Trains one epoch over every training example in a fresh order, from
  * batch tr->state.next_batch on, and stores the example-weighted mean
@@ -432,6 +437,23 @@ static mr_status train_epoch(rec_trainer *tr, int epoch, double *mean_loss, mr_e
                     elapsed > 0 ? (double)(first + count - resumed_at) / elapsed : 0,
                 .phase = "train"};
             tr->options->progress(&progress, tr->options->progress_user_data);
+        }
+
+        /* On a stop request, save the position of the next batch and end.
+         * After an epoch's last batch the epoch ends instead, and
+         * run_epochs writes its checkpoint before it stops. */
+        if (status == MR_OK && first + count < n && stop_requested(tr)) {
+            tr->state.next_batch = index + 1;
+            status = save_checkpoint(tr, err);
+            if (status == MR_OK) {
+                status = mr_error_set(err, MR_ERR_INTERRUPTED,
+                                      "rec: stopped on request in epoch %d after %lld of %lld "
+                                      "examples; the checkpoint in %s keeps this point, so "
+                                      "rerun the same command to resume",
+                                      epoch, (long long)(first + count), (long long)n,
+                                      tr->options->out_dir);
+            }
+            break;
         }
 
         /* A mid-epoch checkpoint: the weights after this batch and the
@@ -647,6 +669,15 @@ static mr_status run_epochs(rec_trainer *tr, mr_error *err) {
     bool stop = false;
     while (!stop && tr->state.next_epoch < tr->options->epochs) {
         int epoch = tr->state.next_epoch;
+
+        /* Here the state in memory is the one in the checkpoint, or no
+         * checkpoint exists yet because nothing has been trained. */
+        if (stop_requested(tr)) {
+            return mr_error_set(err, MR_ERR_INTERRUPTED,
+                                "rec: stopped on request before epoch %d; rerun the same "
+                                "command to resume the run in %s",
+                                epoch, tr->options->out_dir);
+        }
         if (last_validated(tr) < epoch) {
             status = validate(tr, epoch, &stop, err);
         } else {
@@ -810,9 +841,10 @@ mr_status mr_rec_train(const mr_rec_data *data, const mr_rec_config *config,
     }
 
     /* A run that failed before it wrote anything but config.json leaves
-     * no folder it created behind. */
+     * no folder it created behind. A stopped one keeps it for the rerun. */
     mr_folder_lock_release(lock);
-    if (status != MR_OK && !folder_existed && only_config_written(options->out_dir)) {
+    if (status != MR_OK && status != MR_ERR_INTERRUPTED && !folder_existed &&
+        only_config_written(options->out_dir)) {
         char lock_path[4096];
         unlink(tr.config_path);
         if (mr_path_join(lock_path, sizeof lock_path, options->out_dir, MR_FOLDER_LOCK_FILE,

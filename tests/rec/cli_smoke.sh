@@ -1,15 +1,17 @@
 #!/bin/sh
 # Smoke test of `multiround rec`: trains one epoch on a tiny synthetic
-# dataset, checks the run folder's files, then runs eval and recommend on
-# the result, times a short benchmark and checks the help of each command.
+# dataset, checks the run folder's files, stops a longer run with SIGTERM
+# and resumes it, then runs eval and recommend on the first result, times
+# a short benchmark and checks the help of each command.
 #
 # usage: cli_smoke.sh PATH_TO_MULTIROUND [BACKBONE]
+# KEEP_WORK=1 keeps the temporary folder for a look at the logs.
 set -eu
 
 binary=${1:?usage: cli_smoke.sh PATH_TO_MULTIROUND [BACKBONE]}
 backbone=${2:-sasrec}
 work=$(mktemp -d "${TMPDIR:-/tmp}/mr_rec_cli_XXXXXX")
-trap 'rm -rf "$work"' EXIT
+trap '[ -n "${KEEP_WORK:-}" ] || rm -rf "$work"' EXIT
 
 fail() {
     echo "cli_smoke: $*" >&2
@@ -80,6 +82,56 @@ if "$binary" rec train --data "$work/data.txt" --backbone "$backbone" --out "$wo
     fail "rec train took --checkpoint-minutes -1"
 fi
 grep -q "checkpoint-minutes" "$work/bad.err" || fail "no message names --checkpoint-minutes"
+
+# A long run: 1,500 users of 12 items out of 300, in batches of 16.
+awk 'BEGIN {
+    for (u = 1; u <= 1500; u++) {
+        line = u
+        for (j = 0; j < 12; j++) line = line " " (1 + (u * 13 + j * 7) % 300)
+        print line
+    }
+}' > "$work/long.txt"
+"$binary" rec train --data "$work/long.txt" --backbone "$backbone" --out "$work/long" \
+    --epochs 100 --dim 16 --max-len 5 --negatives 5 --batch-size 16 --threads 1 \
+    > /dev/null 2> "$work/long.err" &
+pid=$!
+waited=0
+until grep -q "epoch 0 valid" "$work/long.err"; do
+    waited=$((waited + 1))
+    if [ "$waited" -gt 1200 ] || ! kill -0 "$pid" 2> /dev/null; then
+        kill -KILL "$pid" 2> /dev/null || true
+        fail "the long run did not start training: $(cat "$work/long.err")"
+    fi
+    sleep 0.1
+done
+
+# While it trains, a second run in its folder is rejected and names it.
+if "$binary" rec train --data "$work/long.txt" --backbone "$backbone" --out "$work/long" \
+    --epochs 100 --dim 16 --max-len 5 --negatives 5 --batch-size 16 --threads 1 \
+    > /dev/null 2> "$work/second.err"; then
+    kill -KILL "$pid"
+    fail "a second run trained in a folder that a running one uses"
+fi
+grep -q "is in use by process $pid" "$work/second.err" ||
+    fail "the in-use message is unclear: $(cat "$work/second.err")"
+
+# SIGTERM stops the run after the current batch with its checkpoint saved,
+# and the exit status is 128 + 15.
+kill -TERM "$pid"
+status=0
+wait "$pid" || status=$?
+[ "$status" -eq 143 ] || fail "a run stopped by SIGTERM exited with $status, not 143"
+grep -q "stopped on request .* rerun the same command to resume" "$work/long.err" ||
+    fail "the stop message is unclear: $(tail -n 3 "$work/long.err")"
+[ -s "$work/long/checkpoint.safetensors" ] || fail "the stopped run saved no checkpoint"
+[ ! -e "$work/long/done" ] || fail "the stopped run counts as finished"
+
+# The rerun resumes the checkpoint; a limit of 1 epoch lets it finish.
+"$binary" rec train --data "$work/long.txt" --backbone "$backbone" --out "$work/long" \
+    --epochs 1 --dim 16 --max-len 5 --negatives 5 --batch-size 16 --threads 1 \
+    > /dev/null 2> "$work/resume.err" || fail "resuming the stopped run failed"
+grep -q "resuming the run in" "$work/resume.err" || fail "the rerun did not resume"
+[ -e "$work/long/done" ] || fail "the resumed run did not finish"
 
 "$binary" rec eval --data "$work/data.txt" --model "$work/run" --split valid \
     > "$work/eval.out" || fail "rec eval failed"

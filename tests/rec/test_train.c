@@ -323,6 +323,83 @@ static void train_resume_within_epoch(void) {
     mr_rec_data_free(data);
 }
 
+/* Where stop_at_point requests the stop: once the progress of
+ * epoch `epoch` reaches `examples` training examples. */
+typedef struct stop_point {
+    int epoch;
+    int64_t examples;
+    bool reached;
+} stop_point;
+
+static void watch_stop_point(const mr_rec_progress *progress, void *user_data) {
+    stop_point *point = user_data;
+    if (progress->epoch == point->epoch && strcmp(progress->phase, "train") == 0 &&
+        progress->examples_done >= point->examples) {
+        point->reached = true;
+    }
+}
+
+static bool stop_at_point(void *user_data) {
+    return ((const stop_point *)user_data)->reached;
+}
+
+/* Trains dir until point, checks the status and the checkpoint's position,
+ * then resumes without a stop request. */
+static void stop_then_resume(const mr_rec_data *data, const char *dir, stop_point point,
+                             const char *next_epoch, const char *next_batch) {
+    mr_rec_config config = small_config();
+    mr_rec_train_options options = small_options(dir, 4);
+    options.progress = watch_stop_point;
+    options.progress_user_data = &point;
+    options.stop = stop_at_point;
+    options.stop_user_data = &point;
+    mr_error err;
+    CHECK_STATUS(mr_rec_train(data, &config, &options, &err), MR_ERR_INTERRUPTED);
+    CHECK(strstr(err.message, dir) != NULL);
+    CHECK(strstr(err.message, "rerun the same command") != NULL);
+    CHECK(!file_exists(dir, "done"));
+    CHECK(file_exists(dir, "config.json"));
+
+    char path[256];
+    snprintf(path, sizeof path, "%s/checkpoint.safetensors", dir);
+    if (next_epoch == NULL) {
+        CHECK(!file_exists(dir, "checkpoint.safetensors"));
+    } else {
+        mr_safetensors *file = NULL;
+        CHECK_STATUS(mr_safetensors_open(path, &file, &err), MR_OK);
+        CHECK_STR_EQ(mr_safetensors_metadata_get(file, "next_epoch"), next_epoch);
+        CHECK_STR_EQ(mr_safetensors_metadata_get(file, "next_batch"), next_batch);
+        mr_safetensors_close(file);
+    }
+
+    options = small_options(dir, 4);
+    CHECK_STATUS(mr_rec_train(data, &config, &options, &err), MR_OK);
+}
+
+static void train_stop_request_resumes(void) {
+    mr_rec_data *data = synthetic_data(150);
+    mr_rec_config config = small_config();
+    mr_error err;
+    char whole[128], within[128], at_end[128], at_start[128];
+    temp_dir("whole_for_stops", whole, sizeof whole);
+    temp_dir("stopped_within_epoch", within, sizeof within);
+    temp_dir("stopped_after_epoch", at_end, sizeof at_end);
+    temp_dir("stopped_at_start", at_start, sizeof at_start);
+    mr_rec_train_options options = small_options(whole, 4);
+    CHECK_STATUS(mr_rec_train(data, &config, &options, &err), MR_OK);
+
+    /* Within epoch 2 the checkpoint keeps the next batch. After epoch 1's
+     * last batch the epoch ends first. Before any training there is no
+     * checkpoint. Each resumed run ends as the whole run did. */
+    stop_then_resume(data, within, (stop_point){2, 3 * 64, false}, "2", "3");
+    check_same_outputs(whole, within, "stopping within an epoch");
+    stop_then_resume(data, at_end, (stop_point){1, data->n_train, false}, "2", "0");
+    check_same_outputs(whole, at_end, "stopping after an epoch");
+    stop_then_resume(data, at_start, (stop_point){0, 0, true}, NULL, NULL);
+    check_same_outputs(whole, at_start, "stopping before the first epoch");
+    mr_rec_data_free(data);
+}
+
 static void train_finished_run_left_alone(void) {
     mr_rec_data *data = synthetic_data(150);
     mr_rec_config config = small_config();
@@ -719,6 +796,7 @@ int main(int argc, char **argv) {
     MR_RUN(train_learns_pattern);
     MR_RUN(train_resume_matches_uninterrupted);
     MR_RUN(train_resume_within_epoch);
+    MR_RUN(train_stop_request_resumes);
     MR_RUN(train_finished_run_left_alone);
     MR_RUN(train_rejects_locked_folder);
     MR_RUN(train_resume_rejects_changed_settings);

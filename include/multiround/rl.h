@@ -271,6 +271,11 @@ typedef struct mr_rl_run_options {
     int stop_after;          /* end after this step as if killed, without outputs or
                                 done (0: never) */
     bool resume;             /* continue from OUT/checkpoint.json when it exists */
+
+    /* Called after every step but the last. When it returns true the run
+     * writes a checkpoint and returns MR_ERR_INTERRUPTED. NULL: never. */
+    bool (*stop)(void *user_data);
+    void *stop_user_data;
 } mr_rl_run_options;
 
 /* Fills o with mr_rl_config_default(algorithm), mr_calc_config_default(),

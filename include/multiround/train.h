@@ -109,6 +109,12 @@ typedef struct mr_train_options {
     int64_t stop_after;
     bool resume;           /* continue from OUT/checkpoint.json when it exists */
 
+    /* Called after every step but the last. When it returns true the run
+     * writes a checkpoint and returns MR_ERR_INTERRUPTED; a resume then
+     * continues from that step. NULL: never. */
+    bool (*stop)(void *user_data);
+    void *stop_user_data;
+
     /* SFT. */
     bool pack;             /* join short examples into sequences of max_length */
     const char *chat_template; /* "chatml", "llama3" or "llama2"; NULL: from the GGUF */

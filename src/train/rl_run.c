@@ -240,13 +240,15 @@ static int checkpoint_parts(rl_run *r, checkpoint_part *parts) {
     return n;
 }
 
-/* Writes a checkpoint after every checkpoint_every steps and after the
- * last (an rl_step_hook). */
+/* Writes a checkpoint after every checkpoint_every steps, after the last,
+ * and on a stop request, which then ends the run with MR_ERR_INTERRUPTED
+ * (an rl_step_hook). */
 static mr_status save_checkpoint(rl_trainer *tr, int step, const mr_rl_result *result,
                                  void *user_data, mr_error *err) {
     rl_run *r = user_data;
     bool due = r->o.checkpoint_every > 0 && step % r->o.checkpoint_every == 0;
-    if (!due && step != r->o.rl.steps) {
+    bool stop = step != r->o.rl.steps && r->o.stop != NULL && r->o.stop(r->o.stop_user_data);
+    if (!due && !stop && step != r->o.rl.steps) {
         return MR_OK;
     }
     /* The generator's key and counter are 64-bit integers, which a JSON
@@ -261,7 +263,14 @@ static mr_status save_checkpoint(rl_trainer *tr, int step, const mr_rl_result *r
              (double)result->best_success, (double)result->final_success);
     checkpoint_part parts[2];
     int n_parts = checkpoint_parts(r, parts);
-    return checkpoint_write(r->o.out_dir, step, parts, n_parts, tr->opt, state, err);
+    mr_status status = checkpoint_write(r->o.out_dir, step, parts, n_parts, tr->opt, state, err);
+    if (status == MR_OK && stop) {
+        status = mr_error_set(err, MR_ERR_INTERRUPTED,
+                              "rl: stopped on request after step %d of %d; the checkpoint in "
+                              "%s keeps it, so rerun with resume on (--resume) to continue",
+                              step, r->o.rl.steps, r->o.out_dir);
+    }
+    return status;
 }
 
 /* Reads a hex string member of a state.json object. */

@@ -606,11 +606,28 @@ static mr_status train_loop(trainer *t, mr_train_result *result, mr_error *err) 
             result->eval_loss = metric_value(&eval, "eval/loss");
             result->eval_accuracy = metric_value(&eval, "eval/accuracy");
         }
+        bool saved = false;
         if (status == MR_OK && ((o->checkpoint_every > 0 && t->step % o->checkpoint_every == 0) ||
                                 last)) {
             status = checkpoint_save(t, err);
+            saved = true;
         }
         if (o->stop_after > 0 && t->step == o->stop_after) {
+            break;
+        }
+
+        /* On a stop request, keep this step in a checkpoint and end. */
+        if (status == MR_OK && !last && o->stop != NULL && o->stop(o->stop_user_data)) {
+            if (!saved) {
+                status = checkpoint_save(t, err);
+            }
+            if (status == MR_OK) {
+                status = mr_error_set(err, MR_ERR_INTERRUPTED,
+                                      "train: stopped on request after step %" PRId64
+                                      " of %" PRId64 "; the checkpoint in %s keeps it, so "
+                                      "rerun with resume on (--resume) to continue",
+                                      t->step, o->max_steps, o->out_dir);
+            }
             break;
         }
     }

@@ -164,6 +164,35 @@ cmp -s "$work/trun/metrics.jsonl" "$work/trun_metrics_before.jsonl" ||
 [ "$(find "$work/trun/model.gguf" -newermt '2001-01-01')" = "" ] ||
     fail "the resume of a finished SFT run rewrote model.gguf"
 
+# SIGTERM ends a long run after the current step with a checkpoint of it,
+# exit status 128 + 15, and a second run in the folder is rejected while
+# the first one trains.
+write_config "$work/tlong.json" "$work/tlong" 1000000 ', "checkpoint_every": 0'
+"$binary" train sft --config "$work/tlong.json" --threads 1 > /dev/null 2> "$work/long.err" &
+pid=$!
+waited=0
+until grep -q "full training of" "$work/long.err"; do
+    waited=$((waited + 1))
+    if [ "$waited" -gt 1200 ] || ! kill -0 "$pid" 2> /dev/null; then
+        kill -KILL "$pid" 2> /dev/null || true
+        fail "the long run did not start: $(cat "$work/long.err")"
+    fi
+    sleep 0.1
+done
+if train "$work/tlong.json" --resume; then
+    kill -KILL "$pid"
+    fail "a second run trained in a folder that a running one uses"
+fi
+grep -q "is in use by process $pid" "$work/train.err" ||
+    fail "the in-use message is unclear: $(cat "$work/train.err")"
+kill -TERM "$pid"
+status=0
+wait "$pid" || status=$?
+[ "$status" -eq 143 ] || fail "a run stopped by SIGTERM exited with $status, not 143"
+grep -q "stopped on request after step [0-9]* of 1000000; .*--resume" "$work/long.err" ||
+    fail "the stop message is unclear: $(tail -n 3 "$work/long.err")"
+[ -s "$work/tlong/checkpoint.json" ] || fail "the stopped run saved no checkpoint"
+
 # init as the path of a Hugging Face config.json gives the same model.
 printf '{"model_type": "llama", %s\n' "${init#\{}" > "$work/hf_config.json"
 init_value="\"$work/hf_config.json\"" write_config "$work/tpath.json" "$work/tpath" 2

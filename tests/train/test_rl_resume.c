@@ -233,6 +233,42 @@ static void stopped_run_resumes_exactly(mr_rl_algorithm algorithm) {
     free(final);
 }
 
+/* A stop callback that requests a stop at its third call, which comes
+ * after step 3 of a run from step 0. */
+static bool stop_at_third_call(void *user_data) {
+    int *calls = user_data;
+    *calls += 1;
+    return *calls == 3;
+}
+
+/* A stop request after step 3 writes a checkpoint there, and the resume
+ * reaches the bytes of the uninterrupted run. Runs after the GRPO case
+ * above, whose uninterrupted run it compares with. */
+static void grpo_interrupted_run_resumes_exactly(void) {
+    char whole[256], interrupted[256];
+    snprintf(whole, sizeof whole, "%s/grpo-whole", base_dir);
+    snprintf(interrupted, sizeof interrupted, "%s/grpo-interrupted", base_dir);
+
+    mr_rl_run_options o = run_options(MR_RL_GRPO, interrupted);
+    int calls = 0;
+    o.stop = stop_at_third_call;
+    o.stop_user_data = &calls;
+    mr_rl_result result;
+    mr_error err;
+    CHECK_STATUS(mr_rl_run(&o, &result, &err), MR_ERR_INTERRUPTED);
+    CHECK(strstr(err.message, "after step 3 of 4") != NULL);
+    CHECK(strstr(err.message, "--resume") != NULL);
+    CHECK(has_file(interrupted, "checkpoints/step-00000003/state.json"));
+    CHECK(!has_file(interrupted, "done"));
+    CHECK(!has_file(interrupted, "model.gguf"));
+
+    o = run_options(MR_RL_GRPO, interrupted);
+    o.resume = true;
+    run(&o, &result);
+    CHECK_INT_EQ(result.steps_done, 4);
+    check_same_runs(MR_RL_GRPO, whole, interrupted);
+}
+
 static void grpo_stopped_run_resumes_exactly(void) {
     stopped_run_resumes_exactly(MR_RL_GRPO);
 }
@@ -367,6 +403,7 @@ int main(void) {
 
     MR_RUN(grpo_stopped_run_resumes_exactly);
     MR_RUN(ppo_stopped_run_resumes_exactly);
+    MR_RUN(grpo_interrupted_run_resumes_exactly);
     MR_RUN(finished_run_extends_exactly);
     MR_RUN(run_folder_rules);
     MR_RUN(grpo_resume_checks_filter);

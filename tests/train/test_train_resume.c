@@ -196,6 +196,45 @@ static void stopped_run_resumes_exactly(void) {
     check_same_runs(MR_TRAIN_SFT, whole, stopped);
 }
 
+/* A stop callback that requests a stop at its third call, which comes
+ * after step 3 of a run from step 0. */
+static bool stop_at_third_call(void *user_data) {
+    int *calls = user_data;
+    *calls += 1;
+    return *calls == 3;
+}
+
+/* A stop request after step 3 keeps that step in a checkpoint, and the
+ * resume continues from it to the uninterrupted run's result. */
+static void interrupted_run_resumes_exactly(void) {
+    char whole[256], interrupted[256];
+    snprintf(whole, sizeof whole, "%s/sft-whole-2", base_dir);
+    snprintf(interrupted, sizeof interrupted, "%s/sft-interrupted", base_dir);
+
+    mr_train_options o = run_options(MR_TRAIN_SFT, sft_data, interrupted);
+    int calls = 0;
+    o.stop = stop_at_third_call;
+    o.stop_user_data = &calls;
+    mr_train_result r;
+    mr_error err;
+    CHECK_STATUS(mr_train_run(&o, &r, &err), MR_ERR_INTERRUPTED);
+    CHECK(strstr(err.message, "after step 3 of 8") != NULL);
+    CHECK(strstr(err.message, "--resume") != NULL);
+    char path[300];
+    snprintf(path, sizeof path, "%s/checkpoints/step-00000003/state.json", interrupted);
+    CHECK(access(path, F_OK) == 0);
+    snprintf(path, sizeof path, "%s/done", interrupted);
+    CHECK(access(path, F_OK) != 0);
+
+    o = run_options(MR_TRAIN_SFT, sft_data, interrupted);
+    o.resume = true;
+    run(&o);
+    CHECK(access(path, F_OK) == 0);
+    o = run_options(MR_TRAIN_SFT, sft_data, whole);
+    run(&o);
+    check_same_runs(MR_TRAIN_SFT, whole, interrupted);
+}
+
 int main(void) {
     mr_log_set_level(MR_LOG_WARN);
     snprintf(base_dir, sizeof base_dir, "/tmp/mr_test_resume_%d", (int)getpid());
@@ -210,6 +249,7 @@ int main(void) {
 
     MR_RUN(killed_run_resumes_exactly);
     MR_RUN(stopped_run_resumes_exactly);
+    MR_RUN(interrupted_run_resumes_exactly);
 
     snprintf(command, sizeof command, "rm -rf '%s'", base_dir);
     CHECK_INT_EQ(system(command), 0);

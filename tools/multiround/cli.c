@@ -1,6 +1,7 @@
 /* Option parsing, error and progress helpers shared by the subcommands. */
 #include <errno.h>
 #include <math.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
@@ -328,4 +329,43 @@ void cli_progress_update(cli_progress *progress, FILE *out, int64_t step,
         fputc('\n', out);
     }
     fflush(out);
+}
+
+/* ------------------------------------------------------------------------
+ * Stop signals
+ * ------------------------------------------------------------------------ */
+
+/* The signal that requested a stop, or 0. */
+static volatile sig_atomic_t stop_signal;
+
+/* Records the signal. Only async-signal-safe calls may run here, so the
+ * message is a constant written with write(). */
+static void handle_stop_signal(int signal_number) {
+    static const char message[] =
+        "\nmultiround: stopping after the current step to save a checkpoint; "
+        "press Ctrl-C again to stop at once\n";
+    stop_signal = signal_number;
+    ssize_t ignored = write(STDERR_FILENO, message, sizeof message - 1);
+    (void)ignored;
+}
+
+void cli_catch_stop_signals(void) {
+    struct sigaction action, previous;
+    memset(&action, 0, sizeof action);
+    action.sa_handler = handle_stop_signal;
+    action.sa_flags = SA_RESETHAND;
+    sigemptyset(&action.sa_mask);
+    sigaction(SIGTERM, &action, NULL);
+    if (sigaction(SIGINT, NULL, &previous) == 0 && previous.sa_handler != SIG_IGN) {
+        sigaction(SIGINT, &action, NULL);
+    }
+}
+
+bool cli_stop_requested(void *user_data) {
+    (void)user_data;
+    return stop_signal != 0;
+}
+
+int cli_stop_exit_code(void) {
+    return 128 + (stop_signal != 0 ? (int)stop_signal : SIGINT);
 }

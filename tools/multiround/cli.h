@@ -224,4 +224,22 @@ void cli_progress_init(cli_progress *progress, int64_t total, FILE *out);
 void cli_progress_update(cli_progress *progress, FILE *out, int64_t step,
                          const char *detail);
 
+/*
+ * Makes SIGTERM and SIGINT request a clean stop of a training run. SIGINT
+ * stays ignored when the process started with it ignored, as a shell
+ * starts background jobs. The first such signal prints that the run stops
+ * after the current step and makes cli_stop_requested return true. The
+ * handler then reverts to the default, so a second signal ends the
+ * process at once.
+ */
+void cli_catch_stop_signals(void);
+
+/* A stop callback for training options: true once a stop signal came.
+ * user_data is unused. */
+bool cli_stop_requested(void *user_data);
+
+/* The exit code of a run ended by a stop signal: 128 plus the signal
+ * number, as a shell reports a process that the signal killed. */
+int cli_stop_exit_code(void);
+
 #endif /* MR_CLI_H */

@@ -7,7 +7,6 @@
  *   recommend  prints the top items for one user
  *   bench      times training and evaluation (cmd_rec_bench.c)
  */
-#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -219,40 +218,6 @@ static void print_train_help(void) {
     cli_print_shared_options(stdout, 20);
 }
 
-/* The signal that asked training to stop, or 0. */
-static volatile sig_atomic_t stop_signal;
-
-/* Records a SIGINT or SIGTERM for stop_after_signal. The handler is
- * installed with SA_RESETHAND, so a second signal ends the process. */
-static void handle_stop_signal(int signal_number) {
-    static const char message[] =
-        "\nrec: stopping after the current batch to save the checkpoint; "
-        "press Ctrl-C again to stop at once\n";
-    stop_signal = signal_number;
-    ssize_t ignored = write(STDERR_FILENO, message, sizeof message - 1);
-    (void)ignored;
-}
-
-/* The stop callback of rec train: true once a signal has arrived. */
-static bool stop_after_signal(void *user_data) {
-    (void)user_data;
-    return stop_signal != 0;
-}
-
-/* Installs handle_stop_signal for SIGTERM, and for SIGINT unless the
- * process started with SIGINT ignored, as a shell starts background jobs. */
-static void catch_stop_signals(void) {
-    struct sigaction action, previous;
-    memset(&action, 0, sizeof action);
-    action.sa_handler = handle_stop_signal;
-    action.sa_flags = SA_RESETHAND;
-    sigemptyset(&action.sa_mask);
-    sigaction(SIGTERM, &action, NULL);
-    if (sigaction(SIGINT, NULL, &previous) == 0 && previous.sa_handler != SIG_IGN) {
-        sigaction(SIGINT, &action, NULL);
-    }
-}
-
 /* The settings of `rec train` that override the backbone's defaults; -1
  * (or a negative dropout) keeps the default. */
 typedef struct train_overrides {
@@ -379,18 +344,16 @@ static int rec_train(int argc, char **argv) {
     display.last_line = cli_seconds();
     mr_log_set_callback(log_to_stderr, NULL);
     options.progress = show_progress;
-    options.stop = stop_after_signal;
-    catch_stop_signals();
+    options.stop = cli_stop_requested;
+    cli_catch_stop_signals();
 
     mr_status status = mr_rec_train(data, &config, &options, &err);
     mr_log_set_callback(NULL, NULL);
     mr_rec_data_free(data);
 
-    /* A stop on a signal exits as the shell reports a death by it:
-     * 128 + the signal number. */
     if (status == MR_ERR_INTERRUPTED) {
         cli_error("%s", err.message);
-        return 128 + (stop_signal != 0 ? (int)stop_signal : SIGINT);
+        return cli_stop_exit_code();
     }
     if (status != MR_OK) {
         cli_error("%s", err.message);

@@ -38,7 +38,9 @@ static void print_help(void) {
         "  --resume       continue from OUT/checkpoint.json when it exists; the settings\n"
         "                 must match OUT/config.json, except that max_steps may grow and\n"
         "                 log_every, eval_every, checkpoint_every and stop_after may\n"
-        "                 change. Without it, an OUT with a checkpoint or done is an error\n");
+        "                 change. Without it, an OUT with a checkpoint or done is an error.\n"
+        "                 Ctrl-C or SIGTERM saves a checkpoint after the current step\n"
+        "                 and stops, so that --resume continues from there\n");
     cli_print_shared_options(stdout, 17);
     printf(
         "\nconfig keys (default in brackets; paths relative to the working folder):\n"
@@ -519,7 +521,13 @@ int cli_train(int argc, char **argv) {
     int code = 2;
     if (ok) {
         mr_train_result result;
-        if (mr_train_run(&o, &result, &err) != MR_OK) {
+        o.stop = cli_stop_requested;
+        cli_catch_stop_signals();
+        mr_status status = mr_train_run(&o, &result, &err);
+        if (status == MR_ERR_INTERRUPTED) {
+            cli_error("%s", err.message);
+            code = cli_stop_exit_code();
+        } else if (status != MR_OK) {
             cli_error("train %s failed: %s", kind_name, err.message);
             code = 1;
         } else {

@@ -153,7 +153,9 @@ static void print_help(const char *name, mr_rl_algorithm algorithm) {
            "  --resume       continue from OUT/checkpoint.json when it exists; the settings\n"
            "                 must match OUT/config.json, except that steps may grow and\n"
            "                 eval_every, checkpoint_every and stop_after may change.\n"
-           "                 Without it, an OUT with a checkpoint or done is an error\n"
+           "                 Without it, an OUT with a checkpoint or done is an error.\n"
+           "                 Ctrl-C or SIGTERM saves a checkpoint after the current step\n"
+           "                 and stops, so that --resume continues from there\n"
            "  --KEY VALUE    sets a config key, overriding the file, with - in place of _\n"
            "                 (--eval-episodes 200); switches take on or off here\n",
            name, algorithm == MR_RL_GRPO ? "GRPO" : "PPO");
@@ -432,7 +434,13 @@ static int run_algorithm(int argc, char **argv, mr_rl_algorithm algorithm) {
         mr_rl_result result;
         mr_error err;
         double start = cli_seconds();
-        if (mr_rl_run(&o, &result, &err) != MR_OK) {
+        o.stop = cli_stop_requested;
+        cli_catch_stop_signals();
+        mr_status status = mr_rl_run(&o, &result, &err);
+        if (status == MR_ERR_INTERRUPTED) {
+            cli_error("%s", err.message);
+            code = cli_stop_exit_code();
+        } else if (status != MR_OK) {
             cli_error("train %s failed: %s", argv[0], err.message);
             code = 1;
         } else {

@@ -265,6 +265,19 @@ bool rec_config_difference(const cJSON *old_json, const cJSON *new_json, char *o
         char old_text[320], new_text[320];
         describe_value(old_item, old_text, sizeof old_text);
         describe_value(new_item, new_text, sizeof new_text);
+
+        /* The data counts differ when the file does, so name the files. */
+        if (strcmp(keys[i][0], "data") == 0) {
+            const cJSON *old_path = cJSON_GetObjectItemCaseSensitive(
+                cJSON_GetObjectItemCaseSensitive(old_json, "data"), "path");
+            snprintf(out, size,
+                     "data from %s, which has data.%s = %s, but this run's data has %s (the "
+                     "files differ: n_users and n_items are the largest ids + 1, "
+                     "n_sequences the users kept and n_train the training examples)",
+                     cJSON_IsString(old_path) ? old_path->valuestring : "another file",
+                     keys[i][1], old_text, new_text);
+            return true;
+        }
         snprintf(out, size, "%s.%s = %s, but this run has %s", keys[i][0], keys[i][1],
                  old_text, new_text);
         return true;

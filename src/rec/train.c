@@ -593,6 +593,7 @@ static mr_status prepare_folder(rec_trainer *tr, const char *init_dir, bool *fin
                                 mr_error *err) {
     *finished = false;
     mr_status status = MR_OK;
+    int started_threads = 0; /* of a run that resumes; 0: none stored */
     cJSON *json = rec_config_to_json(tr->config, tr->options, init_dir, tr->data);
     if (json == NULL) {
         return mr_error_set(err, MR_ERR_NO_MEMORY, "rec: out of memory building %s",
@@ -610,12 +611,8 @@ static mr_status prepare_folder(rec_trainer *tr, const char *init_dir, bool *fin
             status = rec_config_compare(old_json, json, tr->options->out_dir, err);
         }
         const cJSON *old_threads = cJSON_GetObjectItemCaseSensitive(old_json, "threads");
-        if (status == MR_OK && cJSON_IsNumber(old_threads) &&
-            (int)old_threads->valuedouble != mr_threads_get()) {
-            mr_log(MR_LOG_WARN, "rec",
-                   "the run in %s started with %d threads and resumes with %d; sums may "
-                   "round differently from an uninterrupted run",
-                   tr->options->out_dir, (int)old_threads->valuedouble, mr_threads_get());
+        if (status == MR_OK && cJSON_IsNumber(old_threads)) {
+            started_threads = (int)old_threads->valuedouble;
         }
         cJSON_Delete(old_json);
     } else if (mr_path_exists(tr->config_path)) {
@@ -647,6 +644,14 @@ static mr_status prepare_folder(rec_trainer *tr, const char *init_dir, bool *fin
             mr_log(MR_LOG_INFO, "rec", "extending the run in %s from %d to %d epochs",
                    tr->options->out_dir, done_epochs, tr->options->epochs);
         }
+    }
+    if (status == MR_OK && !*finished && started_threads > 0 &&
+        started_threads != mr_threads_get()) {
+        mr_log(MR_LOG_WARN, "rec",
+               "the run in %s started with %d thread%s and resumes with %d; sums may "
+               "round differently from an uninterrupted run",
+               tr->options->out_dir, started_threads, started_threads == 1 ? "" : "s",
+               mr_threads_get());
     }
     if (status == MR_OK && !*finished) {
         status = rec_json_write(tr->config_path, json, err);
@@ -824,8 +829,8 @@ mr_status mr_rec_train(const mr_rec_data *data, const mr_rec_config *config,
     } else if (status == MR_OK && init != NULL) {
         status = rec_trainer_load_init(&tr, init, err);
     } else if (status == MR_OK && config->ada) {
-        mr_log(MR_LOG_WARN, "rec", "training Ada-Retrieval without --init: the reference "
-               "trains the base model first and starts from its best weights");
+        mr_log(MR_LOG_WARN, "rec", "training Ada-Retrieval without --init: the authors' "
+               "code trains the base model first and starts from its best weights");
     }
     if (status == MR_OK) {
         mr_log(MR_LOG_INFO, "rec",

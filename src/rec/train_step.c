@@ -27,11 +27,14 @@ void rec_trainer_seed(rec_trainer *tr) {
  * ------------------------------------------------------------------------ */
 
 mr_status rec_trainer_load_init(rec_trainer *tr, const char *init_dir, mr_error *err) {
-    char config_path[4096], model_path[4096];
+    char config_path[4096], model_path[4096], done_path[4096];
     mr_status status = mr_path_join(config_path, sizeof config_path, init_dir,
                                     REC_CONFIG_FILE, err);
     if (status == MR_OK) {
         status = mr_path_join(model_path, sizeof model_path, init_dir, REC_MODEL_FILE, err);
+    }
+    if (status == MR_OK) {
+        status = mr_path_join(done_path, sizeof done_path, init_dir, REC_DONE_FILE, err);
     }
     if (status != MR_OK) {
         return status;
@@ -63,8 +66,13 @@ mr_status rec_trainer_load_init(rec_trainer *tr, const char *init_dir, mr_error 
     if (base.ada) {
         mr_log(MR_LOG_WARN, "rec",
                "the --init run in %s is an Ada-Retrieval run: only its backbone, item "
-               "embedding and item bias are used, and the reference starts from a base run",
-               init_dir);
+               "embedding and item bias are used, and the authors' code starts from a base "
+               "run", init_dir);
+    }
+    if (!mr_path_exists(done_path)) {
+        mr_log(MR_LOG_WARN, "rec",
+               "the --init run in %s has not finished: its %s holds the best weights so "
+               "far", init_dir, REC_MODEL_FILE);
     }
     if (base.backbone != c->backbone) {
         return mr_error_set(err, MR_ERR_INVALID_ARGUMENT,
@@ -98,6 +106,7 @@ mr_status rec_trainer_load_init(rec_trainer *tr, const char *init_dir, mr_error 
      * stay behind, so this run's adapters always start fresh. */
     mr_rec_config base_config = *c;
     base_config.ada = false;
+    mr_log(MR_LOG_INFO, "rec", "initialising from the base model in %s", model_path);
     mr_rec_model *base_model = mr_rec_model_create(&base_config, tr->data->n_items, 0, err);
     if (base_model == NULL) {
         return err != NULL && err->status != MR_OK ? err->status : MR_ERR_NO_MEMORY;

@@ -272,6 +272,23 @@ static void largest_id_accepted(void) {
     mr_rec_data_free(data);
 }
 
+/* Sparse item ids load with a warning that estimates the memory they
+ * cost: 5,000,001 rows of 65 floats are 1.30 GB. */
+static void sparse_ids_warn(void) {
+    const char text[] = "1 1 2 5000000\n2 3 4 5\n";
+    char path[64];
+    mr_error err;
+    mr_rec_data *data = NULL;
+    log_capture_start();
+    CHECK_STATUS(load_text(text, sizeof text - 1, &data, &err, path, sizeof path), MR_OK);
+    log_capture_stop();
+    CHECK_INT_EQ(warning_count, 1);
+    CHECK(strstr(last_warning, "item ids go up to 5000000, far more than the 6 "
+                               "interactions") != NULL);
+    CHECK(strstr(last_warning, "about 1.30 GB per copy of the weights") != NULL);
+    mr_rec_data_free(data);
+}
+
 /* ------------------------------------------------------------------------
  * The shipped Amazon files
  * ------------------------------------------------------------------------ */
@@ -495,6 +512,7 @@ int main(void) {
     MR_RUN(tiny_contains);
     MR_RUN(loose_layout_accepted);
     MR_RUN(largest_id_accepted);
+    MR_RUN(sparse_ids_warn);
     MR_RUN(beauty_statistics);
     MR_RUN(sports_statistics);
     MR_RUN(negatives_avoid_history);

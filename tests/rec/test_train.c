@@ -470,6 +470,14 @@ static void train_resume_rejects_changed_settings(void) {
     CHECK_STATUS(mr_rec_train(data, &narrow, &options, &err), MR_ERR_INVALID_ARGUMENT);
     CHECK(strstr(err.message, "model.dim = 16") != NULL);
 
+    /* Other data is named with the file the run was started on. */
+    mr_rec_data *other = synthetic_data(140);
+    CHECK_STATUS(mr_rec_train(other, &config, &options, &err), MR_ERR_INVALID_ARGUMENT);
+    CHECK(strstr(err.message, "started with data from ") != NULL);
+    CHECK(strstr(err.message, "synthetic_150.txt, which has data.n_users = 151, but this "
+                              "run's data has 141 (the files differ") != NULL);
+    mr_rec_data_free(other);
+
     /* A changed item adapter setting is rejected too. */
     mr_rec_config zero_padding = config;
     zero_padding.ada_zero_padding = true;
@@ -541,6 +549,33 @@ static void train_without_checkpoint_warns(void) {
     mr_rec_data_free(data);
 }
 
+/* Another thread count gets a warning when a run resumes, but not when a
+ * finished run only reports its figures again. */
+static void train_thread_change_warns(void) {
+    mr_rec_data *data = synthetic_data(150);
+    mr_rec_config config = small_config();
+    char dir[128];
+    temp_dir("threads", dir, sizeof dir);
+    int threads = mr_threads_get();
+    mr_threads_set(1);
+    mr_rec_train_options options = small_options(dir, 1);
+    mr_error err;
+    CHECK_STATUS(mr_rec_train(data, &config, &options, &err), MR_OK);
+
+    mr_threads_set(2);
+    last_warning[0] = '\0';
+    mr_log_set_callback(keep_warning, NULL);
+    CHECK_STATUS(mr_rec_train(data, &config, &options, &err), MR_OK);
+    CHECK_STR_EQ(last_warning, "");
+
+    options.epochs = 2;
+    CHECK_STATUS(mr_rec_train(data, &config, &options, &err), MR_OK);
+    mr_log_set_callback(NULL, NULL);
+    CHECK(strstr(last_warning, "started with 1 thread and resumes with 2") != NULL);
+    mr_threads_set(threads);
+    mr_rec_data_free(data);
+}
+
 static void train_ada_from_base_run(void) {
     mr_rec_data *data = synthetic_data(600);
     mr_rec_config config = small_config();
@@ -591,7 +626,20 @@ static void train_ada_from_base_run(void) {
     mr_tensor *flat = mr_paramset_flat(ps);
     float *fresh = malloc((size_t)mr_tensor_numel(flat) * sizeof(float));
     memcpy(fresh, flat->data, (size_t)mr_tensor_numel(flat) * sizeof(float));
+
+    /* Without its done marker the run counts as unfinished, and loading
+     * it warns that its weights are the best so far. */
+    char done[256], kept[256];
+    snprintf(done, sizeof done, "%s/done", ada);
+    snprintf(kept, sizeof kept, "%s/done.kept", ada);
+    CHECK_INT_EQ(rename(done, kept), 0);
+    last_warning[0] = '\0';
+    mr_log_set_callback(keep_warning, NULL);
     CHECK_STATUS(rec_trainer_load_init(&tr, ada, &err), MR_OK);
+    mr_log_set_callback(NULL, NULL);
+    CHECK(strstr(last_warning, "has not finished: its model.safetensors holds the best "
+                               "weights so far") != NULL);
+    CHECK_INT_EQ(rename(kept, done), 0);
     int adapters = 0, shared = 0;
     for (int i = 0; trained != NULL && i < mr_paramset_count(ps); i++) {
         const mr_tensor *weight = mr_paramset_get(ps, i);
@@ -801,6 +849,7 @@ int main(int argc, char **argv) {
     MR_RUN(train_rejects_locked_folder);
     MR_RUN(train_resume_rejects_changed_settings);
     MR_RUN(train_without_checkpoint_warns);
+    MR_RUN(train_thread_change_warns);
     MR_RUN(train_ada_from_base_run);
 
     remove_root();

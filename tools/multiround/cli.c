@@ -338,18 +338,25 @@ void cli_progress_update(cli_progress *progress, FILE *out, int64_t step,
 /* The signal that requested a stop, or 0. */
 static volatile sig_atomic_t stop_signal;
 
+/* The message of the first stop signal. On a terminal it starts on a new
+ * line, after the progress bar and the echoed ^C. */
+static const char stop_message[] =
+    "\nmultiround: stopping after the current step to save a checkpoint; a second "
+    "Ctrl-C or SIGTERM stops at once\n";
+static bool stop_message_newline;
+
 /* Records the signal. Only async-signal-safe calls may run here, so the
  * message is a constant written with write(). */
 static void handle_stop_signal(int signal_number) {
-    static const char message[] =
-        "\nmultiround: stopping after the current step to save a checkpoint; "
-        "press Ctrl-C again to stop at once\n";
     stop_signal = signal_number;
-    ssize_t ignored = write(STDERR_FILENO, message, sizeof message - 1);
+    const char *text = stop_message_newline ? stop_message : stop_message + 1;
+    size_t length = sizeof stop_message - (stop_message_newline ? 1 : 2);
+    ssize_t ignored = write(STDERR_FILENO, text, length);
     (void)ignored;
 }
 
 void cli_catch_stop_signals(void) {
+    stop_message_newline = isatty(STDERR_FILENO) != 0;
     struct sigaction action, previous;
     memset(&action, 0, sizeof action);
     action.sa_handler = handle_stop_signal;

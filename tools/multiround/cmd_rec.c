@@ -180,7 +180,7 @@ static void print_train_help(void) {
            "checkpoint.safetensors (latest state) and a 'done' file at the end. Rerunning\n"
            "with the same --out resumes an interrupted run; a finished run only prints\n"
            "its test metrics. Ctrl-C (SIGINT) or SIGTERM stops training after the\n"
-           "current batch and saves the checkpoint; a second Ctrl-C stops at once.\n"
+           "current batch and saves the checkpoint; a second signal stops at once.\n"
            "Ada-Retrieval trains in two stages: first the base model, then\n"
            "--ada --init BASE_DIR, which starts from the base run's best weights.\n\n"
            "options:\n"
@@ -206,7 +206,7 @@ static void print_train_help(void) {
            "                    (default: %llu)\n"
            "  --dim D           item embedding and user vector size (default: %d)\n"
            "  --max-len L       most recent items a user is represented by (default: %d)\n"
-           "  --dropout P       dropout probability, 0 to 1 (default: %g)\n"
+           "  --dropout P       dropout probability, 0 to 0.999 (default: %g)\n"
            "  --negatives N     uniform negatives per training example (default: %d)\n"
            "  --checkpoint-minutes M\n"
            "                    also save the checkpoint within an epoch every M\n"
@@ -487,6 +487,53 @@ static int parse_use_options(int argc, char **argv, bool recommend, use_options 
     return -1;
 }
 
+/* Warns when the run in model_dir has not finished, so that its
+ * model.safetensors holds only the best weights so far. */
+static void check_model_finished(const char *model_dir) {
+    char path[4096];
+    snprintf(path, sizeof path, "%s/done", model_dir);
+    if (!mr_path_exists(path)) {
+        mr_log(MR_LOG_WARN, "rec",
+               "the run in %s has not finished: model.safetensors holds the best weights "
+               "so far", model_dir);
+    }
+}
+
+/*
+ * Warns when data is not the data the run in model_dir was trained on, by
+ * its counts in config.json, and when the run has not finished.
+ */
+static void check_model_data(const char *model_dir, const mr_rec_data *data) {
+    char path[4096];
+    snprintf(path, sizeof path, "%s/config.json", model_dir);
+    void *text = NULL;
+    size_t size = 0;
+    if (mr_file_read_all(path, (size_t)64 << 20, &text, &size, NULL) != MR_OK) {
+        return; /* loading the model reports it */
+    }
+    cJSON *config = cJSON_Parse(text);
+    free(text);
+    const cJSON *stored = cJSON_GetObjectItemCaseSensitive(config, "data");
+    const cJSON *stored_path = cJSON_GetObjectItemCaseSensitive(stored, "path");
+    const char *keys[] = {"n_users", "n_sequences", "n_train"};
+    const double counts[] = {(double)data->n_users, (double)data->n_sequences,
+                             (double)data->n_train};
+    for (int i = 0; i < 3; i++) {
+        const cJSON *count = cJSON_GetObjectItemCaseSensitive(stored, keys[i]);
+        if (cJSON_IsNumber(count) && count->valuedouble != counts[i]) {
+            mr_log(MR_LOG_WARN, "rec",
+                   "%s is not the data the model in %s was trained on (%s): %s is %.0f "
+                   "there and %.0f here, so the metrics do not compare with the run's",
+                   data->path, model_dir,
+                   cJSON_IsString(stored_path) ? stored_path->valuestring : "another file",
+                   keys[i], count->valuedouble, counts[i]);
+            break;
+        }
+    }
+    cJSON_Delete(config);
+    check_model_finished(model_dir);
+}
+
 static int rec_eval(int argc, char **argv) {
     use_options options;
     int code = parse_use_options(argc, argv, false, &options);
@@ -500,6 +547,7 @@ static int rec_eval(int argc, char **argv) {
     mr_error err;
     mr_rec_model *model = NULL;
     mr_rec_metrics metrics;
+    check_model_data(options.model_dir, data);
     mr_status status = mr_rec_model_load(options.model_dir, data->n_items, &model, &err);
     if (status == MR_OK) {
         status = mr_rec_evaluate(model, data, options.split, &metrics, &err);
@@ -548,6 +596,7 @@ static int rec_recommend(int argc, char **argv) {
                            ? MR_OK
                            : mr_error_set(&err, MR_ERR_NO_MEMORY, "out of memory");
     if (status == MR_OK) {
+        check_model_finished(options.model_dir);
         status = mr_rec_model_load(options.model_dir, data->n_items, &model, &err);
     }
     if (status == MR_OK) {
@@ -564,8 +613,13 @@ static int rec_recommend(int argc, char **argv) {
             }
             printf("\n");
         }
-        if (written < options.k) {
-            fprintf(stderr, "rec: only %d items could be listed\n", written);
+        const mr_rec_config *config = mr_rec_model_config(model);
+        if (written < options.k && ada && written == config->rounds * config->per_round) {
+            fprintf(stderr, "rec: only %d items could be listed: Ada-Retrieval retrieves %d "
+                    "rounds of %d items\n", written, config->rounds, config->per_round);
+        } else if (written < options.k) {
+            fprintf(stderr, "rec: only %d items could be listed: the others are in the "
+                    "user's history\n", written);
         }
     } else {
         cli_error("%s", err.message);

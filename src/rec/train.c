@@ -486,10 +486,11 @@ static mr_status train_epoch(rec_trainer *tr, int epoch, double *mean_loss, mr_e
 }
 
 static mr_status evaluate_split(rec_trainer *tr, int epoch, mr_rec_split split,
-                                mr_rec_metrics *metrics, mr_error *err) {
+                                mr_rec_metrics *metrics, double *seconds, mr_error *err) {
     double start = now_seconds();
     mr_status status = mr_rec_evaluate(tr->model, tr->data, split, metrics, err);
     double elapsed = now_seconds() - start;
+    *seconds = elapsed;
     if (status == MR_OK && tr->options->progress != NULL) {
         mr_rec_progress progress = {
             .epoch = epoch,
@@ -511,7 +512,8 @@ static mr_status evaluate_split(rec_trainer *tr, int epoch, mr_rec_split split,
  */
 static mr_status validate(rec_trainer *tr, int epoch, bool *stop, mr_error *err) {
     mr_rec_metrics valid;
-    mr_status status = evaluate_split(tr, epoch, MR_REC_VALID, &valid, err);
+    double seconds = 0.0;
+    mr_status status = evaluate_split(tr, epoch, MR_REC_VALID, &valid, &seconds, err);
     if (status != MR_OK) {
         return status;
     }
@@ -537,8 +539,12 @@ static mr_status validate(rec_trainer *tr, int epoch, bool *stop, mr_error *err)
     *stop = tr->state.since_best > tr->options->patience;
 
     char suffix[96];
-    snprintf(suffix, sizeof suffix, improved ? " (new best)" : " (best %.4f at epoch %d)",
-             tr->state.best_hit50, tr->state.best_epoch);
+    if (improved) {
+        snprintf(suffix, sizeof suffix, " in %.1f s (new best)", seconds);
+    } else {
+        snprintf(suffix, sizeof suffix, " in %.1f s (best %.4f at epoch %d)", seconds,
+                 tr->state.best_hit50, tr->state.best_epoch);
+    }
     char what[32];
     snprintf(what, sizeof what, "epoch %d valid", epoch);
     log_metrics(what, &valid, suffix);
@@ -730,13 +736,15 @@ static mr_status run_epochs(rec_trainer *tr, mr_error *err) {
     /* The test uses the best weights, not the last ones. */
     status = mr_paramset_load(mr_rec_model_params(tr->model), tr->model_path, true, NULL, err);
     mr_rec_metrics test;
+    double seconds = 0.0;
     if (status == MR_OK) {
-        status = evaluate_split(tr, tr->state.best_epoch, MR_REC_TEST, &test, err);
+        status = evaluate_split(tr, tr->state.best_epoch, MR_REC_TEST, &test, &seconds, err);
     }
     if (status == MR_OK) {
-        char what[48];
+        char what[48], suffix[32];
         snprintf(what, sizeof what, "test (best epoch %d)", tr->state.best_epoch);
-        log_metrics(what, &test, "");
+        snprintf(suffix, sizeof suffix, " in %.1f s", seconds);
+        log_metrics(what, &test, suffix);
         status = write_metrics(tr, &test, err);
     }
     if (status == MR_OK) {

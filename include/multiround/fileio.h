@@ -109,10 +109,14 @@ typedef struct mr_folder_lock mr_folder_lock;
  * (MR_FOLDER_LOCK_FILE), creating that file when it is missing, and
  * writes this process's id into it. The lock ends with
  * mr_folder_lock_release() or when the process ends, however it ends, so
- * a killed run leaves no stale lock. The folder must exist. Fails with
- * MR_ERR_STATE, naming the folder and the owner's process id, when
- * another process has the lock, and with MR_ERR_IO when the lock file
- * cannot be opened or locked. On failure *out is NULL.
+ * a killed run leaves no stale lock. The descriptor is close-on-exec, but
+ * a child made by fork() without exec shares the lock. The folder must
+ * exist. Fails with MR_ERR_STATE, naming the folder and the owner's
+ * process id, when another process has the lock, and with MR_ERR_IO when
+ * the lock file cannot be opened or locked. A folder where the lock file
+ * cannot be created (read-only, no permission) or a file system without
+ * flock() gets a warning and a lock object that locks nothing, so that a
+ * finished run there can still be read. On failure *out is NULL.
  */
 mr_status mr_folder_lock_take(const char *folder, mr_folder_lock **out, mr_error *err);
 
@@ -122,11 +126,12 @@ mr_status mr_folder_lock_take(const char *folder, mr_folder_lock **out, mr_error
 void mr_folder_lock_release(mr_folder_lock *lock);
 
 /*
- * Removes the temporary files that atomic writes of an ended process left
- * in folder: names of the form .<name>.tmp.<pid>.<counter> whose process
- * no longer runs. Files of this process and of running processes stay.
- * Returns how many files it removed, or -1 when folder cannot be read.
- * Call it while holding the folder's lock, before writing into it.
+ * Removes the temporary files that unfinished atomic writes left in folder
+ * (not in its subfolders): every name of the form
+ * .<name>.tmp.<pid>.<counter>. Returns how many it removed, or -1 when
+ * folder cannot be read. Call it only while holding the folder's lock and
+ * before this process writes into the folder, since it also removes the
+ * files of writes still under way.
  */
 int mr_folder_remove_stale_temps(const char *folder);
 

@@ -7,7 +7,6 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -446,19 +445,42 @@ mr_status mr_folder_lock_take(const char *folder, mr_folder_lock **out, mr_error
         return status;
     }
 
+    mr_folder_lock *lock = malloc(sizeof *lock);
+    if (lock == NULL) {
+        return mr_error_set(err, MR_ERR_NO_MEMORY, "fileio: out of memory locking '%s'", folder);
+    }
+    lock->fd = -1;
+
+    /* A folder that cannot hold a lock still lets a run read and report
+     * what it contains; writes then fail on their own. */
     int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0666);
+    if (fd < 0 && (errno == EROFS || errno == EACCES || errno == EPERM)) {
+        mr_log(MR_LOG_WARN, "fileio", "cannot create the lock file '%s' (%s), so a second "
+               "run in '%s' would go unnoticed", path, strerror(errno), folder);
+        *out = lock;
+        return MR_OK;
+    }
     if (fd < 0) {
+        free(lock);
         return mr_error_set(err, MR_ERR_IO, "fileio: cannot open the lock file '%s': %s",
                             path, strerror(errno));
     }
 
     /* A second flock() on another open file description fails at once
      * with EWOULDBLOCK while the first one is in place, also within one
-     * process. */
+     * process on a local file system. */
     if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
         int saved = errno;
         long owner = saved == EWOULDBLOCK ? lock_owner(fd) : 0;
         close(fd);
+        if (saved == ENOLCK || saved == EOPNOTSUPP || saved == EINVAL) {
+            mr_log(MR_LOG_WARN, "fileio", "the file system of '%s' cannot lock files (%s), "
+                   "so a second run in '%s' would go unnoticed", path, strerror(saved),
+                   folder);
+            *out = lock;
+            return MR_OK;
+        }
+        free(lock);
         if (saved != EWOULDBLOCK) {
             return mr_error_set(err, MR_ERR_IO, "fileio: cannot lock '%s': %s", path,
                                 strerror(saved));
@@ -484,11 +506,6 @@ mr_status mr_folder_lock_take(const char *folder, mr_folder_lock **out, mr_error
                strerror(errno));
     }
 
-    mr_folder_lock *lock = malloc(sizeof *lock);
-    if (lock == NULL) {
-        close(fd);
-        return mr_error_set(err, MR_ERR_NO_MEMORY, "fileio: out of memory locking '%s'", folder);
-    }
     lock->fd = fd;
     *out = lock;
     return MR_OK;
@@ -498,15 +515,17 @@ void mr_folder_lock_release(mr_folder_lock *lock) {
     if (lock == NULL) {
         return;
     }
-    close(lock->fd); /* closing the only descriptor releases the flock() */
+    if (lock->fd >= 0) {
+        close(lock->fd); /* closing the only descriptor releases the flock() */
+    }
     free(lock);
 }
 
-/* Returns the process id of a temporary file name made by
- * create_temp_file (.<name>.tmp.<pid>.<counter>), or 0 for other names. */
-static long temp_file_owner(const char *name) {
+/* Returns true when name has the form of create_temp_file's names:
+ * .<name>.tmp.<pid>.<counter>, with both numbers in plain digits. */
+static bool is_temp_file_name(const char *name) {
     if (name[0] != '.') {
-        return 0;
+        return false;
     }
 
     /* The last ".tmp." is followed by digits, a dot and digits. */
@@ -515,26 +534,20 @@ static long temp_file_owner(const char *name) {
         marker = at;
     }
     if (marker == NULL || marker == name + 1) {
-        return 0;
+        return false;
     }
-    const char *digits = marker + 5;
-    char *end = NULL;
-    errno = 0;
-    long pid = strtol(digits, &end, 10);
-    if (end == digits || *end != '.' || errno != 0 || pid <= 0 || digits[0] == '-' ||
-        digits[0] == '+') {
-        return 0;
+    const char *c = marker + 5;
+    int pid_digits = 0, counter_digits = 0;
+    for (; *c >= '0' && *c <= '9'; c++) {
+        pid_digits++;
     }
-    const char *counter = end + 1;
-    if (*counter == '\0') {
-        return 0;
+    if (pid_digits == 0 || *c != '.') {
+        return false;
     }
-    for (const char *c = counter; *c != '\0'; c++) {
-        if (*c < '0' || *c > '9') {
-            return 0;
-        }
+    for (c++; *c >= '0' && *c <= '9'; c++) {
+        counter_digits++;
     }
-    return pid;
+    return counter_digits > 0 && *c == '\0';
 }
 
 int mr_folder_remove_stale_temps(const char *folder) {
@@ -544,18 +557,9 @@ int mr_folder_remove_stale_temps(const char *folder) {
     }
     int removed = 0;
     for (struct dirent *entry = readdir(dir); entry != NULL; entry = readdir(dir)) {
-        long pid = temp_file_owner(entry->d_name);
-        if (pid == 0 || pid == (long)getpid()) {
-            continue;
-        }
-
-        /* kill() with signal 0 only checks: EPERM still means the process
-         * runs, under another user. */
-        if (kill((pid_t)pid, 0) == 0 || errno != ESRCH) {
-            continue;
-        }
         char path[4096];
-        if (mr_path_join(path, sizeof path, folder, entry->d_name, NULL) == MR_OK &&
+        if (is_temp_file_name(entry->d_name) &&
+            mr_path_join(path, sizeof path, folder, entry->d_name, NULL) == MR_OK &&
             unlink(path) == 0) {
             removed++;
         }

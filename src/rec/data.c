@@ -564,10 +564,10 @@ mr_status mr_rec_data_load(const char *path, mr_rec_data **out, mr_error *err) {
         /* An id's row has D = 64 floats (the default) and a bias. */
         double gigabytes = (double)data->n_items * 65.0 * 4.0 / 1e9;
         mr_log(MR_LOG_WARN, "rec",
-               "%s: item ids go up to %d, far more than the %" PRId64 " interactions; the "
+               "%s: item ids go up to %d, far more than the %" PRId64 " interactions. The "
                "model keeps a row for every id up to the largest, about %.2f GB per copy of "
-               "the weights at D 64 (model.safetensors holds one, the checkpoint three and "
-               "training four in memory), so renumbering the items 1..N saves memory and "
+               "the weights at D 64. model.safetensors holds one copy, the checkpoint three "
+               "and training four in memory, so renumbering the items 1..N saves memory and "
                "disk",
                path, data->n_items - 1, interactions, gigabytes);
     }

@@ -448,8 +448,8 @@ static mr_status train_epoch(rec_trainer *tr, int epoch, double *mean_loss, mr_e
             if (status == MR_OK) {
                 status = mr_error_set(err, MR_ERR_INTERRUPTED,
                                       "rec: stopped on request in epoch %d after %lld of %lld "
-                                      "examples; the checkpoint in %s keeps this point, so "
-                                      "rerun the same command to resume",
+                                      "examples; the checkpoint in %s contains this point, "
+                                      "so rerun the same command to resume",
                                       epoch, (long long)(first + count), (long long)n,
                                       tr->options->out_dir);
             }
@@ -796,8 +796,8 @@ mr_status mr_rec_train(const mr_rec_data *data, const mr_rec_config *config,
         resolved.epochs = stored_epoch_limit(&tr);
     }
 
-    /* Lock the folder before reading or writing anything in it, then
-     * remove what the unfinished writes of a killed run left. */
+    /* Lock the folder before checking its settings or writing into it,
+     * then remove what the unfinished writes of a killed run left. */
     mr_folder_lock *lock = NULL;
     if (status == MR_OK) {
         status = mr_make_dirs(options->out_dir, err);
@@ -854,9 +854,11 @@ mr_status mr_rec_train(const mr_rec_data *data, const mr_rec_config *config,
     }
 
     /* A run that failed before it wrote anything but config.json leaves
-     * no folder it created behind. A stopped one keeps it for the rerun. */
-    mr_folder_lock_release(lock);
-    if (status != MR_OK && status != MR_ERR_INTERRUPTED && !folder_existed &&
+     * no folder it created behind. A stopped one keeps it for the rerun.
+     * Only the lock's holder cleans up, and before it lets go, so that a
+     * run that lost the race for a new folder never removes the winner's
+     * files. */
+    if (lock != NULL && status != MR_OK && status != MR_ERR_INTERRUPTED && !folder_existed &&
         only_config_written(options->out_dir)) {
         char lock_path[4096];
         unlink(tr.config_path);
@@ -869,6 +871,7 @@ mr_status mr_rec_train(const mr_rec_data *data, const mr_rec_config *config,
                    options->out_dir);
         }
     }
+    mr_folder_lock_release(lock);
     rec_trainer_free(&tr);
     return status;
 }

@@ -5,6 +5,7 @@
  * removes the folders it created.
  */
 #include <cjson/cJSON.h>
+#include <dirent.h>
 #include <ftw.h>
 #include <inttypes.h>
 #include <stdio.h>
@@ -200,6 +201,39 @@ static char *first_missing_folder(const char *path) {
     return NULL;
 }
 
+/*
+ * Removes the temporary files of unfinished atomic writes from out_dir and
+ * from the subfolders that runs write into: adapter/ and each folder in
+ * checkpoints/. Returns how many it removed. The caller holds the lock.
+ */
+static int remove_stale_temps(const char *out_dir) {
+    char path[4096];
+    int removed = mr_folder_remove_stale_temps(out_dir);
+    if (mr_path_join(path, sizeof path, out_dir, "adapter", NULL) == MR_OK) {
+        int count = mr_folder_remove_stale_temps(path);
+        removed += count > 0 ? count : 0;
+    }
+
+    char checkpoints[4096];
+    if (mr_path_join(checkpoints, sizeof checkpoints, out_dir, "checkpoints", NULL) != MR_OK) {
+        return removed;
+    }
+    DIR *dir = opendir(checkpoints);
+    if (dir == NULL) {
+        return removed;
+    }
+    for (struct dirent *entry = readdir(dir); entry != NULL; entry = readdir(dir)) {
+        if (entry->d_name[0] == '.' ||
+            mr_path_join(path, sizeof path, checkpoints, entry->d_name, NULL) != MR_OK) {
+            continue;
+        }
+        int count = mr_folder_remove_stale_temps(path);
+        removed += count > 0 ? count : 0;
+    }
+    closedir(dir);
+    return removed;
+}
+
 mr_status run_dir_create(const char *out_dir, const cJSON *stored, const char *steps_key,
                          int64_t steps, train_run_dir *dir, mr_error *err) {
     dir->created = first_missing_folder(out_dir);
@@ -212,7 +246,7 @@ mr_status run_dir_create(const char *out_dir, const cJSON *stored, const char *s
         status = mr_folder_lock_take(out_dir, &dir->lock, err);
     }
     if (status == MR_OK) {
-        int removed = mr_folder_remove_stale_temps(out_dir);
+        int removed = remove_stale_temps(out_dir);
         if (removed > 0) {
             mr_log(MR_LOG_INFO, "train", "removed %d temporary file%s left in %s by a run "
                    "that was stopped while writing", removed, removed == 1 ? "" : "s", out_dir);
@@ -285,12 +319,12 @@ static int remove_entry(const char *path, const struct stat *info, int flag, str
 }
 
 void train_run_dir_finish(train_run_dir *dir, const char *out_dir, bool failed) {
-    mr_folder_lock_release(dir->lock);
-    dir->lock = NULL;
     if (failed && dir->created != NULL && !run_dir_has(out_dir, "checkpoint.json")) {
         nftw(dir->created, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
         mr_log(MR_LOG_INFO, "train", "removed %s, which the failed run created", dir->created);
     }
+    mr_folder_lock_release(dir->lock);
+    dir->lock = NULL;
     free(dir->created);
     dir->created = NULL;
 }

@@ -68,15 +68,15 @@ mr_status run_dir_write_config(const char *out_dir, const char *config_text, mr_
  * Creates out_dir and its parents, noting in *dir the topmost folder it
  * created, locks out_dir for this process (fails with MR_ERR_STATE while
  * another process holds it) and removes the temporary files a killed
- * run left there. When a resumed run raises steps_key above its stored
+ * run left there, in adapter/ and in each checkpoints/ folder. When a resumed run raises steps_key above its stored
  * value, it removes OUT/done, because the run is no longer finished. On
  * failure *dir holds nothing to finish.
  */
 mr_status run_dir_create(const char *out_dir, const struct cJSON *stored, const char *steps_key,
                          int64_t steps, train_run_dir *dir, mr_error *err);
 
-/* Releases the lock on out_dir, removes the folders run_dir_create made
- * when the run failed and left no checkpoint, then frees dir. */
+/* Removes the folders run_dir_create made when the run failed and left no
+ * checkpoint, then releases the lock on out_dir and frees dir. */
 void train_run_dir_finish(train_run_dir *dir, const char *out_dir, bool failed);
 
 /* ------------------------------------------------------------------------

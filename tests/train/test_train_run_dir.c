@@ -259,15 +259,19 @@ static void run_rejects_locked_folder(void) {
     CHECK(before != NULL && after != NULL && strcmp(before, after) == 0);
     mr_folder_lock_release(other);
 
-    /* 999999999 is above Linux's largest process id, so no such process
-     * runs. */
+    /* Temporary files as a killed writer leaves them, at the top and in
+     * a checkpoint folder. */
     char path[512];
     snprintf(path, sizeof path, "%s/.config.json.tmp.999999999.0", out);
+    CHECK_STATUS(mr_file_write_atomic(path, "{", 1, &err), MR_OK);
+    snprintf(path, sizeof path, "%s/checkpoints/step-00000002/.state.json.tmp.999999999.1",
+             out);
     CHECK_STATUS(mr_file_write_atomic(path, "{", 1, &err), MR_OK);
     mr_train_result result;
     run_ok(&o, &result);
     CHECK_INT_EQ(result.steps, 3);
     CHECK(!exists(out, ".config.json.tmp.999999999.0"));
+    CHECK(!mr_path_exists(path));
     free(before);
     free(after);
 }

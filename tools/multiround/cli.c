@@ -2,6 +2,7 @@
 #include <errno.h>
 #include <math.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
@@ -335,8 +336,16 @@ void cli_progress_update(cli_progress *progress, FILE *out, int64_t step,
  * Stop signals
  * ------------------------------------------------------------------------ */
 
-/* The signal that requested a stop, or 0. */
-static volatile sig_atomic_t stop_signal;
+/* The signal that requested a stop, or 0. An atomic_int is lock-free on
+ * the platforms this builds for, so the handler may store to it while
+ * OpenMP threads read it. */
+static atomic_int stop_signal;
+
+/* Whether SIGINT has the handler; it stays ignored in background jobs. */
+static bool sigint_caught;
+
+/* The default action, prepared outside the handler. */
+static struct sigaction default_action;
 
 /* The message of the first stop signal. On a terminal it starts on a new
  * line, after the progress bar and the echoed ^C. */
@@ -345,34 +354,60 @@ static const char stop_message[] =
     "Ctrl-C or SIGTERM stops at once\n";
 static bool stop_message_newline;
 
-/* Records the signal. Only async-signal-safe calls may run here, so the
- * message is a constant written with write(). */
+/* Records the signal and gives both stop signals their default action,
+ * so that the next one ends the process. Only async-signal-safe calls may
+ * run here, so the message is a constant written with write(). */
 static void handle_stop_signal(int signal_number) {
-    stop_signal = signal_number;
+    int saved_errno = errno;
+    atomic_store(&stop_signal, signal_number);
+    sigaction(SIGTERM, &default_action, NULL);
+    if (sigint_caught) {
+        sigaction(SIGINT, &default_action, NULL);
+    }
     const char *text = stop_message_newline ? stop_message : stop_message + 1;
     size_t length = sizeof stop_message - (stop_message_newline ? 1 : 2);
     ssize_t ignored = write(STDERR_FILENO, text, length);
     (void)ignored;
+    errno = saved_errno;
 }
 
 void cli_catch_stop_signals(void) {
     stop_message_newline = isatty(STDERR_FILENO) != 0;
+    memset(&default_action, 0, sizeof default_action);
+    default_action.sa_handler = SIG_DFL;
+    sigemptyset(&default_action.sa_mask);
+
+    /* Ctrl-C in `multiround ... | tee log` also ends tee, and a write to
+     * its pipe must then fail with EPIPE instead of killing the run
+     * before its checkpoint. */
+    signal(SIGPIPE, SIG_IGN);
+
     struct sigaction action, previous;
     memset(&action, 0, sizeof action);
     action.sa_handler = handle_stop_signal;
-    action.sa_flags = SA_RESETHAND;
+    action.sa_flags = SA_RESTART;
     sigemptyset(&action.sa_mask);
+    sigaddset(&action.sa_mask, SIGINT);
+    sigaddset(&action.sa_mask, SIGTERM);
     sigaction(SIGTERM, &action, NULL);
-    if (sigaction(SIGINT, NULL, &previous) == 0 && previous.sa_handler != SIG_IGN) {
+    sigint_caught = sigaction(SIGINT, NULL, &previous) == 0 && previous.sa_handler != SIG_IGN;
+    if (sigint_caught) {
         sigaction(SIGINT, &action, NULL);
     }
 }
 
 bool cli_stop_requested(void *user_data) {
     (void)user_data;
-    return stop_signal != 0;
+    return atomic_load(&stop_signal) != 0;
 }
 
-int cli_stop_exit_code(void) {
-    return 128 + (stop_signal != 0 ? (int)stop_signal : SIGINT);
+int cli_exit_by_stop_signal(void) {
+    int signal_number = atomic_load(&stop_signal);
+    if (signal_number == 0) {
+        signal_number = SIGINT;
+    }
+    fflush(NULL);
+    sigaction(signal_number, &default_action, NULL);
+    raise(signal_number);
+    return 128 + signal_number;
 }

@@ -228,9 +228,10 @@ void cli_progress_update(cli_progress *progress, FILE *out, int64_t step,
  * Makes SIGTERM and SIGINT request a clean stop of a training run. SIGINT
  * stays ignored when the process started with it ignored, as a shell
  * starts background jobs. The first such signal prints that the run stops
- * after the current step and makes cli_stop_requested return true. The
- * handler then reverts to the default, so a second signal ends the
- * process at once.
+ * after the current step and makes cli_stop_requested return true. Both
+ * signals then have their default action again, so a second one ends the
+ * process at once. SIGPIPE is ignored from then on, so that a closed
+ * pipe on stderr cannot end the run before its checkpoint.
  */
 void cli_catch_stop_signals(void);
 
@@ -238,8 +239,12 @@ void cli_catch_stop_signals(void);
  * user_data is unused. */
 bool cli_stop_requested(void *user_data);
 
-/* The exit code of a run ended by a stop signal: 128 plus the signal
- * number, as a shell reports a process that the signal killed. */
-int cli_stop_exit_code(void);
+/*
+ * Ends the process with the stop signal's default action, after flushing
+ * stdio, so that the parent sees a death by that signal and a shell script
+ * stops as it would after Ctrl-C. Returns 128 plus the signal number, the
+ * code a shell reports, only when the process survives the signal.
+ */
+int cli_exit_by_stop_signal(void);
 
 #endif /* MR_CLI_H */

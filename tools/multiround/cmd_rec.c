@@ -353,7 +353,7 @@ static int rec_train(int argc, char **argv) {
 
     if (status == MR_ERR_INTERRUPTED) {
         cli_error("%s", err.message);
-        return cli_stop_exit_code();
+        return cli_exit_by_stop_signal();
     }
     if (status != MR_OK) {
         cli_error("%s", err.message);
@@ -547,9 +547,9 @@ static int rec_eval(int argc, char **argv) {
     mr_error err;
     mr_rec_model *model = NULL;
     mr_rec_metrics metrics;
-    check_model_data(options.model_dir, data);
     mr_status status = mr_rec_model_load(options.model_dir, data->n_items, &model, &err);
     if (status == MR_OK) {
+        check_model_data(options.model_dir, data);
         status = mr_rec_evaluate(model, data, options.split, &metrics, &err);
     }
     if (status == MR_OK) {
@@ -596,8 +596,10 @@ static int rec_recommend(int argc, char **argv) {
                            ? MR_OK
                            : mr_error_set(&err, MR_ERR_NO_MEMORY, "out of memory");
     if (status == MR_OK) {
-        check_model_finished(options.model_dir);
         status = mr_rec_model_load(options.model_dir, data->n_items, &model, &err);
+    }
+    if (status == MR_OK) {
+        check_model_finished(options.model_dir);
     }
     if (status == MR_OK) {
         status = mr_rec_recommend(model, data, sequence, options.k, items, rounds, scores,

@@ -526,7 +526,7 @@ int cli_train(int argc, char **argv) {
         mr_status status = mr_train_run(&o, &result, &err);
         if (status == MR_ERR_INTERRUPTED) {
             cli_error("%s", err.message);
-            code = cli_stop_exit_code();
+            code = cli_exit_by_stop_signal();
         } else if (status != MR_OK) {
             cli_error("train %s failed: %s", kind_name, err.message);
             code = 1;

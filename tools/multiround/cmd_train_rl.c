@@ -439,7 +439,7 @@ static int run_algorithm(int argc, char **argv, mr_rl_algorithm algorithm) {
         mr_status status = mr_rl_run(&o, &result, &err);
         if (status == MR_ERR_INTERRUPTED) {
             cli_error("%s", err.message);
-            code = cli_stop_exit_code();
+            code = cli_exit_by_stop_signal();
         } else if (status != MR_OK) {
             cli_error("train %s failed: %s", argv[0], err.message);
             code = 1;

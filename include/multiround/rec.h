@@ -280,6 +280,16 @@ mr_status mr_rec_evaluate(mr_rec_model *model, const mr_rec_data *data,
                           mr_rec_split split, mr_rec_metrics *out,
                           mr_error *err);
 
+/* Reports the users evaluated so far, after each batch of users. */
+typedef void (*mr_rec_eval_progress_fn)(int64_t users_done, int64_t users_total,
+                                        void *user_data);
+
+/* mr_rec_evaluate with a progress callback, which may be NULL. */
+mr_status mr_rec_evaluate_progress(mr_rec_model *model, const mr_rec_data *data,
+                                   mr_rec_split split, mr_rec_eval_progress_fn progress,
+                                   void *progress_user_data, mr_rec_metrics *out,
+                                   mr_error *err);
+
 /*
  * Writes the top k items for sequence s's next item (the input is the whole
  * sequence), excluding the items in it. rounds_out (may be NULL) receives
@@ -301,7 +311,7 @@ mr_status mr_rec_recommend(mr_rec_model *model, const mr_rec_data *data,
 /* Called after each batch and at the end of each evaluation. */
 typedef struct mr_rec_progress {
     int epoch;              /* 0-based */
-    int64_t examples_done;  /* in this epoch */
+    int64_t examples_done;  /* in this epoch; users in "valid" and "test" */
     int64_t examples_total;
     double loss;            /* mean loss of the epoch so far */
     double examples_per_second;

@@ -285,6 +285,13 @@ static mr_status batch_user_vectors(mr_rec_model *model, mr_ctx *ctx,
 
 mr_status mr_rec_evaluate(mr_rec_model *model, const mr_rec_data *data,
                           mr_rec_split split, mr_rec_metrics *out, mr_error *err) {
+    return mr_rec_evaluate_progress(model, data, split, NULL, NULL, out, err);
+}
+
+mr_status mr_rec_evaluate_progress(mr_rec_model *model, const mr_rec_data *data,
+                                   mr_rec_split split, mr_rec_eval_progress_fn progress,
+                                   void *progress_user_data, mr_rec_metrics *out,
+                                   mr_error *err) {
     memset(out, 0, sizeof *out);
     if (split != MR_REC_VALID && split != MR_REC_TEST) {
         return mr_error_set(err, MR_ERR_INVALID_ARGUMENT,
@@ -357,6 +364,9 @@ mr_status mr_rec_evaluate(mr_rec_model *model, const mr_rec_data *data,
                     }
                 }
             }
+        }
+        if (progress != NULL) {
+            progress(first + count, data->n_sequences, progress_user_data);
         }
     }
 

@@ -485,22 +485,36 @@ static mr_status train_epoch(rec_trainer *tr, int epoch, double *mean_loss, mr_e
     return status;
 }
 
+/* What forward_eval_progress needs to report an evaluation's progress. */
+typedef struct eval_progress {
+    const rec_trainer *tr;
+    int epoch;
+    mr_rec_split split;
+    double start;
+} eval_progress;
+
+/* Passes an evaluation's progress to the caller's progress callback, with
+ * users in place of examples. */
+static void forward_eval_progress(int64_t users_done, int64_t users_total, void *user_data) {
+    const eval_progress *e = user_data;
+    double elapsed = now_seconds() - e->start;
+    mr_rec_progress progress = {
+        .epoch = e->epoch,
+        .examples_done = users_done,
+        .examples_total = users_total,
+        .loss = 0.0,
+        .examples_per_second = elapsed > 0 ? (double)users_done / elapsed : 0,
+        .phase = mr_rec_split_name(e->split)};
+    e->tr->options->progress(&progress, e->tr->options->progress_user_data);
+}
+
 static mr_status evaluate_split(rec_trainer *tr, int epoch, mr_rec_split split,
                                 mr_rec_metrics *metrics, double *seconds, mr_error *err) {
-    double start = now_seconds();
-    mr_status status = mr_rec_evaluate(tr->model, tr->data, split, metrics, err);
-    double elapsed = now_seconds() - start;
-    *seconds = elapsed;
-    if (status == MR_OK && tr->options->progress != NULL) {
-        mr_rec_progress progress = {
-            .epoch = epoch,
-            .examples_done = metrics->users,
-            .examples_total = metrics->users,
-            .loss = 0.0,
-            .examples_per_second = elapsed > 0 ? (double)metrics->users / elapsed : 0,
-            .phase = mr_rec_split_name(split)};
-        tr->options->progress(&progress, tr->options->progress_user_data);
-    }
+    eval_progress e = {tr, epoch, split, now_seconds()};
+    mr_status status = mr_rec_evaluate_progress(
+        tr->model, tr->data, split, tr->options->progress != NULL ? forward_eval_progress : NULL,
+        &e, metrics, err);
+    *seconds = now_seconds() - e.start;
     return status;
 }
 

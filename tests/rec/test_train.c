@@ -752,6 +752,44 @@ static void eval_ranks_by_hand(void) {
     mr_rec_data_free(data);
 }
 
+/* The users evaluated so far, as record_eval_progress receives them. */
+static int64_t progress_done[8];
+static int progress_calls;
+
+static void record_eval_progress(int64_t users_done, int64_t users_total, void *user_data) {
+    (void)user_data;
+    CHECK_INT_EQ(users_total, 600);
+    if (progress_calls < 8) {
+        progress_done[progress_calls] = users_done;
+    }
+    progress_calls++;
+}
+
+/* Progress comes after each batch of 256 users, and the figures are
+ * those of mr_rec_evaluate. */
+static void eval_reports_progress(void) {
+    mr_rec_data *data = synthetic_data(600);
+    mr_rec_model *model = bias_model(data, true);
+    mr_error err;
+    mr_rec_metrics plain, reported;
+    CHECK_STATUS(mr_rec_evaluate(model, data, MR_REC_VALID, &plain, &err), MR_OK);
+    progress_calls = 0;
+    CHECK_STATUS(mr_rec_evaluate_progress(model, data, MR_REC_VALID, record_eval_progress,
+                                          NULL, &reported, &err),
+                 MR_OK);
+    CHECK_INT_EQ(progress_calls, 3);
+    CHECK_INT_EQ(progress_done[0], 256);
+    CHECK_INT_EQ(progress_done[1], 512);
+    CHECK_INT_EQ(progress_done[2], 600);
+    CHECK_INT_EQ(reported.users, plain.users);
+    for (int c = 0; c < MR_REC_CUTOFFS; c++) {
+        CHECK_NEAR(reported.hit[c], plain.hit[c], 0);
+        CHECK_NEAR(reported.ndcg[c], plain.ndcg[c], 0);
+    }
+    mr_rec_model_free(model);
+    mr_rec_data_free(data);
+}
+
 static void eval_ada_list_by_hand(void) {
     mr_rec_data *data = hand_data();
     mr_rec_model *model = bias_model(data, true);
@@ -840,6 +878,7 @@ int main(int argc, char **argv) {
 
     MR_RUN(eval_ranks_by_hand);
     MR_RUN(eval_ada_list_by_hand);
+    MR_RUN(eval_reports_progress);
     MR_RUN(recommend_skips_history);
     MR_RUN(train_learns_pattern);
     MR_RUN(train_resume_matches_uninterrupted);

@@ -67,14 +67,11 @@ static void format_duration(double seconds, char *out, size_t size) {
     }
 }
 
-/* Shows training progress: a bar with examples/s and ETA on a terminal,
- * otherwise a plain line every PROGRESS_LOG_SECONDS. Evaluations are
- * reported by the library's log lines. */
+/* Shows training and evaluation progress: a bar with the rate and ETA on
+ * a terminal, a plain line every PROGRESS_LOG_SECONDS otherwise. */
 static void show_progress(const mr_rec_progress *progress, void *user_data) {
     (void)user_data;
-    if (strcmp(progress->phase, "train") != 0) {
-        return;
-    }
+    bool training = strcmp(progress->phase, "train") == 0;
     double rate = progress->examples_per_second;
     int64_t left = progress->examples_total - progress->examples_done;
     char eta[32];
@@ -86,15 +83,21 @@ static void show_progress(const mr_rec_progress *progress, void *user_data) {
             return;
         }
         display.last_line = now;
-        fprintf(stderr, "rec: epoch %d train: %lld/%lld examples, loss %.5f, %.0f examples/s, "
-                        "ETA %s\n",
-                progress->epoch, (long long)progress->examples_done,
-                (long long)progress->examples_total, progress->loss, rate, eta);
+        if (training) {
+            fprintf(stderr, "rec: epoch %d train: %lld/%lld examples, loss %.5f, "
+                            "%.0f examples/s, ETA %s\n",
+                    progress->epoch, (long long)progress->examples_done,
+                    (long long)progress->examples_total, progress->loss, rate, eta);
+        } else {
+            fprintf(stderr, "rec: epoch %d %s: %lld/%lld users, %.0f users/s, ETA %s\n",
+                    progress->epoch, progress->phase, (long long)progress->examples_done,
+                    (long long)progress->examples_total, rate, eta);
+        }
         fflush(stderr);
         return;
     }
 
-    /* Redraw at most every PROGRESS_BAR_SECONDS, and at the epoch's end. */
+    /* Redraw at most every PROGRESS_BAR_SECONDS, and at the end. */
     if (now - display.last_line < PROGRESS_BAR_SECONDS && left > 0) {
         return;
     }
@@ -108,9 +111,15 @@ static void show_progress(const mr_rec_progress *progress, void *user_data) {
         bar[i] = i < filled ? '#' : '.';
     }
     bar[PROGRESS_BAR_WIDTH] = '\0';
-    fprintf(stderr, "\repoch %d [%s] %lld/%lld loss %.5f %.0f ex/s ETA %s\033[K",
-            progress->epoch, bar, (long long)progress->examples_done,
-            (long long)progress->examples_total, progress->loss, rate, eta);
+    if (training) {
+        fprintf(stderr, "\repoch %d [%s] %lld/%lld loss %.5f %.0f ex/s ETA %s\033[K",
+                progress->epoch, bar, (long long)progress->examples_done,
+                (long long)progress->examples_total, progress->loss, rate, eta);
+    } else {
+        fprintf(stderr, "\repoch %d %s [%s] %lld/%lld users %.0f users/s ETA %s\033[K",
+                progress->epoch, progress->phase, bar, (long long)progress->examples_done,
+                (long long)progress->examples_total, rate, eta);
+    }
     fflush(stderr);
     display.bar_drawn = true;
 }

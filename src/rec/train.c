@@ -606,8 +606,8 @@ static mr_status set_paths(rec_trainer *tr, mr_error *err) {
 
 /*
  * Checks an existing run's config.json against this run's settings, then
- * writes the new one. The folder must exist. Sets *finished when the done marker says there is nothing
- * left to train.
+ * writes the new one. The folder must exist. Sets *finished when the done
+ * marker shows that there is nothing left to train.
  */
 static mr_status prepare_folder(rec_trainer *tr, const char *init_dir, bool *finished,
                                 mr_error *err) {

@@ -719,6 +719,23 @@ static mr_status run_epochs(rec_trainer *tr, mr_error *err) {
             break;
         }
 
+        /* A stop requested during the validation keeps its result: the
+         * checkpoint holds it, so the rerun trains the epoch at once. */
+        if (stop_requested(tr)) {
+            status = save_checkpoint(tr, err);
+            if (status == MR_OK) {
+                status = write_metrics(tr, NULL, err);
+            }
+            if (status == MR_OK) {
+                status = mr_error_set(err, MR_ERR_INTERRUPTED,
+                                      "rec: stopped on request after the validation before "
+                                      "epoch %d; rerun the same command to resume the run "
+                                      "in %s",
+                                      epoch, tr->options->out_dir);
+            }
+            return status;
+        }
+
         double loss = 0.0;
         status = train_epoch(tr, epoch, &loss, err);
         if (status != MR_OK) {

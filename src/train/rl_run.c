@@ -267,8 +267,8 @@ static mr_status save_checkpoint(rl_trainer *tr, int step, const mr_rl_result *r
     if (status == MR_OK && stop) {
         status = mr_error_set(err, MR_ERR_INTERRUPTED,
                               "rl: stopped on request after step %d of %d; the checkpoint in "
-                              "%s contains it, so rerun with resume on (--resume) to "
-                              "continue",
+                              "%s contains it, so rerun with --resume (the resume "
+                              "option) to continue",
                               step, r->o.rl.steps, r->o.out_dir);
     }
     return status;

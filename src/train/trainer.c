@@ -625,7 +625,8 @@ static mr_status train_loop(trainer *t, mr_train_result *result, mr_error *err) 
                 status = mr_error_set(err, MR_ERR_INTERRUPTED,
                                       "train: stopped on request after step %" PRId64
                                       " of %" PRId64 "; the checkpoint in %s contains it, "
-                                      "so rerun with resume on (--resume) to continue",
+                                      "so rerun with --resume (the resume option) to "
+                                      "continue",
                                       t->step, o->max_steps, o->out_dir);
             }
             break;

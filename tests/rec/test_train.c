@@ -323,17 +323,20 @@ static void train_resume_within_epoch(void) {
     mr_rec_data_free(data);
 }
 
-/* Where stop_at_point requests the stop: once the progress of
- * epoch `epoch` reaches `examples` training examples. */
+/* Where stop_at_point requests the stop: once the progress of phase
+ * ("train" or "valid") in epoch `epoch` reaches `examples` examples or
+ * users. */
 typedef struct stop_point {
     int epoch;
     int64_t examples;
     bool reached;
+    const char *phase;
 } stop_point;
 
 static void watch_stop_point(const mr_rec_progress *progress, void *user_data) {
     stop_point *point = user_data;
-    if (progress->epoch == point->epoch && strcmp(progress->phase, "train") == 0 &&
+    const char *phase = point->phase != NULL ? point->phase : "train";
+    if (progress->epoch == point->epoch && strcmp(progress->phase, phase) == 0 &&
         progress->examples_done >= point->examples) {
         point->reached = true;
     }
@@ -380,23 +383,29 @@ static void train_stop_request_resumes(void) {
     mr_rec_data *data = synthetic_data(150);
     mr_rec_config config = small_config();
     mr_error err;
-    char whole[128], within[128], at_end[128], at_start[128];
+    char whole[128], within[128], at_end[128], at_start[128], in_valid[128];
     temp_dir("whole_for_stops", whole, sizeof whole);
     temp_dir("stopped_within_epoch", within, sizeof within);
     temp_dir("stopped_after_epoch", at_end, sizeof at_end);
     temp_dir("stopped_at_start", at_start, sizeof at_start);
+    temp_dir("stopped_in_validation", in_valid, sizeof in_valid);
     mr_rec_train_options options = small_options(whole, 4);
     CHECK_STATUS(mr_rec_train(data, &config, &options, &err), MR_OK);
 
     /* Within epoch 2 the checkpoint keeps the next batch. After epoch 1's
      * last batch the epoch ends first. Before any training there is no
      * checkpoint. Each resumed run ends as the whole run did. */
-    stop_then_resume(data, within, (stop_point){2, 3 * 64, false}, "2", "3");
+    stop_then_resume(data, within, (stop_point){2, 3 * 64, false, NULL}, "2", "3");
     check_same_outputs(whole, within, "stopping within an epoch");
-    stop_then_resume(data, at_end, (stop_point){1, data->n_train, false}, "2", "0");
+    stop_then_resume(data, at_end, (stop_point){1, data->n_train, false, NULL}, "2", "0");
     check_same_outputs(whole, at_end, "stopping after an epoch");
-    stop_then_resume(data, at_start, (stop_point){0, 0, true}, NULL, NULL);
+    stop_then_resume(data, at_start, (stop_point){0, 0, true, NULL}, NULL, NULL);
     check_same_outputs(whole, at_start, "stopping before the first epoch");
+
+    /* A stop during the validation before epoch 2 keeps that validation
+     * in the checkpoint, before any of the epoch's batches. */
+    stop_then_resume(data, in_valid, (stop_point){2, 1, false, "valid"}, "2", "0");
+    check_same_outputs(whole, in_valid, "stopping during a validation");
     mr_rec_data_free(data);
 }
 

@@ -719,8 +719,8 @@ static mr_status run_epochs(rec_trainer *tr, mr_error *err) {
             break;
         }
 
-        /* A stop requested during the validation keeps its result: the
-         * checkpoint holds it, so the rerun trains the epoch at once. */
+        /* A stop requested during the validation keeps its result in the
+         * checkpoint, so the rerun trains the epoch at once. */
         if (stop_requested(tr)) {
             status = save_checkpoint(tr, err);
             if (status == MR_OK) {

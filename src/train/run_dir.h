@@ -66,11 +66,12 @@ mr_status run_dir_write_config(const char *out_dir, const char *config_text, mr_
 
 /*
  * Creates out_dir and its parents, noting in *dir the topmost folder it
- * created, locks out_dir for this process (fails with MR_ERR_STATE while
- * another process holds it) and removes the temporary files a killed
- * run left there, in adapter/ and in each checkpoints/ folder. When a resumed run raises steps_key above its stored
- * value, it removes OUT/done, because the run is no longer finished. On
- * failure *dir holds nothing to finish.
+ * created. Then locks out_dir for this process, failing with MR_ERR_STATE
+ * while another process has the lock, and removes the temporary files a
+ * killed run left in out_dir, adapter/ and each checkpoints/ folder. When
+ * a resumed run raises steps_key above its stored value, it removes
+ * OUT/done, because the run is no longer finished. On failure, *dir needs
+ * no train_run_dir_finish().
  */
 mr_status run_dir_create(const char *out_dir, const struct cJSON *stored, const char *steps_key,
                          int64_t steps, train_run_dir *dir, mr_error *err);

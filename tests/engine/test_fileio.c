@@ -362,7 +362,8 @@ static void folder_lock_ends_with_process(void) {
     CHECK(child > 0);
     int wait_status = 0;
     CHECK_INT_EQ(waitpid(child, &wait_status, 0), child);
-    CHECK(WIFEXITED(wait_status) && WEXITSTATUS(wait_status) == 0);
+    CHECK(WIFEXITED(wait_status));
+    CHECK_INT_EQ(WEXITSTATUS(wait_status), 0);
 
     mr_folder_lock *lock = NULL;
     mr_error err;

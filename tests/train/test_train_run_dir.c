@@ -144,7 +144,11 @@ static void new_run_rejects_finished_folder(void) {
     CHECK(strstr(err.message, "already contains a finished run (done)") != NULL);
     CHECK(strstr(err.message, "--resume") != NULL);
     char *after = read_text(out, "config.json");
-    CHECK(before != NULL && after != NULL && strcmp(before, after) == 0);
+    CHECK(before != NULL);
+    CHECK(after != NULL);
+    if (before != NULL && after != NULL) {
+        CHECK_STR_EQ(after, before);
+    }
     CHECK(exists(out, "done"));
     free(before);
     free(after);
@@ -191,7 +195,11 @@ static void resume_rejects_changed_settings(void) {
     CHECK(strstr(err.message, "max_steps (stored 2, now 1)") != NULL);
 
     char *after = read_text(out, "config.json");
-    CHECK(before != NULL && after != NULL && strcmp(before, after) == 0);
+    CHECK(before != NULL);
+    CHECK(after != NULL);
+    if (before != NULL && after != NULL) {
+        CHECK_STR_EQ(after, before);
+    }
     free(before);
     free(after);
 }
@@ -256,7 +264,11 @@ static void run_rejects_locked_folder(void) {
     CHECK(strstr(err.message, "in use") != NULL);
     CHECK(exists(out, "done"));
     char *after = read_text(out, "config.json");
-    CHECK(before != NULL && after != NULL && strcmp(before, after) == 0);
+    CHECK(before != NULL);
+    CHECK(after != NULL);
+    if (before != NULL && after != NULL) {
+        CHECK_STR_EQ(after, before);
+    }
     mr_folder_lock_release(other);
 
     /* Temporary files as a killed writer leaves them, at the top and in

@@ -241,7 +241,7 @@ bool cli_stop_requested(void *user_data);
 
 /*
  * Ends the process with the stop signal's default action, after flushing
- * stdio, so that the parent sees a death by that signal and a shell script
+ * stdio, so that the parent gets a death by that signal and a shell script
  * stops as it would after Ctrl-C. Returns 128 plus the signal number, the
  * code a shell reports, only when the process survives the signal.
  */
